@@ -1,0 +1,334 @@
+"""Configuration: one TOML file plus `RPT_*` environment overrides, validated at start.
+
+Environment overrides use `RPT_<SECTION>__<KEY>`, e.g. `RPT_KAFKA__TOPIC=sms.reports` or
+`RPT_PLATFORM__RETSIZE=200`. Secrets are never values in the file: an account names the
+environment variable or file that holds its token or login secret, and they are read once
+at start into `SecretStr`, so they print as `**********`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connector.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+}  # fmt: skip
+
+
+def parse_duration(value: object) -> float:
+    """'200ms', '5s', '2m', '1h' or plain seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '5s'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration (use '200ms', '5s', '2m', '1h' or seconds)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(value: object) -> int:
+    """'64MiB', '1GiB', '10MB' or plain bytes → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string like '64MiB'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size (use '64MiB', '1GiB' or bytes)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlatformSettings(_Section):
+    base_url: str = "https://client.xuandashi.com"
+    path: str = "/client-sms/v2/sms/get-rpt"
+    login_path: str = "/client-sms/user/login"
+    method: Literal["POST", "GET"] = "POST"
+    retsize: int = Field(500, ge=1, le=500)
+    poll_interval: Duration = 5.0
+    min_request_interval: Duration = 0.05
+    timezone: str = "Asia/Shanghai"
+    connect_timeout: Duration = 5.0
+    read_timeout: Duration = 30.0
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    max_response_bytes: Size = 16 * 2**20
+    backoff_initial: Duration = 0.5
+    backoff_max: Duration = 60.0
+    auth_failure_pause: Duration = 600.0
+    token_ttl: Duration = 1800.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("path", "login_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class AccountSettings(_Section):
+    """One platform account. Credentials: a static token, or uuid + secret for login."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    token_env: str | None = None
+    token_file: Path | None = None
+    uuid: str | None = None
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    topic: str | None = None
+    retsize: int | None = Field(None, ge=1, le=500)
+    poll_interval: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> AccountSettings:
+        static = [k for k in ("token_env", "token_file") if getattr(self, k)]
+        login = [k for k in ("secret_env", "secret_file") if getattr(self, k)]
+        if len(static) + len(login) != 1:
+            raise ValueError(
+                "set exactly one of token_env, token_file (static token) "
+                "or secret_env, secret_file (with uuid, for login)"
+            )
+        if login and not self.uuid:
+            raise ValueError("uuid is required with secret_env/secret_file")
+        if static and self.uuid:
+            raise ValueError("uuid goes with secret_env/secret_file, not with a static token")
+        return self
+
+    @property
+    def uses_login(self) -> bool:
+        return self.uuid is not None
+
+
+class KafkaSettings(_Section):
+    topic: str = "sms.status-reports"
+    dlq_topic: str = "sms.status-reports.dlq"
+    progress_topic: str = "rpt-connector.progress"
+    delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    value_format: Literal["avro-single-object", "confluent"] = "avro-single-object"
+    empty_custid_key: Literal["msgid", "null"] = "msgid"
+    transactional_id_prefix: str = "rpt-connector-"
+    max_batch_records: int = Field(20000, ge=1)
+    commit_interval: Duration = 0.5
+    create_topics: bool = True
+    topic_partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(-1, ge=-1)
+    producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _producer_has_bootstrap(self) -> KafkaSettings:
+        if "bootstrap.servers" not in self.producer:
+            raise ValueError('kafka.producer needs "bootstrap.servers"')
+        return self
+
+
+class SchemaRegistrySettings(_Section):
+    url: str
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    ca_location: Path | None = None
+    auto_register: bool = True
+
+
+class SpoolSettings(_Section):
+    dir: Path = Path("/var/lib/rpt-connector")
+    max_bytes: Size = 2**30
+    segment_bytes: Size = 64 * 2**20
+    fsync: bool = True
+
+
+class MetricsSettings(_Section):
+    listen: str = "0.0.0.0:9108"
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. '0.0.0.0:9108'")
+        return value
+
+
+class ClusterSettings(_Section):
+    group_id: str | None = None
+    control_topic: str = "rpt-connector.control"
+    session_timeout: Duration = 10.0
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with `load_settings(path)`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RPT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    platform: PlatformSettings = PlatformSettings()
+    accounts: list[AccountSettings] = Field(min_length=1)
+    kafka: KafkaSettings
+    schema_registry: SchemaRegistrySettings | None = None
+    spool: SpoolSettings = SpoolSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    log: LogSettings = LogSettings()
+    shutdown_timeout: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [a.name for a in self.accounts]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"account names must be unique; repeated: {', '.join(duplicates)}")
+        if self.kafka.value_format == "confluent" and self.schema_registry is None:
+            raise ValueError('kafka.value_format = "confluent" needs a [schema_registry] section')
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which is passed in as init values.
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | str) -> Settings:
+    """Read the TOML file, apply `RPT_*` overrides, validate; ConfigError names every bad key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return settings_from_dict(data)
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the key as it is written in the TOML file."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        key = _dotted(err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the README's configuration reference)"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "constrained-")) or part in {"str", "int", "float"}:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def read_secret(env_name: str | None, file: Path | None, key: str) -> SecretStr:
+    """Read a secret from the named environment variable or file; ConfigError names `key`."""
+    if env_name is not None:
+        value = os.environ.get(env_name)
+        if not value:
+            raise ConfigError(f"{key}: environment variable {env_name} is not set or empty")
+        return SecretStr(value.strip())
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {file}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{key}: {file} is empty")
+        return SecretStr(value)
+    raise ConfigError(f"{key}: no secret configured")
+
+
+def account_token(account: AccountSettings, index: int) -> SecretStr:
+    """The static token of an account (accounts without login)."""
+    key = f"accounts[{index}].{'token_env' if account.token_env else 'token_file'}"
+    return read_secret(account.token_env, account.token_file, key)
+
+
+def account_secret(account: AccountSettings, index: int) -> SecretStr:
+    """The login secret of an account that logs in with uuid + secret."""
+    key = f"accounts[{index}].{'secret_env' if account.secret_env else 'secret_file'}"
+    return read_secret(account.secret_env, account.secret_file, key)
+
+
+def registry_password(registry: SchemaRegistrySettings) -> SecretStr | None:
+    if registry.password_env is None and registry.password_file is None:
+        return None
+    key = "schema_registry." + ("password_env" if registry.password_env else "password_file")
+    return read_secret(registry.password_env, registry.password_file, key)
