@@ -1,0 +1,282 @@
+"""Metrics: the rpt_* contract (names, types, labels) and BatchHistogram's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from connector import __version__
+from connector.metrics import (
+    LAG_BUCKETS,
+    BatchHistogram,
+    Metrics,
+    batch_size_buckets,
+)
+
+# name (as exposed, without _total/_bucket suffixes) → (type, label names)
+CONTRACT = {
+    "rpt_polls": ("counter", {"account", "outcome"}),
+    "rpt_reports_fetched": ("counter", {"account"}),
+    "rpt_records_published": ("counter", {"account"}),
+    "rpt_dead_letters": ("counter", {"account", "reason"}),
+    "rpt_poll_duration_seconds": ("histogram", {"account"}),
+    "rpt_transaction_duration_seconds": ("histogram", {"account"}),
+    "rpt_batch_size": ("histogram", {"account"}),
+    "rpt_report_lag_seconds": ("histogram", {"account"}),
+    "rpt_delivery_latency_seconds": ("histogram", {"account"}),
+    "rpt_spool_pending_records": ("gauge", {"account"}),
+    "rpt_spool_bytes": ("gauge", {"account"}),
+    "rpt_last_success_timestamp_seconds": ("gauge", {"account"}),
+    "rpt_committed_sequence": ("gauge", {"account"}),
+    "rpt_reports_by_status": ("counter", {"account", "status"}),
+    "rpt_build": ("info", {"version"}),
+    "rpt_spool_write_errors": ("counter", {"account"}),
+    "rpt_unknown_fields": ("counter", {"account"}),
+    "rpt_poll_retry_attempt": ("gauge", {"account"}),
+    "rpt_producer_queue_messages": ("gauge", {"account"}),
+    "rpt_producer_queue_bytes": ("gauge", {"account"}),
+    "rpt_broker_up": ("gauge", {"account", "broker"}),
+    "rpt_broker_rtt_seconds": ("gauge", {"account", "broker"}),
+    "rpt_broker_request_errors": ("counter", {"account", "broker"}),
+}
+
+STATS = {
+    "msg_cnt": 12,
+    "msg_size": 3456,
+    "brokers": {
+        "localhost:9092/bootstrap": {"nodeid": -1, "state": "INIT", "rtt": {"avg": 0}},
+        "localhost:9092/1": {"nodeid": 1, "state": "UP", "rtt": {"avg": 2500}, "txerrs": 3},
+    },
+}
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset], float]:
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return samples(registry)[(name, frozenset(labels.items()))]
+
+
+def commit(metrics: Metrics, account: str = "a", **overrides: object) -> None:
+    args: dict = {
+        "records": 3,
+        "dead_letters": {"bad_msgid": 1},
+        "duration": 0.04,
+        "sequence": 17,
+        "commit_time": 1_000.0,
+        "rtimes_ms": {998_000: 2, 990_000: 1},
+        "delivery_latency_s": {4.0: 2, 700.0: 1},
+        "statuses": {"delivered": 2, "failed": 1},
+    }
+    metrics.committed(account, **{**args, **overrides})
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    m = Metrics(accounts=["a"], batch_capacities=[500, 200], clock=lambda: 1234.5)
+    m.poll("a", "ok", 0.2, 500)
+    m.poll("a", "auth_error", 0.1, 0)
+    commit(m)
+    m.poll_succeeded("a", 2000.0)
+    m.spool("a", 40, 8192)
+    m.spool_write_failed("a")
+    m.retry_attempt("a", 2)
+    m.unknown_fields("a", 5)
+    m.producer_statistics("a", json.dumps(STATS))
+    return m
+
+
+def test_every_contract_metric_has_its_type_and_labels(metrics: Metrics) -> None:
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+    }
+    for name, (kind, labels) in CONTRACT.items():
+        exposed = "rpt_build_info" if kind == "info" else name
+        assert exposed in families, name
+        family = families[exposed]
+        assert family.type == ("gauge" if kind == "info" else kind), name
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == labels, (name, sample)
+    assert not {n for n in families if n.startswith("rpt_")} - {
+        "rpt_build_info",
+        *CONTRACT,
+    }
+
+
+def test_values_after_a_poll_and_a_commit(metrics: Metrics) -> None:
+    r = metrics.registry
+    assert value(r, "rpt_build_info", version=__version__) == 1
+    assert value(r, "rpt_polls_total", account="a", outcome="ok") == 1
+    assert value(r, "rpt_polls_total", account="a", outcome="auth_error") == 1
+    assert value(r, "rpt_polls_total", account="a", outcome="retriable_error") == 0
+    assert value(r, "rpt_reports_fetched_total", account="a") == 500
+    assert value(r, "rpt_records_published_total", account="a") == 3
+    assert value(r, "rpt_dead_letters_total", account="a", reason="bad_msgid") == 1
+    assert value(r, "rpt_reports_by_status_total", account="a", status="delivered") == 2
+    assert value(r, "rpt_reports_by_status_total", account="a", status="unknown") == 0
+    assert value(r, "rpt_committed_sequence", account="a") == 17
+    assert value(r, "rpt_last_success_timestamp_seconds", account="a") == 2000.0
+    assert value(r, "rpt_spool_pending_records", account="a") == 40
+    assert value(r, "rpt_spool_bytes", account="a") == 8192
+    assert value(r, "rpt_spool_write_errors_total", account="a") == 1
+    assert value(r, "rpt_poll_retry_attempt", account="a") == 2
+    assert value(r, "rpt_unknown_fields_total", account="a") == 5
+    assert value(r, "rpt_poll_duration_seconds_count", account="a") == 2
+    # Only ok/empty polls say anything about the batch size.
+    assert value(r, "rpt_batch_size_count", account="a") == 1
+
+
+def test_report_lag_is_commit_time_minus_rtime_per_report(metrics: Metrics) -> None:
+    r = metrics.registry
+    assert value(r, "rpt_report_lag_seconds_count", account="a") == 3
+    assert value(r, "rpt_report_lag_seconds_sum", account="a") == pytest.approx(2 * 2 + 10)
+    assert value(r, "rpt_report_lag_seconds_bucket", account="a", le="1.0") == 0
+    assert value(r, "rpt_report_lag_seconds_bucket", account="a", le="2.5") == 2
+    assert value(r, "rpt_report_lag_seconds_bucket", account="a", le="10.0") == 3
+    assert value(r, "rpt_delivery_latency_seconds_bucket", account="a", le="5.0") == 2
+    assert value(r, "rpt_delivery_latency_seconds_sum", account="a") == pytest.approx(708)
+
+
+def test_reports_stamped_after_the_commit_count_as_zero_lag() -> None:
+    m = Metrics()
+    commit(m, commit_time=100.0, rtimes_ms={101_000: 1, 102_000: 2}, delivery_latency_s={-3.0: 1})
+    assert value(m.registry, "rpt_report_lag_seconds_bucket", account="a", le="0.05") == 3
+    assert value(m.registry, "rpt_report_lag_seconds_sum", account="a") == 0
+    assert value(m.registry, "rpt_delivery_latency_seconds_sum", account="a") == 0
+
+
+def test_known_accounts_are_exposed_at_zero_before_any_call() -> None:
+    m = Metrics(accounts=["x"], clock=lambda: 777.0)
+    r = m.registry
+    for outcome in ("ok", "empty", "retriable_error", "auth_error", "platform_error"):
+        assert value(r, "rpt_polls_total", account="x", outcome=outcome) == 0
+    assert value(r, "rpt_report_lag_seconds_count", account="x") == 0
+    assert value(r, "rpt_records_published_total", account="x") == 0
+    # "No successful poll for 5 minutes" counts from the start until the first success.
+    assert value(r, "rpt_last_success_timestamp_seconds", account="x") == 777.0
+
+
+def test_full_batches_are_visible_for_every_configured_retsize(metrics: Metrics) -> None:
+    assert {199, 200, 499, 500} <= set(batch_size_buckets([500, 200]))
+    assert batch_size_buckets([1]) == batch_size_buckets([])
+    metrics.poll("a", "ok", 0.1, 200)
+    metrics.poll("a", "ok", 0.1, 199)
+    r = metrics.registry
+    full_200 = value(r, "rpt_batch_size_bucket", account="a", le="200.0") - value(
+        r, "rpt_batch_size_bucket", account="a", le="199.0"
+    )
+    full_500 = value(r, "rpt_batch_size_bucket", account="a", le="500.0") - value(
+        r, "rpt_batch_size_bucket", account="a", le="499.0"
+    )
+    assert (full_200, full_500) == (1, 1)
+
+
+def test_unknown_outcome_or_status_is_a_programming_error() -> None:
+    m = Metrics()
+    with pytest.raises(ValueError, match="outcome"):
+        m.poll("a", "weird", 0.1, 0)
+    with pytest.raises(ValueError, match="statuses"):
+        commit(m, statuses={"0": 1})
+
+
+def test_producer_statistics_skip_bootstrap_brokers_and_convert_rtt(metrics: Metrics) -> None:
+    r = metrics.registry
+    broker = "localhost:9092/1"
+    assert value(r, "rpt_producer_queue_messages", account="a") == 12
+    assert value(r, "rpt_producer_queue_bytes", account="a") == 3456
+    assert value(r, "rpt_broker_rtt_seconds", account="a", broker=broker) == 0.0025
+    assert value(r, "rpt_broker_up", account="a", broker=broker) == 1
+    assert value(r, "rpt_broker_request_errors_total", account="a", broker=broker) == 3
+    assert not any(
+        dict(labels).get("broker") == "localhost:9092/bootstrap" for _, labels in samples(r)
+    )
+
+
+def test_unparseable_producer_statistics_keep_the_last_good_snapshot(metrics: Metrics) -> None:
+    metrics.producer_statistics("a", "{not json")
+    assert value(metrics.registry, "rpt_producer_queue_messages", account="a") == 12
+
+
+def test_two_metrics_objects_do_not_share_a_registry() -> None:
+    first, second = Metrics(), Metrics()
+    first.unknown_fields("a", 1)
+    assert ("rpt_unknown_fields_total", frozenset({("account", "a")})) not in samples(
+        second.registry
+    )
+
+
+BOUNDS = (0.5, 1.0, 2.5, 10.0)
+values_with_counts = st.dictionaries(
+    st.one_of(
+        st.sampled_from(BOUNDS),  # exactly on a bound: `le` is inclusive
+        st.floats(min_value=-5, max_value=50, allow_nan=False),
+    ),
+    st.integers(min_value=0, max_value=40),
+    max_size=12,
+)
+
+
+@given(st.lists(values_with_counts, max_size=4))
+def test_batch_histogram_matches_repeated_observe(batches: list[dict[float, int]]) -> None:
+    registry = CollectorRegistry()
+    batch = BatchHistogram("b", "batch", ["account"], BOUNDS, registry=registry)
+    stock = Histogram("s", "stock", ["account"], buckets=BOUNDS, registry=registry)
+    batch.ensure(["acc"])
+    stock.labels("acc")
+    for values in batches:
+        batch.observe_many(["acc"], values)
+        for v, count in values.items():
+            for _ in range(count):
+                stock.labels("acc").observe(v)
+    got = samples(registry)
+    for le in ("0.5", "1.0", "2.5", "10.0", "+Inf"):
+        key = frozenset({("account", "acc"), ("le", le)})
+        assert got[("b_bucket", key)] == got[("s_bucket", key)], le
+    key = frozenset({("account", "acc")})
+    assert got[("b_count", key)] == got[("s_count", key)]
+    assert got[("b_sum", key)] == pytest.approx(got[("s_sum", key)], abs=1e-6)
+
+
+def test_batch_histogram_is_thread_safe() -> None:
+    hist = BatchHistogram("t", "t", ["account"], LAG_BUCKETS, registry=CollectorRegistry())
+
+    def work() -> None:
+        for _ in range(2000):
+            hist.observe_many(["a"], {0.07: 1, 4000.0: 2})
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    family = next(iter(hist.collect()))
+    by_name = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert by_name[("t_count", None)] == 4 * 2000 * 3
+    assert by_name[("t_bucket", "0.1")] == 4 * 2000
+    assert by_name[("t_sum", None)] == pytest.approx(4 * 2000 * (0.07 + 8000.0))
+
+
+def test_batch_histogram_rejects_wrong_label_count() -> None:
+    hist = BatchHistogram("w", "w", ["account"], LAG_BUCKETS)
+    with pytest.raises(ValueError, match="labels"):
+        hist.observe_many(["a", "b"], {1.0: 1})
+
+
+def test_batch_histogram_name_clash_is_caught_at_registration() -> None:
+    registry = CollectorRegistry()
+    BatchHistogram("dup_seconds", "d", ["account"], LAG_BUCKETS, registry=registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        Histogram("dup_seconds", "d", ["account"], registry=registry)
