@@ -1,0 +1,114 @@
+"""Suite-wide fixtures: one real Kafka broker per session, never a mock.
+
+Broker source, first that applies:
+1. `KAFKA_BOOTSTRAP_SERVERS` from the environment (an externally managed cluster);
+2. testcontainers' Kafka when a Docker engine answers;
+3. the Maven-provisioned broker from devkafka/devkafka.py (instance "default"), started if
+   needed and stopped at the end only if this session started it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+# Make `import kafka_helpers` and `import devkafka` work whatever the rootdir/import mode.
+for _path in (TESTS, REPO / "devkafka"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import devkafka  # noqa: E402
+
+DOCKER_PROBE_TIMEOUT_S = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Re-registering a marker already in pyproject.toml is harmless; --strict-markers needs both.
+    config.addinivalue_line(
+        "markers", "integration: needs the real Kafka broker and/or the simulator over sockets"
+    )
+    config.addinivalue_line("markers", "chaos: stops/kills brokers or processes mid-flight")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Integration tests must never pass as "skipped": a skip there becomes a failure."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if (
+        report.skipped
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker("integration") is not None
+    ):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"integration test was skipped ({reason}); integration tests must run"
+
+
+def _docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(
+            ["docker", "info"], capture_output=True, timeout=DOCKER_PROBE_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def dev_broker() -> Iterator[devkafka.Broker]:
+    """The shared devkafka "default" broker; stopped at the end only if this session started it."""
+    broker = devkafka.Broker(devkafka.DEFAULT_NAME)
+    started_here = not broker.is_running()
+    broker.start()  # raises DevKafkaError (a test error, never a skip) if it can't come up
+    yield broker
+    if started_here:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if external:
+        yield external
+    elif _docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            yield container.get_bootstrap_server()
+    else:
+        broker: devkafka.Broker = request.getfixturevalue("dev_broker")
+        assert broker.bootstrap is not None
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def isolated_broker() -> Iterator[Callable[..., devkafka.Broker]]:
+    """Factory for private, started brokers that a test may stop, kill and restart freely.
+
+    Each gets a unique instance name; all are stopped and their data deleted afterwards.
+    """
+    made: list[devkafka.Broker] = []
+
+    def make(name: str | None = None, port: int | None = None) -> devkafka.Broker:
+        broker = devkafka.Broker(name or f"pytest-{uuid.uuid4().hex[:8]}", port=port)
+        made.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in made:
+        broker.wipe()
+        shutil.rmtree(broker.dir, ignore_errors=True)
