@@ -1,0 +1,438 @@
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector import spool as spool_module
+from connector.errors import SpoolError, SpoolFullError, SpoolWriteError
+from connector.spool import HEADER, Spool, inspect, segment_name
+
+MiB = 2**20
+
+
+def open_spool(directory: Path, **kwargs: object) -> Spool:
+    options: dict = {"max_bytes": 10 * MiB, "fsync": False}
+    options.update(kwargs)
+    return Spool.open(directory, **options)
+
+
+def segment_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.seg"))
+
+
+def quarantine_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.corrupt-*"))
+
+
+def payload(i: int, size: int = 40) -> bytes:
+    return (f"body-{i}-".encode() * size)[:size]
+
+
+def fill(directory: Path, count: int, **kwargs: object) -> list[bytes]:
+    bodies = [payload(i) for i in range(1, count + 1)]
+    with open_spool(directory, **kwargs) as spool:
+        assert [spool.append(b) for b in bodies] == list(range(1, count + 1))
+    return bodies
+
+
+# -- round trips ---------------------------------------------------------------------------
+
+
+def test_append_read_release_round_trip(tmp_path: Path) -> None:
+    with open_spool(tmp_path / "acc", fsync=True) as spool:
+        bodies = [payload(i) for i in range(5)]
+        seqs = [spool.append(b) for b in bodies]
+        assert seqs == [1, 2, 3, 4, 5]
+        assert spool.entries_after(0) == list(zip(seqs, bodies, strict=True))
+        assert spool.entries_after(3) == [(4, bodies[3]), (5, bodies[4])]
+        assert spool.pending_records == 5
+        assert spool.pending_bytes == 5 * (HEADER.size + 40)
+
+        spool.release_through(2)
+        assert spool.entries_after(0) == list(zip(seqs[2:], bodies[2:], strict=True))
+        assert spool.pending_records == 3
+        assert spool.pending_bytes == 3 * (HEADER.size + 40)
+        assert spool.last_seq == 5
+
+
+def test_limit_bytes_caps_a_batch_but_always_returns_one(tmp_path: Path) -> None:
+    with open_spool(tmp_path) as spool:
+        for i in range(4):
+            spool.append(payload(i, 100))
+        assert [seq for seq, _ in spool.entries_after(0, limit_bytes=250)] == [1, 2]
+        assert [seq for seq, _ in spool.entries_after(0, limit_bytes=10)] == [1]
+        assert spool.entries_after(4) == []
+
+
+def test_entries_are_read_back_from_disk_after_reopen(tmp_path: Path) -> None:
+    bodies = fill(tmp_path, 6, segment_bytes=150)
+    with open_spool(tmp_path, segment_bytes=150) as spool:
+        assert spool.recovery.entries == 6
+        assert spool.entries_after(0) == list(enumerate(bodies, start=1))
+        assert spool.entries_after(4) == [(5, bodies[4]), (6, bodies[5])]
+
+
+def test_uncached_entries_come_from_disk_in_process(tmp_path: Path) -> None:
+    with open_spool(tmp_path, cache_bytes=0) as spool:
+        bodies = [payload(i) for i in range(3)]
+        for body in bodies:
+            spool.append(body)
+        assert spool.entries_after(0) == list(enumerate(bodies, start=1))
+
+
+def test_damage_after_append_is_detected_on_read(tmp_path: Path) -> None:
+    with open_spool(tmp_path, cache_bytes=0) as spool:
+        spool.append(payload(1))
+        flip_byte(tmp_path / segment_name(1), HEADER.size + 5)
+        with pytest.raises(SpoolError, match=r"entry 1 .* damaged \(CRC mismatch\)"):
+            spool.entries_after(0)
+
+
+def test_release_beyond_the_last_sequence_is_refused(tmp_path: Path) -> None:
+    with open_spool(tmp_path) as spool:
+        spool.append(b"x")
+        with pytest.raises(ValueError, match="last sequence is 1"):
+            spool.release_through(2)
+
+
+# -- sequence numbers ----------------------------------------------------------------------
+
+
+def test_sequence_continues_across_reopen(tmp_path: Path) -> None:
+    fill(tmp_path, 3)
+    with open_spool(tmp_path) as spool:
+        assert spool.last_seq == 3
+        assert spool.append(b"next") == 4
+
+
+def test_full_release_keeps_numbering_without_floor(tmp_path: Path) -> None:
+    with open_spool(tmp_path) as spool:
+        for i in range(3):
+            spool.append(payload(i))
+        spool.release_through(3)
+        assert segment_files(tmp_path) == [segment_name(4)]
+        assert (tmp_path / segment_name(4)).stat().st_size == 0
+    with open_spool(tmp_path) as spool:
+        assert spool.pending_records == 0  # released entries do not come back
+        assert spool.entries_after(0) == []
+        assert spool.append(b"again") == 4
+
+
+def test_floor_seq_raises_numbering_and_counts_as_released(tmp_path: Path) -> None:
+    fill(tmp_path, 3)
+    with open_spool(tmp_path, floor_seq=2) as spool:
+        assert [seq for seq, _ in spool.entries_after(0)] == [3]
+        assert spool.pending_records == 1
+        spool.release_through(3)
+    with open_spool(tmp_path, floor_seq=10) as spool:
+        assert spool.last_seq == 10
+        assert spool.append(b"x") == 11
+        assert segment_files(tmp_path) == [segment_name(11)]
+
+
+def test_floor_seq_above_everything_on_disk_releases_it_all(tmp_path: Path) -> None:
+    fill(tmp_path, 4, segment_bytes=100)
+    with open_spool(tmp_path, floor_seq=7) as spool:
+        assert spool.pending_records == 0
+        assert spool.pending_bytes == 0
+        assert segment_files(tmp_path) == [segment_name(8)]
+        assert spool.append(b"x") == 8
+
+
+# -- segments and limits -------------------------------------------------------------------
+
+
+def test_segments_roll_and_are_named_by_their_first_sequence(tmp_path: Path) -> None:
+    frame = HEADER.size + 40
+    with open_spool(tmp_path, segment_bytes=2 * frame) as spool:
+        for i in range(5):
+            spool.append(payload(i))
+        assert segment_files(tmp_path) == [segment_name(1), segment_name(3), segment_name(5)]
+        sizes = [(tmp_path / name).stat().st_size for name in segment_files(tmp_path)]
+        assert sizes == [2 * frame, 2 * frame, frame]
+
+        spool.release_through(3)  # segment 1 fully released, segment 3 only half
+        assert segment_files(tmp_path) == [segment_name(3), segment_name(5)]
+        assert spool.pending_records == 2
+
+
+def test_an_entry_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path: Path) -> None:
+    with open_spool(tmp_path, segment_bytes=50) as spool:
+        spool.append(b"a")
+        spool.append(b"b" * 500)
+        spool.append(b"c")
+        assert segment_files(tmp_path) == [segment_name(1), segment_name(2), segment_name(3)]
+
+
+def test_max_bytes_refuses_without_writing(tmp_path: Path) -> None:
+    frame = HEADER.size + 40
+    with open_spool(tmp_path, max_bytes=3 * frame) as spool:
+        for i in range(2):
+            spool.append(payload(i))
+        assert spool.has_room(40) and not spool.has_room(41)
+        spool.append(payload(2))
+        assert spool.is_full
+        size = (tmp_path / segment_name(1)).stat().st_size
+        with pytest.raises(SpoolFullError, match="is full"):
+            spool.append(b"y")
+        assert (tmp_path / segment_name(1)).stat().st_size == size
+        assert spool.last_seq == 3
+
+        spool.release_through(1)
+        assert not spool.is_full
+        assert spool.append(payload(3)) == 4
+
+
+# -- damage and recovery -------------------------------------------------------------------
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_torn_last_write_is_quarantined_once(tmp_path: Path, caplog) -> None:
+    bodies = fill(tmp_path, 4)
+    segment = tmp_path / segment_name(1)
+    original = segment.read_bytes()
+    os.truncate(segment, len(original) - 3)
+    good = 3 * (HEADER.size + 40)
+
+    with caplog.at_level(logging.WARNING, logger="connector.spool"), open_spool(tmp_path) as spool:
+        assert spool.entries_after(0) == list(enumerate(bodies[:3], start=1))
+        assert spool.recovery.quarantined_bytes == HEADER.size + 37
+        assert spool.append(b"after") == 4
+    (quarantined,) = quarantine_files(tmp_path)
+    assert quarantined.name.startswith(segment.name + ".corrupt-")
+    assert quarantined.read_bytes() == original[good:-3]
+    assert stat.S_IMODE(quarantined.stat().st_mode) == 0o600
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    message = warning.getMessage()
+    assert segment.name in message and f"offset {good}" in message
+    assert f"quarantined {HEADER.size + 37} bytes" in message
+
+    caplog.clear()
+    for _ in range(2):
+        with open_spool(tmp_path) as spool:
+            assert [seq for seq, _ in spool.entries_after(0)] == [1, 2, 3, 4]
+            assert spool.recovery.quarantined == ()
+    assert len(quarantine_files(tmp_path)) == 1
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        (HEADER.size + 7, "CRC mismatch"),  # a payload byte
+        (12 + 7, "CRC mismatch"),  # the sequence number's low byte
+        (4, "runs past the end"),  # the length's high byte
+        (0, "bad magic"),
+    ],
+)
+def test_damaged_middle_frame_quarantines_the_rest_of_its_segment(
+    tmp_path: Path, where: int, reason: str
+) -> None:
+    frame = HEADER.size + 40
+    bodies = fill(tmp_path, 9, segment_bytes=3 * frame)  # segments 1-3, 4-6, 7-9
+    middle = tmp_path / segment_name(4)
+    flip_byte(middle, frame + where)  # entry 5
+
+    with open_spool(tmp_path, segment_bytes=3 * frame) as spool:
+        kept = [seq for seq, _ in spool.entries_after(0)]
+        assert kept == [1, 2, 3, 4, 7, 8, 9]
+        assert dict(spool.entries_after(0))[8] == bodies[7]
+        (q,) = spool.recovery.quarantined
+        assert (q.segment, q.offset, q.bytes) == (middle, frame, 2 * frame)
+        assert reason in q.reason
+        assert spool.append(b"x") == 10
+    assert middle.stat().st_size == frame
+
+
+def test_garbage_after_the_last_frame_is_quarantined(tmp_path: Path) -> None:
+    fill(tmp_path, 2)
+    with open(tmp_path / segment_name(1), "ab") as file:
+        file.write(b"\0" * 4096)  # a crash can leave zero-filled blocks
+    with open_spool(tmp_path) as spool:
+        assert spool.pending_records == 2
+        assert spool.recovery.quarantined_bytes == 4096
+
+
+def test_a_fully_damaged_last_segment_keeps_numbering(tmp_path: Path) -> None:
+    fill(tmp_path, 4, segment_bytes=2 * (HEADER.size + 40))
+    flip_byte(tmp_path / segment_name(3), 0)
+    with open_spool(tmp_path) as spool:
+        assert [seq for seq, _ in spool.entries_after(0)] == [1, 2]
+        assert spool.append(b"x") == 3  # 3 and 4 were never published: their numbers are free
+
+
+def test_inspect_reports_damage_and_changes_nothing(tmp_path: Path) -> None:
+    fill(tmp_path, 4, segment_bytes=2 * (HEADER.size + 40))
+    flip_byte(tmp_path / segment_name(3), HEADER.size + 1)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    report = inspect(tmp_path)
+
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert report["entries"] == 2
+    assert (report["first_seq"], report["last_seq"]) == (1, 2)
+    assert report["corrupt_segments"] == 1
+    damaged = report["segments"][1]
+    assert damaged["file"] == segment_name(3)
+    assert (damaged["corrupt_offset"], damaged["corrupt_reason"]) == (0, "CRC mismatch")
+    assert report["pending_bytes"] == 2 * (HEADER.size + 40)
+    assert inspect(tmp_path / "missing")["exists"] is False
+
+
+# -- permissions, locking and write errors -------------------------------------------------
+
+
+def test_directory_and_files_are_owner_only(tmp_path: Path) -> None:
+    directory = tmp_path / "spool" / "acc"
+    with open_spool(directory, fsync=True) as spool:
+        spool.append(b"138xxxxxxxx")
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / segment_name(1)).stat().st_mode) == 0o600
+
+
+def test_a_second_open_of_the_same_directory_is_refused(tmp_path: Path) -> None:
+    with open_spool(tmp_path), pytest.raises(SpoolError, match="in use by another process"):
+        open_spool(tmp_path)
+    open_spool(tmp_path).close()  # closing released the lock
+
+
+def test_failed_write_leaves_no_half_frame(tmp_path: Path, monkeypatch) -> None:
+    with open_spool(tmp_path) as spool:
+        spool.append(payload(1))
+        size = (tmp_path / segment_name(1)).stat().st_size
+        real_pwrite = os.pwrite
+
+        def half_then_enospc(fd: int, data: bytes, offset: int) -> int:
+            if len(data) > 10:
+                return real_pwrite(fd, bytes(data)[:10], offset)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(spool_module.os, "pwrite", half_then_enospc)
+        with pytest.raises(SpoolWriteError) as caught:
+            spool.append(payload(2))
+        assert str(tmp_path) in str(caught.value)
+        assert "No space left on device (ENOSPC)" in str(caught.value)
+        assert (tmp_path / segment_name(1)).stat().st_size == size
+        assert spool.last_seq == 1 and spool.pending_records == 1
+
+        monkeypatch.setattr(spool_module.os, "pwrite", real_pwrite)
+        assert spool.append(payload(2)) == 2
+    with open_spool(tmp_path) as spool:
+        assert spool.recovery.quarantined == ()
+        assert spool.entries_after(0) == [(1, payload(1)), (2, payload(2))]
+
+
+def test_failed_fsync_is_a_write_error_and_the_frame_is_cut(tmp_path: Path, monkeypatch) -> None:
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with open_spool(tmp_path, fsync=True) as spool:
+        monkeypatch.setattr(spool_module.os, "fdatasync", eio)
+        with pytest.raises(SpoolWriteError, match=r"Input/output error \(EIO\)"):
+            spool.append(b"x")
+        assert (tmp_path / segment_name(1)).stat().st_size == 0
+        assert spool.pending_records == 0
+
+
+def test_unusable_segment_path_is_a_write_error(tmp_path: Path) -> None:
+    with open_spool(tmp_path, segment_bytes=30) as spool:
+        spool.append(b"a" * 20)
+        (tmp_path / segment_name(2)).mkdir()  # the next segment cannot be created
+        with pytest.raises(SpoolWriteError, match=r"cannot create a segment in .*EEXIST"):
+            spool.append(b"b" * 20)
+        assert spool.pending_records == 1
+
+
+def test_unusable_directory_is_a_write_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(SpoolWriteError, match=f"{blocker}.*ENOTDIR"):
+        open_spool(blocker / "acc")
+
+
+# -- a model, and two threads --------------------------------------------------------------
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.binary(max_size=120)),
+        st.tuples(st.just("release"), st.floats(0, 1)),
+        st.tuples(st.just("reopen"), st.booleans()),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations, segment_bytes=st.sampled_from([40, 200, 10_000]))
+def test_spool_matches_a_model(tmp_path_factory, ops: list, segment_bytes: int) -> None:
+    directory = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
+    model: dict[int, bytes] = {}
+    history: dict[int, bytes] = {}
+    released = last = 0
+    spool = open_spool(directory, segment_bytes=segment_bytes)
+    try:
+        for op, arg in ops:
+            if op == "append":
+                last = spool.append(arg)
+                model[last] = history[last] = arg
+            elif op == "release":
+                released = max(released, int(arg * last))
+                spool.release_through(released)
+                model = {s: p for s, p in model.items() if s > released}
+            else:
+                spool.close()
+                floor = released if arg else 0  # the pipeline passes Kafka's committed seq
+                spool = open_spool(directory, segment_bytes=segment_bytes, floor_seq=floor)
+                # Without the floor, released entries that share a segment with pending ones
+                # come back (to be published again): never anything else.
+                back = dict(spool.entries_after(0)).items() - model.items()
+                assert all(history[s] == p and s <= released for s, p in back)
+                model.update(back)
+            assert spool.last_seq == last
+            assert spool.entries_after(0) == sorted(model.items())
+            assert spool.pending_bytes == sum(HEADER.size + len(p) for p in model.values())
+    finally:
+        spool.close()
+
+
+def test_concurrent_appender_and_publisher_lose_nothing(tmp_path: Path) -> None:
+    count = 3000
+    bodies = [payload(i, 50 + i % 200) for i in range(count)]
+    spool = open_spool(tmp_path, segment_bytes=4096, cache_bytes=64 * 1024)
+    received: list[tuple[int, bytes]] = []
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            while len(received) < count:
+                batch = spool.entries_after(received[-1][0] if received else 0, 8192)
+                if batch:
+                    received.extend(batch)
+                    spool.release_through(batch[-1][0])
+        except BaseException as exc:
+            errors.append(exc)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    seqs = [spool.append(body) for body in bodies]
+    publisher.join(timeout=60)
+    spool.close()
+
+    assert not errors and not publisher.is_alive()
+    assert seqs == list(range(1, count + 1))
+    assert received == list(zip(seqs, bodies, strict=True))
+    assert segment_files(tmp_path) == [segment_name(count + 1)]
