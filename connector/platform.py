@@ -1,0 +1,372 @@
+"""The get-rpt client: one pooled HTTP/1.1 connection per account, login, classification, backoff.
+
+`classify` is the one place that decides what an answer means: reports, or which `PlatformError`.
+Transport failures (timeouts, refused or reset connections) become `RetriableError` at the
+boundary. A 2xx answer whose body cannot be read or parsed becomes `InvalidResponseError` and
+still carries the bytes that did arrive: get-rpt is destructive, so the platform may already
+count those reports as delivered and the pipeline must keep them.
+
+`PollSchedule` says how long to wait before the next call; the caller does the waiting.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC
+from urllib.parse import unquote_to_bytes
+
+import httpx
+import msgspec
+from pydantic import SecretStr
+
+from connector import __version__
+from connector.config import AccountSettings, PlatformSettings, account_secret, account_token
+from connector.errors import (
+    AuthError,
+    InvalidResponseError,
+    PlatformError,
+    PlatformResultError,
+    RetriableError,
+)
+
+log = logging.getLogger("connector.platform")
+
+TOKEN_HEADER = "Finovy-Access-Token"  # noqa: S105 -- a header name, not a secret
+_AUTH_RESULT = 401
+_MAX_BACKOFF_EXPONENT = 62  # 2**62 * any sane backoff_initial is far past any backoff_max
+# msgspec keeps integers of any size exact (orjson turns big negatives into floats).
+_DECODER = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """One successful get-rpt call."""
+
+    raw: bytes  # the response body exactly as received (to be spooled)
+    reports: list[dict]  # the parsed `rpts`, values as msgspec decodes them (str / int / ...)
+    fetched_at: float  # wall-clock epoch seconds when the response arrived
+    duration: float  # seconds the call took, re-login included
+    attempts: int = 1  # get-rpt calls made (a re-login retry makes it 2)
+
+
+def decode_desc(value: object) -> str:
+    """Percent-decode a `desc`; the bytes are UTF-8 or GB2312/GB18030, else the text is kept."""
+    if value is None:
+        return ""
+    text = str(value)
+    # The platform form-encodes (Java URLEncoder style), where '+' stands for a space.
+    raw = unquote_to_bytes(text.replace("+", " "))
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return text
+
+
+def parse_response(raw: bytes) -> list[dict]:
+    """A get-rpt body → its `rpts`; raises InvalidResponseError, AuthError or PlatformResultError.
+
+    Entries of `rpts` are returned as they are; the report normalizer judges each one.
+    """
+    try:
+        body = _DECODER.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidResponseError(f"get-rpt body is not JSON ({exc})", raw) from exc
+    if not isinstance(body, dict) or "result" not in body:
+        raise InvalidResponseError("get-rpt body has no 'result'", raw)
+    result = _result_code(body["result"])
+    if result is None:
+        raise InvalidResponseError(f"get-rpt 'result' is not an integer: {body['result']!r}", raw)
+    if result != 0:
+        desc = decode_desc(body.get("desc"))
+        if result == _AUTH_RESULT:
+            raise AuthError(f"get-rpt result 401: {desc}")
+        raise PlatformResultError(result, desc)
+    reports = body.get("rpts")
+    if not isinstance(reports, list):
+        raise InvalidResponseError("get-rpt answered result 0 without an 'rpts' list", raw)
+    return reports
+
+
+def _result_code(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """`Retry-After` as delay-seconds or an HTTP-date → seconds from `now` (epoch), or None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def classify(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+) -> list[dict]:
+    """The one decision on an HTTP answer: its reports, or the PlatformError it amounts to."""
+    if 200 <= status < 300:
+        return parse_response(body)
+    if status in (401, 403):
+        raise AuthError(f"get-rpt HTTP {status}: the platform rejected the token")
+    if status in (408, 429) or status >= 500:
+        now = time.time() if now is None else now
+        retry_after = parse_retry_after(headers.get("retry-after"), now)
+        raise RetriableError(f"get-rpt HTTP {status}", retry_after=retry_after)
+    raise PlatformError(f"get-rpt HTTP {status}: unexpected status")
+
+
+@contextmanager
+def _transport_errors(what: str) -> Iterator[None]:
+    """Translate httpx transport failures into RetriableError (messages carry no headers)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise RetriableError(f"{what} timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise RetriableError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_body(response: httpx.Response, limit: int) -> bytes:
+    """Stream the body up to `limit` bytes; a 2xx body that is cut off or too big is invalid."""
+    ok = response.is_success
+    buf = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                if ok:
+                    raise InvalidResponseError(
+                        f"get-rpt body exceeds max_response_bytes ({limit})", bytes(buf[:limit])
+                    )
+                break  # an error page: its status says enough
+    except httpx.HTTPError as exc:
+        if ok:
+            raise InvalidResponseError(
+                f"get-rpt body cut off after {len(buf)} bytes ({type(exc).__name__})", bytes(buf)
+            ) from exc
+        raise RetriableError(f"get-rpt HTTP {response.status_code}, body cut off") from exc
+    return bytes(buf)
+
+
+def _ssl_verify(platform: PlatformSettings) -> ssl.SSLContext | bool:
+    if not platform.verify_tls:
+        return False
+    if platform.ca_bundle is not None:
+        return ssl.create_default_context(cafile=str(platform.ca_bundle))
+    return True
+
+
+class PlatformClient:
+    """get-rpt for one account over one pooled HTTP/1.1 connection. Thread-safe."""
+
+    def __init__(
+        self,
+        platform: PlatformSettings,
+        account: AccountSettings,
+        account_index: int,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account.name
+        self._platform = platform
+        self._uuid = account.uuid
+        self._retsize = str(account.retsize or platform.retsize)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._secret: SecretStr | None = None
+        self._token: SecretStr | None = None
+        self._token_at = 0.0
+        if account.uses_login:
+            self._secret = account_secret(account, account_index)
+        else:
+            self._token = account_token(account, account_index)
+        self._http = httpx.Client(
+            base_url=platform.base_url,
+            http1=True,
+            http2=False,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            timeout=httpx.Timeout(
+                connect=platform.connect_timeout,
+                read=platform.read_timeout,
+                write=platform.read_timeout,
+                pool=platform.connect_timeout + platform.read_timeout,
+            ),
+            verify=_ssl_verify(platform),
+            headers={"User-Agent": f"rpt-connector/{__version__}"},
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"PlatformClient(account={self.account!r}, base_url={self._platform.base_url!r})"
+
+    def __enter__(self) -> PlatformClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def fetch(self) -> Fetch:
+        """One get-rpt call (plus one re-login and retry if a login token was rejected)."""
+        started = self._clock()
+        token = self._current_token()
+        attempts = 1
+        try:
+            raw, reports = self._get_rpt(token)
+        except AuthError:
+            if self._secret is None:
+                raise
+            log.warning("account %s: token rejected, logging in again (attempt 2)", self.account)
+            token = self._relogin(stale=token)
+            attempts = 2
+            raw, reports = self._get_rpt(token)
+        return Fetch(raw, reports, self._wall_clock(), self._clock() - started, attempts)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _get_rpt(self, token: SecretStr) -> tuple[bytes, list[dict]]:
+        path, headers = self._platform.path, {TOKEN_HEADER: token.get_secret_value()}
+        if self._platform.method == "GET":
+            request = self._http.build_request(
+                "GET", path, params={"retsize": self._retsize}, headers=headers
+            )
+        else:
+            request = self._http.build_request(
+                "POST", path, json={"retsize": self._retsize}, headers=headers
+            )
+        with _transport_errors("get-rpt"):
+            response = self._http.send(request, stream=True)
+        try:
+            body = _read_body(response, self._platform.max_response_bytes)
+        finally:
+            response.close()
+        reports = classify(response.status_code, response.headers, body, now=self._wall_clock())
+        return body, reports
+
+    def _current_token(self) -> SecretStr:
+        if self._secret is None:
+            assert self._token is not None
+            return self._token
+        with self._lock:
+            expired = self._clock() - self._token_at >= self._platform.token_ttl
+            if self._token is None or expired:
+                self._store_token(self._login())
+            return self._token
+
+    def _relogin(self, stale: SecretStr) -> SecretStr:
+        """Single-flight: whoever takes the lock first logs in; the others reuse its token."""
+        with self._lock:
+            assert self._token is not None
+            if self._token.get_secret_value() == stale.get_secret_value():
+                self._store_token(self._login())
+            return self._token
+
+    def _store_token(self, token: SecretStr) -> None:
+        self._token, self._token_at = token, self._clock()
+
+    def _login(self) -> SecretStr:
+        assert self._secret is not None
+        payload = {"uuid": self._uuid, "secret": self._secret.get_secret_value()}
+        with _transport_errors("login"):
+            response = self._http.post(self._platform.login_path, json=payload)
+        if response.status_code == 429 or response.status_code >= 500:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
+            raise RetriableError(f"login HTTP {response.status_code}", retry_after=retry_after)
+        token = _login_token(response)
+        log.info("account %s: logged in", self.account)
+        return token
+
+
+def _login_token(response: httpx.Response) -> SecretStr:
+    """The token from a login answer `{"code": 0, "data": "<token>", ...}`, else AuthError."""
+    if response.status_code != 200:
+        raise AuthError(f"login HTTP {response.status_code}")
+    try:
+        body = _DECODER.decode(response.content)
+    except msgspec.DecodeError as exc:
+        raise AuthError("login answer is not JSON") from exc
+    if not isinstance(body, dict):
+        raise AuthError("login answer is not a JSON object")
+    token = body.get("data")
+    if _result_code(body.get("code")) != 0 or not isinstance(token, str) or not token:
+        message = decode_desc(body.get("msg"))[:200]
+        raise AuthError(f"login failed: code {body.get('code')!r}: {message}")
+    return SecretStr(token)
+
+
+class PollSchedule:
+    """When to poll next: adaptive polling + bounded exponential backoff with full jitter."""
+
+    def __init__(
+        self,
+        *,
+        retsize: int,
+        poll_interval: float,
+        min_request_interval: float,
+        backoff_initial: float,
+        backoff_max: float,
+        auth_failure_pause: float,
+        rng: random.Random | None = None,
+        account: str = "",
+    ) -> None:
+        self._retsize = retsize
+        self._poll_interval = poll_interval
+        self._min_interval = min_request_interval
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._auth_pause = auth_failure_pause
+        self._rng = rng or random.Random()
+        self._account = account
+        self.attempt = 0  # consecutive failures
+
+    def after_batch(self, n_reports: int) -> float:
+        """A full batch means more are waiting: poll again at once (rate-limited); else idle."""
+        self.attempt = 0
+        if n_reports >= self._retsize:
+            return self._min_interval
+        return max(self._poll_interval, self._min_interval)
+
+    def after_error(self, error: PlatformError) -> float:
+        """AuthError → auth_failure_pause; others → full jitter, at least a (capped) Retry-After."""
+        self.attempt += 1
+        if isinstance(error, AuthError):
+            delay = self._auth_pause
+        else:
+            exponent = min(self.attempt - 1, _MAX_BACKOFF_EXPONENT)
+            delay = self._rng.random() * min(self._backoff_max, self._backoff_initial * 2**exponent)
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                # Honour the server, but a far-future HTTP-date must not park the account.
+                delay = max(delay, min(retry_after, self._backoff_max))
+        delay = max(delay, self._min_interval)
+        log.warning(
+            "account %s: %s: %s; attempt %d, next try in %.2fs",
+            self._account, error.outcome, error, self.attempt, delay,
+        )  # fmt: skip
+        return delay
