@@ -49,4 +49,4 @@ kafka-down: $(STAMP)
 
 clean:
 	-$(KAFKA) down
-	rm -rf .cache/kafka/data .pytest_cache
+	rm -rf .cache/kafka/*/data .pytest_cache

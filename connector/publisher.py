@@ -263,24 +263,33 @@ class ProgressTopic:
 
     def read(self, account: str, timeout: float = 60.0) -> int:
         """The last committed spool sequence of `account`, 0 when it never committed."""
-        consumer = Consumer(self._consumer_config())
+        consumer = Consumer(self._consumer_config("read_committed"))
         try:
             self._partitions = _partition_count(consumer, self.topic)
-            partition = progress_partition(account, self._partitions)
-            return _last_sequence(
-                consumer, TopicPartition(self.topic, partition), account.encode(), timeout
-            )
+            partition = TopicPartition(self.topic, progress_partition(account, self._partitions))
+            end = self._high_watermark(partition)
+            return _last_sequence(consumer, partition, end, account.encode(), timeout)
         except KafkaException as exc:
             raise PublishError(f"cannot read progress topic {self.topic}: {exc}") from exc
         finally:
             consumer.close()
 
-    def _consumer_config(self) -> dict:
+    def _high_watermark(self, partition: TopicPartition) -> int:
+        # A read_committed consumer's watermark query answers the last *stable* offset, which
+        # another account's open transaction can hold below our newest commit; ask for the
+        # true end with a read_uncommitted consumer, then read (committed only) up to it.
+        consumer = Consumer(self._consumer_config("read_uncommitted"))
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+        finally:
+            consumer.close()
+
+    def _consumer_config(self, isolation: str) -> dict:
         passthrough = {k: v for k, v in self._bootstrap.items() if _is_client_wide(k)}
         return passthrough | {
             "group.id": "rpt-connector-progress-reader",
             "enable.auto.commit": False,
-            "isolation.level": "read_committed",
+            "isolation.level": isolation,
             "enable.partition.eof": False,
         }
 
@@ -298,12 +307,8 @@ def _partition_count(consumer: Consumer, topic: str) -> int:
 
 
 def _last_sequence(
-    consumer: Consumer, partition: TopicPartition, key: bytes, timeout: float
+    consumer: Consumer, partition: TopicPartition, end: int, key: bytes, timeout: float
 ) -> int:
-    # Read up to the high watermark taken now, not just to the first end-of-partition: with
-    # read_committed, another account's open transaction earlier in the partition holds the
-    # stable offset back, and stopping there would return a stale sequence (duplicates).
-    end = consumer.get_watermark_offsets(partition, timeout=10)[1]
     if end == 0:
         return 0
     consumer.assign([TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING)])

@@ -1,0 +1,109 @@
+"""End to end: simulator → `rpt-connector run` → real Kafka, every report exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from harness import (
+    TOKEN,
+    ConnectorProcess,
+    SimulatorProcess,
+    Topics,
+    ground_truth,
+    verify,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def topics() -> Topics:
+    return Topics.fresh()
+
+
+def start_simulator(tmp_path: Path, *extra: str) -> SimulatorProcess:
+    record = tmp_path / "handed-out.jsonl"
+    return SimulatorProcess(
+        ["--token", f"main={TOKEN}", "--record", str(record), "--seed", "7", *extra]
+    ).start()
+
+
+def assert_exactly_once(kafka_bootstrap: str, topics: Topics, tmp_path: Path) -> None:
+    good, bad = ground_truth(tmp_path / "handed-out.jsonl")
+    verdict = verify(kafka_bootstrap, topics, good)
+    assert verdict.lost == [], f"{len(verdict.lost)} reports lost"
+    assert verdict.duplicated == [], f"{len(verdict.duplicated)} reports duplicated"
+    assert set(verdict.delivered) == set(good)
+    dead_values = {record.value for record in verdict.dead_letters}
+    assert len(verdict.dead_letters) == len(bad)
+    for record in verdict.dead_letters:
+        headers = dict(record.headers)
+        assert headers["account"] == b"main"
+        assert headers["error.class"] == b"ReportError"
+        assert int(headers["spool.sequence"]) > 0
+    assert len(dead_values) == len(bad)
+
+
+def test_every_report_exactly_once_with_malformed_ones_in_the_dlq(
+    kafka_bootstrap: str, tmp_path: Path, topics: Topics
+) -> None:
+    simulator = start_simulator(tmp_path, "--reports", "20000", "--malformed-rate", "0.01")
+    config = write_config(
+        tmp_path / "c.toml",
+        base_url=simulator.base_url,
+        bootstrap=kafka_bootstrap,
+        topics=topics,
+        spool=tmp_path / "spool",
+    )
+    connector = ConnectorProcess(config, tmp_path / "connector.log").start()
+    try:
+        wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
+        time.sleep(1.5)  # a commit interval or two for the last transaction
+        started = time.monotonic()
+        assert connector.terminate() == 0, connector.output()
+        assert time.monotonic() - started < 10
+    finally:
+        if connector.alive():
+            connector.kill()
+        simulator.stop()
+    assert_exactly_once(kafka_bootstrap, topics, tmp_path)
+
+
+def test_kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path, topics: Topics
+) -> None:
+    simulator = start_simulator(tmp_path, "--reports", "30000", "--latency", "0.01")
+    config = write_config(
+        tmp_path / "c.toml",
+        base_url=simulator.base_url,
+        bootstrap=kafka_bootstrap,
+        topics=topics,
+        spool=tmp_path / "spool",
+    )
+    log = tmp_path / "connector.log"
+    try:
+        for _ in range(2):
+            connector = ConnectorProcess(config, log).start()
+            handed_out = simulator.stats()["handed_out"]
+            wait_until(
+                lambda h=handed_out: simulator.stats()["handed_out"] > h + 3000,
+                60,
+                "the connector to fetch",
+            )
+            connector.process.send_signal(signal.SIGKILL)
+            connector.process.wait(10)
+        connector = ConnectorProcess(config, log).start()
+        wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
+        time.sleep(1.5)
+        assert connector.terminate() == 0, connector.output()
+    finally:
+        if connector.alive():
+            connector.kill()
+        simulator.stop()
+    assert "spool entries to replay" in connector.output()
+    assert_exactly_once(kafka_bootstrap, topics, tmp_path)
