@@ -43,6 +43,7 @@ from __future__ import annotations
 import bisect
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -347,7 +348,7 @@ class Spool:
             start = bisect.bisect_right(self._index, seq, key=lambda e: e.seq)
             picked: list[tuple[_Entry, bytes | None]] = []
             total = 0
-            for entry in self._index[start:]:
+            for entry in itertools.islice(self._index, start, None):
                 if limit_bytes is not None and picked and total + entry.length > limit_bytes:
                     break
                 picked.append((entry, self._cache.get(entry.seq)))
@@ -467,7 +468,8 @@ class Spool:
         self._fd = os.open(self._active.path, os.O_WRONLY | os.O_CLOEXEC)
 
     def _quarantine(self, path: Path, scan: _Scan) -> Quarantine:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time_ns() % 10**9:09d}Z"
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9)) + f"{now % 10**9:09d}Z"
         target = path.with_name(f"{path.name}.corrupt-{stamp}")
         lost = scan.size - scan.good_bytes
         with open(path, "r+b") as source:
