@@ -126,12 +126,14 @@ class ReportFactory:
     def make(self, count: int, now: float) -> list[bytes]:
         out: list[bytes] = []
         while len(out) < count:
-            out.extend(self._message(now))
-        del out[count:]  # a long message may be cut here; its other parts never come
+            out.extend(self._message(now, count - len(out)))
         return out
 
-    def _message(self, now: float) -> list[bytes]:
-        """The reports of one SMS: a long one is split in parts sharing the custid."""
+    def _message(self, now: float, limit: int) -> list[bytes]:
+        """The reports of one SMS, at most `limit`: a long one is in parts sharing the custid.
+
+        Parts past `limit` are never made: like a platform that lost them.
+        """
         rng = self._rng
         total = 1 if rng.random() < 0.8 else rng.randint(2, 4)
         custid = "" if rng.random() < 0.05 else f"{rng.getrandbits(80):020x}"
@@ -145,7 +147,7 @@ class ReportFactory:
         exno = f"{rng.randrange(10000):04d}"
         num: Callable[[int], int | str] = str if rng.random() < 0.3 else int
         parts = []
-        for part in range(1, total + 1):
+        for part in range(1, min(total, limit) + 1):
             msgid = self._next_msgid
             self._next_msgid += 1
             report = {
