@@ -27,6 +27,7 @@ from connector import platform
 from connector.avro_codec import make_value_encoder, record_headers
 from connector.config import AccountSettings, Settings
 from connector.errors import (
+    CodecError,
     ConnectorError,
     FencedError,
     InvalidResponseError,
@@ -167,18 +168,30 @@ class AccountPipeline:
         batch = self._normalizer.normalize_batch(reports, fetched_at_ms)
         records = batch.records
         if records:
-            self._publisher.produce_many(
-                self._topic,
-                self._encoder.encode_batch(records),
-                self._keys(records),
-                self._headers,
-            )
+            records, values = self._encode(records, seq, txn)
+            self._publisher.produce_many(self._topic, values, self._keys(records), self._headers)
             txn.records += len(records)
             txn.observed.update((r["rtime"], r["stime"], r["status"]) for r in records)
         for rejected in batch.rejected:
             self._dead_letter(rejected.raw, rejected.error, seq, "invalid_report", txn)
         if batch.unknown_fields:
             self._metrics.unknown_fields(self.name, batch.unknown_fields)
+
+    def _encode(
+        self, records: list[dict], seq: int, txn: Transaction
+    ) -> tuple[list[dict], list[bytes]]:
+        """Encode a batch; should a record not fit the schema, dead-letter it, keep the rest."""
+        try:
+            return records, self._encoder.encode_batch(records)
+        except CodecError:
+            kept, values = [], []
+            for record in records:
+                try:
+                    values.extend(self._encoder.encode_batch([record]))
+                    kept.append(record)
+                except CodecError as exc:
+                    self._dead_letter(repr(record).encode(), exc, seq, "unencodable_record", txn)
+            return kept, values
 
     def _keys(self, records: list[dict]) -> list[bytes | None]:
         fallback_to_msgid = self._kafka.empty_custid_key == "msgid"
@@ -305,8 +318,8 @@ class AccountPipeline:
         self._spooled.set()
 
     def _spool_has_room(self) -> bool:
-        worst_case = self._settings.platform.max_response_bytes + _FETCHED_AT.size
-        return self._spool.pending_bytes + worst_case <= self._settings.spool.max_bytes
+        """Fetch only when the largest possible answer still fits: the read is destructive."""
+        return self._spool.has_room(self._settings.platform.max_response_bytes + _FETCHED_AT.size)
 
     # --- recovery and reporting ------------------------------------------------------------
     def _recover(self) -> None:
@@ -320,7 +333,6 @@ class AccountPipeline:
             fsync=spool.fsync,
             floor_seq=self._committed,
         )
-        self._spool.release_through(self._committed)
         pending = self._spool.pending_records
         log.info(
             "account %s: committed spool sequence %d, %d spool entries to replay",
