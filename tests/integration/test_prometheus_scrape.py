@@ -6,6 +6,7 @@ runs end to end, the scrape target becomes a running connector.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from connector.status import EndpointServer, StatusBoard
 
 pytestmark = pytest.mark.integration
 
+DASHBOARD = Path(__file__).resolve().parents[2] / "config" / "grafana" / "rpt-connector.json"
 STARTUP_TIMEOUT_S = 30.0
 QUERY_TIMEOUT_S = 60.0
 
@@ -90,9 +92,9 @@ def _ready(base: str, process: subprocess.Popen) -> bool:
         return False
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def busy_connector() -> Iterator[str]:
-    """An EndpointServer whose Metrics get a committed batch every 200 ms; yields host:port."""
+    """An EndpointServer whose Metrics see a poll and a commit every 200 ms; yields host:port."""
     metrics = Metrics(accounts=["a"])
     server = EndpointServer("127.0.0.1:0", metrics, StatusBoard(["a"]))
     host, port = server.start()
@@ -103,6 +105,9 @@ def busy_connector() -> Iterator[str]:
         while not stop.wait(0.2):
             sequence += 1
             now = time.time()
+            metrics.poll("a", "ok", 0.05, 50)
+            metrics.poll_succeeded("a", now)
+            metrics.spool("a", 50, 20_000)
             metrics.committed(
                 "a",
                 records=50,
@@ -123,26 +128,55 @@ def busy_connector() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory, busy_connector: str) -> Iterator[str]:
+    with prometheus_server(tmp_path_factory.mktemp("prometheus"), busy_connector) as base:
+        yield base
+
+
 def query(base: str, promql: str) -> list[dict]:
     response = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=5.0)
     response.raise_for_status()
     return response.json()["data"]["result"]
 
 
-def test_prometheus_sees_records_being_published(tmp_path: Path, busy_connector: str) -> None:
-    with prometheus_server(tmp_path, busy_connector) as base:
-        result = wait_until(
-            lambda: [
-                r
-                for r in query(base, "rate(rpt_records_published_total[30s])")
-                if float(r["value"][1]) > 0
-            ],
-            QUERY_TIMEOUT_S,
-            "a positive rate(rpt_records_published_total[30s])",
-        )
-        assert result[0]["metric"]["account"] == "a"
-        # 50 records every 200 ms: between the last two scrapes, about 250 per second.
-        latest = query(base, "irate(rpt_records_published_total[30s])")
-        assert 50 < float(latest[0]["value"][1]) < 1000
-        up = query(base, 'up{job="rpt-connector"}')
-        assert [float(r["value"][1]) for r in up] == [1.0]
+def test_prometheus_sees_records_being_published(prometheus: str) -> None:
+    result = wait_until(
+        lambda: [
+            r
+            for r in query(prometheus, "rate(rpt_records_published_total[30s])")
+            if float(r["value"][1]) > 0
+        ],
+        QUERY_TIMEOUT_S,
+        "a positive rate(rpt_records_published_total[30s])",
+    )
+    assert result[0]["metric"]["account"] == "a"
+    # 50 records every 200 ms: between the last two scrapes, about 250 per second.
+    latest = query(prometheus, "irate(rpt_records_published_total[30s])")
+    assert 50 < float(latest[0]["value"][1]) < 1000
+    up = query(prometheus, 'up{job="rpt-connector"}')
+    assert [float(r["value"][1]) for r in up] == [1.0]
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        target["expr"]
+        .replace("$__rate_interval", "30s")
+        .replace("$account", ".*")
+        .replace("$job", ".*")
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def test_every_dashboard_query_runs_and_the_main_panels_have_data(prometheus: str) -> None:
+    wait_until(
+        lambda: query(prometheus, "rate(rpt_report_lag_seconds_count[30s]) > 0"),
+        QUERY_TIMEOUT_S,
+        "two scrapes with reports",
+    )
+    empty = [expr for expr in dashboard_queries() if not query(prometheus, expr)]
+    # No producer is running here, and only failures or dead letters would fill these panels.
+    allowed_empty = ("rpt_producer_", "rpt_broker_", 'outcome!~"ok|empty"', "rpt_dead_letters")
+    assert [e for e in empty if not any(a in e for a in allowed_empty)] == []

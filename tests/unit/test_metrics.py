@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -280,3 +282,16 @@ def test_batch_histogram_name_clash_is_caught_at_registration() -> None:
     BatchHistogram("dup_seconds", "d", ["account"], LAG_BUCKETS, registry=registry)
     with pytest.raises(ValueError, match="Duplicated"):
         Histogram("dup_seconds", "d", ["account"], registry=registry)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "path", ["config/prometheus/alerts.yml", "config/grafana/rpt-connector.json"]
+)
+def test_alerts_and_dashboard_name_only_exposed_metrics(metrics: Metrics, path: str) -> None:
+    exposed = {name for name, _ in samples(metrics.registry)}
+    referenced = set(re.findall(r"\brpt_[a-z_]+[a-z]", (REPO / path).read_text()))
+    assert referenced
+    assert referenced - exposed == set()
