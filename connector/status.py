@@ -159,6 +159,8 @@ class StatusBoard:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Scrapers keep connections open between scrapes; a silent client frees its thread after this.
+    timeout = 120
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
