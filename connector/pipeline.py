@@ -17,6 +17,7 @@ until the spool is full, then pauses (the platform keeps what was not fetched).
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import threading
 import time
@@ -47,6 +48,9 @@ log = logging.getLogger("connector.pipeline")
 _FETCHED_AT = struct.Struct("<q")  # each spool entry: fetched-at epoch ms, then the raw body
 _READ_CHUNK_BYTES = 8 * 2**20  # how much spool one publish round takes at most
 _SPOOL_RETRY = 1.0
+# Fail point for the recovery tests: die like `kill -9` right after the Nth spool append, i.e.
+# with reports durable in the spool but not yet committed to Kafka.
+_CRASH_AFTER_APPENDS = int(os.environ.get("RPT_FAILPOINT_CRASH_AFTER_APPENDS", "0"))
 _PARSED_CACHE_ENTRIES = 64  # parsed bodies kept for the publisher; beyond, it re-parses the spool
 
 
@@ -312,6 +316,8 @@ class AccountPipeline:
                     exc,
                 )
                 time.sleep(_SPOOL_RETRY)
+        if seq == _CRASH_AFTER_APPENDS:
+            os._exit(137)
         if reports is not None and len(self._parsed) < _PARSED_CACHE_ENTRIES:
             self._parsed[seq] = reports
         self._metrics.spool(self.name, self._spool.pending_records, self._spool.pending_bytes)

@@ -37,8 +37,10 @@ def run_from_cli(args: argparse.Namespace) -> int:
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
-        self.board = StatusBoard([a.name for a in settings.accounts])
+        names = [a.name for a in settings.accounts]
+        retsizes = {a.retsize or settings.platform.retsize for a in settings.accounts}
+        self.metrics = Metrics(accounts=names, batch_capacities=sorted(retsizes))
+        self.board = StatusBoard(names)
         self.pipelines: list[AccountPipeline] = []
         self._stopping = threading.Event()
         self._server: EndpointServer | None = None

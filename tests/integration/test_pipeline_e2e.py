@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import signal
+import re
 import time
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from harness import (
     ConnectorProcess,
     SimulatorProcess,
     Topics,
+    connector_env,
     ground_truth,
     verify,
     wait_until,
@@ -74,29 +75,25 @@ def test_every_report_exactly_once_with_malformed_ones_in_the_dlq(
     assert_exactly_once(kafka_bootstrap, topics, tmp_path)
 
 
-def test_kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing(
+def test_crash_between_spool_and_commit_then_restart_loses_and_duplicates_nothing(
     kafka_bootstrap: str, tmp_path: Path, topics: Topics
 ) -> None:
-    simulator = start_simulator(tmp_path, "--reports", "30000", "--latency", "0.01")
+    """The process dies like kill -9 right after spooling, with its transaction still open."""
+    simulator = start_simulator(tmp_path, "--reports", "30000")
     config = write_config(
         tmp_path / "c.toml",
         base_url=simulator.base_url,
         bootstrap=kafka_bootstrap,
         topics=topics,
         spool=tmp_path / "spool",
+        extra="",
     )
     log = tmp_path / "connector.log"
     try:
-        for _ in range(2):
-            connector = ConnectorProcess(config, log).start()
-            handed_out = simulator.stats()["handed_out"]
-            wait_until(
-                lambda h=handed_out: simulator.stats()["handed_out"] > h + 3000,
-                60,
-                "the connector to fetch",
-            )
-            connector.process.send_signal(signal.SIGKILL)
-            connector.process.wait(10)
+        for crash_at in (7, 19):  # spool sequences: the second run continues the numbering
+            env = connector_env() | {"RPT_FAILPOINT_CRASH_AFTER_APPENDS": str(crash_at)}
+            connector = ConnectorProcess(config, log, env=env).start()
+            assert connector.process.wait(60) == 137, connector.output()
         connector = ConnectorProcess(config, log).start()
         wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
         time.sleep(1.5)
@@ -105,5 +102,6 @@ def test_kill_minus_nine_mid_run_then_restart_loses_and_duplicates_nothing(
         if connector.alive():
             connector.kill()
         simulator.stop()
-    assert "spool entries to replay" in connector.output()
+    replays = re.findall(r"(\d+) spool entries to replay", connector.output())
+    assert [int(n) > 0 for n in replays] == [False, True, True], replays
     assert_exactly_once(kafka_bootstrap, topics, tmp_path)
