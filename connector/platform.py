@@ -32,6 +32,7 @@ from connector import __version__
 from connector.config import AccountSettings, PlatformSettings, account_secret, account_token
 from connector.errors import (
     AuthError,
+    ConfigError,
     InvalidResponseError,
     PlatformError,
     PlatformResultError,
@@ -175,7 +176,12 @@ def _ssl_verify(platform: PlatformSettings) -> ssl.SSLContext | bool:
     if not platform.verify_tls:
         return False
     if platform.ca_bundle is not None:
-        return ssl.create_default_context(cafile=str(platform.ca_bundle))
+        try:
+            return ssl.create_default_context(cafile=str(platform.ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"platform.ca_bundle: cannot load {platform.ca_bundle}: {exc}"
+            ) from exc
     return True
 
 

@@ -408,9 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path == "/stats" and method == "GET":
             answer = Answer(200, json.dumps(platform.stats(), ensure_ascii=False).encode())
         elif url.path == "/control/pause" and method == "POST":
-            seconds = float(parse_qs(url.query).get("seconds", ["60"])[0])
-            platform.pause(seconds)
-            answer = Answer(200, b'{"paused_for":%s}' % repr(seconds).encode())
+            answer = _pause_answer(platform, parse_qs(url.query).get("seconds", ["60"])[0])
         elif url.path == "/control/resume" and method == "POST":
             platform.resume()
             answer = Answer(200, b'{"paused_for":0}')
@@ -447,6 +445,15 @@ def _retsize(value: object) -> int:
     except (TypeError, ValueError):
         return 500
     return size if 0 < size <= 500 else 500
+
+
+def _pause_answer(platform: Platform, seconds: str) -> Answer:
+    try:
+        duration = _seconds(seconds)
+    except (ValueError, argparse.ArgumentTypeError):
+        return Answer(400, b'{"error":"seconds must be a non-negative number"}')
+    platform.pause(duration)
+    return Answer(200, b'{"paused_for":%s}' % repr(duration).encode())
 
 
 def _login_answer(platform: Platform, body: bytes) -> Answer:

@@ -237,6 +237,7 @@ def test_faults_apply_to_get_rpt_only(simulator: Callable[..., Simulator]) -> No
         assert http.post("/control/resume").status_code == 200
         assert time.monotonic() - started < 0.05
         assert http.get("/nowhere").status_code == 404
+        assert http.post("/control/pause?seconds=soon").status_code == 400
     assert sim.stats()["faults"]["errors"] == 1
 
 

@@ -8,6 +8,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from connector.config import AccountSettings, PlatformSettings
 from connector.errors import (
     AuthError,
+    ConfigError,
     InvalidResponseError,
     PlatformError,
     PlatformResultError,
@@ -449,6 +451,15 @@ def test_a_body_cut_off_mid_stream_is_invalid_with_what_arrived(
     with client_for(static_account, fake) as client, pytest.raises(InvalidResponseError) as caught:
         client.fetch()
     assert caught.value.raw == SEED_RESPONSE[:50]
+
+
+def test_an_unreadable_ca_bundle_is_a_config_error(
+    static_account: AccountSettings, tmp_path: Path
+) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    for bundle in (tmp_path / "missing.pem", tmp_path / "ca.pem"):
+        with pytest.raises(ConfigError, match=r"platform\.ca_bundle"):
+            PlatformClient(settings(ca_bundle=bundle), static_account, 0)
 
 
 def test_secrets_never_reach_logs_reprs_or_messages(
