@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -196,8 +197,12 @@ def test_pause_and_resume(simulator: StartSimulator, client: MakeClient) -> None
 
 
 def test_a_refused_connection_is_retriable(client: MakeClient) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
     class Gone:
-        base_url = "http://127.0.0.1:9"  # discard port: nothing listens
+        base_url = f"http://127.0.0.1:{port}"
 
     with pytest.raises(RetriableError, match="ConnectError"):
         client(Gone, connect_timeout=1).fetch()
