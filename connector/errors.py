@@ -8,6 +8,8 @@
      │    ├── PlatformResultError any other non-zero `result`, with the decoded `desc`
      │    └── InvalidResponseError the body is not a get-rpt answer; keeps the raw bytes
      ├── ReportError              one report cannot be normalized (names field and value)
+     ├── CodecError               a value is not our Avro encoding, or a record does not fit
+     │    └── RegistryError       the schema registry refused or could not be reached
      ├── SpoolError               the write-ahead spool cannot do what was asked
      │    ├── SpoolFullError      spool.max_bytes reached: stop fetching until Kafka drains it
      │    └── SpoolWriteError     the spool directory cannot be written (disk full, read-only)
@@ -85,6 +87,14 @@ class ReportError(ConnectorError):
         self.field = field
         self.value = value
         self.reason = reason
+
+
+class CodecError(ConnectorError):
+    """Avro encoding or decoding failed: a value of another format, or a record off the schema."""
+
+
+class RegistryError(CodecError):
+    """The schema registry refused to register or find the schema, or could not be reached."""
 
 
 class SpoolError(ConnectorError):

@@ -1,0 +1,102 @@
+"""Throughput of normalize + encode on get-rpt batches shaped like the API's example.
+
+    .venv/bin/python bench/codec_bench.py [--batches 40] [--runs 7] [--format avro-single-object]
+
+Each batch holds 500 reports decoded by msgspec from a get-rpt body (so msgid is a JSON integer
+beyond int64). Batches follow one another in time: the account receives `--rate` reports per
+second (rtime), each sent 1 to `--max-delay` seconds earlier (stime), so every batch brings new
+timestamp strings (their count per batch is printed). A fresh Normalizer per run starts with a
+cold cache. Prints reports/s on one core (median, min and max of the runs) for normalize,
+encode and both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from datetime import datetime, timedelta
+
+import msgspec
+
+from connector.avro_codec import single_object_encoder
+from connector.report import Normalizer
+
+BATCH_SIZE = 500
+START = datetime(2016, 8, 4, 17, 38, 55)
+
+
+def make_bodies(batches: int, rate: float, max_delay: int, seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    bodies = []
+    for b in range(batches):
+        rpts = []
+        for i in range(BATCH_SIZE):
+            received = START + timedelta(seconds=int((b * BATCH_SIZE + i) / rate))
+            sent = received - timedelta(seconds=rng.randint(1, max_delay))
+            ok = rng.random() < 0.9
+            rpts.append({
+                "msgid": 9223372045854775808 + b * BATCH_SIZE + i,
+                "custid": f"{rng.getrandbits(80):020x}",
+                "pknum": 1,
+                "pktotal": rng.choice((1, 1, 1, 2)),
+                "mobile": f"138{rng.randrange(10**8):08d}",
+                "countrycode": 86,
+                "spno": "1000457890006",
+                "exno": "0006",
+                "stime": f"{sent:%Y-%m-%d %H:%M:%S}",
+                "rtime": f"{received:%Y-%m-%d %H:%M:%S}",
+                "status": 0 if ok else 1,
+                "errcode": "DELIVRD" if ok else "UNDELIV",
+                "errdesc": "success" if ok else "undelivered",
+                "exdata": f"exdata{rng.randrange(10000):04d}",
+            })  # fmt: skip
+        body = {"result": 0, "desc": "%e6%88%90%e5%8a%9f", "rpts": rpts}
+        bodies.append(msgspec.json.encode(body))
+    return bodies
+
+
+def run_once(bodies: list[bytes]) -> tuple[float, float]:
+    """Seconds spent normalizing and encoding every batch, with a fresh normalizer (cold cache)."""
+    normalizer = Normalizer("bench-account")
+    encoder = single_object_encoder()
+    reports = [msgspec.json.decode(body)["rpts"] for body in bodies]
+    t_norm = t_enc = 0.0
+    for batch_reports in reports:
+        t0 = time.perf_counter()
+        batch = normalizer.normalize_batch(batch_reports, 1470303600000)
+        t1 = time.perf_counter()
+        encoder.encode_batch(batch.records)
+        t2 = time.perf_counter()
+        t_norm += t1 - t0
+        t_enc += t2 - t1
+        assert not batch.rejected
+    return t_norm, t_enc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--rate", type=float, default=100.0, help="reports/s per account")
+    parser.add_argument("--max-delay", type=int, default=120, help="seconds from stime to rtime")
+    args = parser.parse_args()
+    bodies = make_bodies(args.batches, args.rate, args.max_delay)
+    n = args.batches * BATCH_SIZE
+    first = msgspec.json.decode(bodies[0])["rpts"]
+    distinct = len({r["stime"] for r in first} | {r["rtime"] for r in first})
+    print(f"{args.batches} batches of {BATCH_SIZE}; {distinct} distinct time strings per batch")
+    results = [run_once(bodies) for _ in range(args.runs)]
+    for label, pick in (
+        ("normalize", lambda r: r[0]),
+        ("encode", lambda r: r[1]),
+        ("normalize+encode", lambda r: r[0] + r[1]),
+    ):
+        rates = [n / pick(r) for r in results]
+        print(f"{label:>17}: {statistics.median(rates):>9,.0f} reports/s "
+              f"(median of {args.runs}; min {min(rates):,.0f}, max {max(rates):,.0f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
