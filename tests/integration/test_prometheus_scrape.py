@@ -1,8 +1,4 @@
-"""A real Prometheus server scrapes our EndpointServer and sees records being published.
-
-For now the data comes from a Metrics object fed in a background thread; once the pipeline
-runs end to end, the scrape target becomes a running connector.
-"""
+"""A real Prometheus server scrapes a running connector and sees records being published."""
 
 from __future__ import annotations
 
@@ -10,7 +6,6 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,9 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from connector.metrics import Metrics
-from connector.status import EndpointServer, StatusBoard
+from harness import TOKEN, ConnectorProcess, SimulatorProcess, Topics, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -93,39 +86,33 @@ def _ready(base: str, process: subprocess.Popen) -> bool:
 
 
 @pytest.fixture(scope="module")
-def busy_connector() -> Iterator[str]:
-    """An EndpointServer whose Metrics see a poll and a commit every 200 ms; yields host:port."""
-    metrics = Metrics(accounts=["a"])
-    server = EndpointServer("127.0.0.1:0", metrics, StatusBoard(["a"]))
-    host, port = server.start()
-    stop = threading.Event()
+def busy_connector(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `rpt-connector run` fed by a simulator generating 300 reports/s; yields host:port."""
+    tmp = tmp_path_factory.mktemp("scraped-connector")
+    simulator = SimulatorProcess(["--token", f"main={TOKEN}", "--rate", "300"]).start()
+    port = free_port()
+    config = write_config(
+        tmp / "c.toml",
+        base_url=simulator.base_url,
+        bootstrap=kafka_bootstrap,
+        topics=Topics.fresh(),
+        spool=tmp / "spool",
+    )
+    config.write_text(config.read_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
+    connector = ConnectorProcess(config, tmp / "connector.log").start()
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 60, "the connector")
+        yield f"127.0.0.1:{port}"
+    finally:
+        connector.terminate()
+        simulator.stop()
 
-    def feed() -> None:
-        sequence = 0
-        while not stop.wait(0.2):
-            sequence += 1
-            now = time.time()
-            metrics.poll("a", "ok", 0.05, 50)
-            metrics.poll_succeeded("a", now)
-            metrics.spool("a", 50, 20_000)
-            metrics.committed(
-                "a",
-                records=50,
-                dead_letters={},
-                duration=0.01,
-                sequence=sequence,
-                commit_time=now,
-                rtimes_ms={int((now - 2) * 1000): 50},
-                delivery_latency_s={5.0: 50},
-                statuses={"delivered": 50},
-            )
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    yield f"{host}:{port}"
-    stop.set()
-    feeder.join()
-    server.stop()
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +137,10 @@ def test_prometheus_sees_records_being_published(prometheus: str) -> None:
         QUERY_TIMEOUT_S,
         "a positive rate(rpt_records_published_total[30s])",
     )
-    assert result[0]["metric"]["account"] == "a"
-    # 50 records every 200 ms: between the last two scrapes, about 250 per second.
-    latest = query(prometheus, "irate(rpt_records_published_total[30s])")
-    assert 50 < float(latest[0]["value"][1]) < 1000
+    assert result[0]["metric"]["account"] == "main"
+    # The simulator offers 300 reports/s; what Kafka gets per second must be of that order.
+    latest = query(prometheus, "rate(rpt_records_published_total[30s])")
+    assert 30 < float(latest[0]["value"][1]) < 3000
     up = query(prometheus, 'up{job="rpt-connector"}')
     assert [float(r["value"][1]) for r in up] == [1.0]
 
@@ -177,6 +164,6 @@ def test_every_dashboard_query_runs_and_the_main_panels_have_data(prometheus: st
         "two scrapes with reports",
     )
     empty = [expr for expr in dashboard_queries() if not query(prometheus, expr)]
-    # No producer is running here, and only failures or dead letters would fill these panels.
+    # Producer statistics arrive every 15 s; only failures or dead letters fill the others.
     allowed_empty = ("rpt_producer_", "rpt_broker_", 'outcome!~"ok|empty"', "rpt_dead_letters")
     assert [e for e in empty if not any(a in e for a in allowed_empty)] == []
