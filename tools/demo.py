@@ -213,7 +213,7 @@ def watch(
         last_fetched, last_time = current.fetched, now
         sim = httpx.get(f"{sim_url}/stats", timeout=2).json()
         line = (
-            f"  {now - start:5.1f}s  platform queue {sim['pending']:6d}  fetched {snap.fetched:6.0f}"
+            f"  {now - start:5.1f}s  queued {sim['pending']:6d}  fetched {snap.fetched:6.0f}"
             f"  published {snap.published:6.0f}  {rate:5.0f}/s  lag p99 {_ms(snap.lag_p99):>8}"
         )
         print(f"\r{line}", end="", flush=True) if tty else print(line, flush=True)
