@@ -60,7 +60,7 @@ def schema_fingerprint() -> str:
 
 _NULL, _BRANCH_1 = b"\x00", b"\x02"  # union branch indexes 0 and 1, zig-zag encoded
 _TABLE_SIZE = 4096  # varints of 0..4095 precomputed: lengths, small ints
-_MEMO_MAX = 8192  # distinct large longs (timestamps) memoized, then reset
+_MEMO_MAX = 8192  # distinct other numbers (timestamps, -1) memoized per kind, then reset
 _STRING, _INT, _LONG = "string", "int", "long"
 _KINDS = {_STRING: _STRING, _INT: _INT, _LONG: _LONG}
 _RANGES = {_INT: (-(2**31), 2**31 - 1), _LONG: (-(2**63), 2**63 - 1)}
@@ -101,11 +101,12 @@ def _field_plan(schema: dict) -> tuple[tuple[str, bool, str], ...]:
 class BodyWriter:
     """Avro binary bodies of records of one schema (see the module docstring)."""
 
-    __slots__ = ("_memo", "_plan")
+    __slots__ = ("_memos", "_plan")
 
     def __init__(self, schema: dict) -> None:
         self._plan = _field_plan(schema)
-        self._memo: dict[int, bytes] = {}
+        # One memo per kind, so a value checked against the long range never passes as an int.
+        self._memos: dict[str, dict[int, bytes]] = {_INT: {}, _LONG: {}}
 
     def write(self, record: dict, prefix: bytes) -> bytes:
         """`prefix` + the body; TypeError/KeyError/AttributeError if a value is off-schema."""
@@ -133,14 +134,15 @@ class BodyWriter:
         return b"".join(parts)
 
     def _number(self, value: int, kind: str) -> bytes:
-        encoded = self._memo.get(value)
+        memo = self._memos[kind]
+        encoded = memo.get(value)
         if encoded is None:
             low, high = _RANGES[kind]
             if type(value) is not int or not low <= value <= high:
                 raise TypeError(f"{value!r} is not an Avro {kind}")
-            if len(self._memo) >= _MEMO_MAX:
-                self._memo.clear()
-            encoded = self._memo[value] = _zigzag_varint(value)
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            encoded = memo[value] = _zigzag_varint(value)
         return encoded
 
 
@@ -150,8 +152,8 @@ def body_writer() -> BodyWriter:
 
 
 class ValueEncoder(Protocol):
-    content_type: str
-    fingerprint: str
+    content_type: str  # a MIME type naming the format (and the schema id for "confluent")
+    fingerprint: str  # hex CRC-64-AVRO of the schema, as in the single-object header
 
     def encode_batch(self, records: list[dict]) -> list[bytes]: ...
 
@@ -190,7 +192,7 @@ def confluent_encoder(
 
 def make_value_encoder(
     kafka: KafkaSettings, registry: SchemaRegistrySettings | None, topic: str
-) -> AvroEncoder:
+) -> ValueEncoder:
     if kafka.value_format == "avro-single-object":
         return single_object_encoder()
     if registry is None:
@@ -222,7 +224,7 @@ def register_schema(client: SchemaRegistryClient, subject: str, auto_register: b
         raise RegistryError(f"cannot {verb} the schema under subject {subject!r}: {exc}") from exc
 
 
-def record_headers(account: str, encoder: AvroEncoder) -> list[tuple[str, bytes]]:
+def record_headers(account: str, encoder: ValueEncoder) -> list[tuple[str, bytes]]:
     """Kafka headers for every record of `account`; build once and share across records."""
     return [
         ("account", account.encode()),

@@ -173,6 +173,13 @@ def test_values_off_the_schema_raise_codec_error(field, value):
         single_object_encoder().encode_batch([{**RECORD, field: value}])
 
 
+def test_a_long_seen_before_is_still_range_checked_as_an_int():
+    encoder = single_object_encoder()
+    encoder.encode_batch([{**RECORD, "stime": 2**40}])  # memoized as a long
+    with pytest.raises(CodecError):
+        encoder.encode_batch([{**RECORD, "status": 2**40}])
+
+
 def test_a_missing_field_raises_codec_error():
     record = dict(RECORD)
     del record["status"]
