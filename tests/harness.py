@@ -195,3 +195,40 @@ def wait_until(
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1 (for the connector's metrics listener)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Endpoints:
+    """The connector's /metrics, /readyz and /status at a known address."""
+
+    base_url: str
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.base_url}/status", timeout=5).json()
+
+    def ready(self) -> bool:
+        return httpx.get(f"{self.base_url}/readyz", timeout=5).status_code == 200
+
+    def metric(self, name: str, account: str = "main") -> float:
+        """One gauge/counter sample of an account, from the text exposition."""
+        prefix = f'{name}{{account="{account}"}} '
+        for line in httpx.get(f"{self.base_url}/metrics", timeout=5).text.splitlines():
+            if line.startswith(prefix):
+                return float(line[len(prefix) :])
+        raise AssertionError(f"no sample {prefix.strip()} in /metrics")
+
+    def answers(self) -> bool:
+        try:
+            self.status()
+        except httpx.HTTPError:
+            return False
+        return True
