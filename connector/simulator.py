@@ -14,6 +14,8 @@ account; `--rate R` adds R reports/s across accounts (computed from elapsed time
 `--rate-total`). Each report's JSON bytes are rendered once (preloaded: at start; rate mode:
 when first handed out, so rtime is close to now and the rate never stalls a response); a
 response joins them. `--record FILE` appends every report handed out, exactly as sent, one per line.
+`--record-responses FILE` appends one JSON line per response that handed reports out:
+{"t": epoch seconds, "account", "msgids": [strings], "fault": "ok" | "truncated"}.
 
 Faults (get-rpt only; probabilities per request unless noted): --latency, --error-rate,
 --throttle-rate, --stall-rate/--stall, --truncate-rate (the reports leave the queue and are
@@ -99,6 +101,7 @@ class SimConfig:
     login_path: str = "/client-sms/user/login"
     token_ttl: float = 1800.0
     record: Path | None = None
+    record_responses: Path | None = None
     faults: Faults = Faults()
     host: str = "127.0.0.1"
     port: int = 0
@@ -212,6 +215,9 @@ class Platform:
         self._accounts = {name: _Account(name) for name in config.accounts}
         self._login_tokens: dict[str, tuple[_Account, float]] = {}
         self._record: BinaryIO | None = config.record.open("ab") if config.record else None
+        self._responses: BinaryIO | None = (
+            config.record_responses.open("ab") if config.record_responses else None
+        )
         self._started = clock()
         self._paused_until = 0.0
         self.counters = dict.fromkeys(
@@ -228,6 +234,9 @@ class Platform:
             if self._record is not None:
                 self._record.close()
                 self._record = None
+            if self._responses is not None:
+                self._responses.close()
+                self._responses = None
 
     def get_rpt(self, token: str | None, retsize: int) -> Answer:
         """One get-rpt call: faults first, then the token, then the destructive read."""
@@ -255,11 +264,23 @@ class Platform:
         if self._roll(faults.result_error_rate):
             return self._fail("result_errors", Answer(200, _RESULT_ERROR))
         truncate = self._roll(faults.truncate_rate)
-        body = _OK_PREFIX + b",".join(self._take(account, retsize)) + _OK_SUFFIX
+        items = self._take(account, retsize)
+        body = _OK_PREFIX + b",".join(items) + _OK_SUFFIX
         if truncate:
             body = body[: self._rng.randint(1, len(body) - 1)]
             self._count("truncated")
+        if self._responses is not None and items:
+            self._record_response(account, items, "truncated" if truncate else "ok")
         return Answer(200, body)
+
+    def _record_response(self, account: _Account, items: list[bytes], fault: str) -> None:
+        """One JSON line per response that handed reports out: chaos tests date each loss."""
+        msgids = [str(_json_field(item, "msgid")) for item in items]
+        line = {"t": self._wall_clock(), "account": account.name, "msgids": msgids, "fault": fault}
+        with self._lock:
+            if self._responses is not None:
+                self._responses.write(msgspec.json.encode(line) + b"\n")
+                self._responses.flush()
 
     def login(self, uuid: object, secret: object) -> str | None:
         """A fresh token valid for token_ttl, or None when uuid/secret do not match."""
@@ -546,6 +567,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rate-total", type=int, help="stop the rate generator after this many reports")
     add("--seed", type=int, help="random seed (reports and faults)")
     add("--record", type=Path, help="append every report handed out to this JSON-lines file")
+    add(
+        "--record-responses",
+        type=Path,
+        help="append one JSON line per get-rpt response: t, account, msgids, fault",
+    )
     add("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
     add("--tls-key", type=Path, help="the certificate's private key (PEM)")
     faults = parser.add_argument_group("faults (get-rpt only)")
@@ -584,7 +610,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         tokens=tokens, logins=logins, reports=_preload(args.reports, names), rate=args.rate,
         rate_total=args.rate_total, seed=args.seed, path=args.path, login_path=args.login_path,
-        token_ttl=args.token_ttl, record=args.record, faults=faults, host=args.host,
+        token_ttl=args.token_ttl, record=args.record, record_responses=args.record_responses,
+        faults=faults, host=args.host,
         port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
     )  # fmt: skip
 
