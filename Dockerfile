@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+# rpt-connector image: `docker build -t rpt-connector .`
+# Stage 1 builds the wheel; stage 2 installs it against the lock (constraints.txt), so the image
+# runs exactly the dependency versions the test suite ran.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+RUN python -m pip install --no-cache-dir --upgrade pip
+COPY pyproject.toml README.md constraints.txt ./
+COPY connector/ connector/
+COPY avro/ avro/
+RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG VERSION=0.1.0
+# The repository URL: docker build --build-arg SOURCE=https://... .
+ARG SOURCE=""
+LABEL org.opencontainers.image.title="rpt-connector" \
+      org.opencontainers.image.description="Exactly-once Kafka source connector for the SMS platform's get-rpt API" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HEALTHCHECK_URL=http://127.0.0.1:9108/healthz
+
+COPY constraints.txt /tmp/constraints.txt
+COPY --from=build /wheels /tmp/wheels
+RUN python -m pip install --no-cache-dir -c /tmp/constraints.txt /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels /tmp/constraints.txt
+
+# A fixed uid so a host-mounted spool directory can be chowned to it (10001).
+RUN groupadd --system --gid 10001 rpt \
+    && useradd --system --uid 10001 --gid rpt --home-dir /var/lib/rpt-connector \
+       --shell /usr/sbin/nologin rpt \
+    && mkdir -p /var/lib/rpt-connector /etc/rpt-connector \
+    && chown rpt:rpt /var/lib/rpt-connector
+COPY config/connector.example.toml /etc/rpt-connector/connector.example.toml
+
+USER 10001:10001
+# The spool holds reports already taken from the platform and not yet in Kafka: it must
+# outlive the container.
+VOLUME ["/var/lib/rpt-connector"]
+EXPOSE 9108
+
+# The metrics port follows [metrics] listen; set HEALTHCHECK_URL when it is not 9108.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
+
+ENTRYPOINT ["rpt-connector"]
+CMD ["run", "--config", "/etc/rpt-connector/connector.toml"]
