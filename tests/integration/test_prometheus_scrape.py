@@ -137,7 +137,9 @@ def test_prometheus_sees_records_being_published(prometheus: str) -> None:
     assert result[0]["metric"]["account"] == "main"
     # The simulator offers 300 reports/s; once 30 s of history exist the rate is of that order.
     wait_until(
-        lambda: 150 < max(float(r["value"][1]) for r in query(prometheus, RATE)) < 3000,
+        lambda: (
+            150 < max((float(r["value"][1]) for r in query(prometheus, RATE)), default=0) < 3000
+        ),
         QUERY_TIMEOUT_S,
         "the published rate to reach the offered 300/s",
     )
