@@ -128,7 +128,7 @@ def test_sigterm_mid_run_exits_cleanly_and_a_restart_delivers_the_rest_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     topics = Topics.fresh()
-    simulator = start_simulator(tmp_path, "--reports", "40000", "--latency", "0.05")
+    simulator = start_simulator(tmp_path, "--reports", "40000", "--latency", "0.2")
     connector, endpoints = start_connector(tmp_path, simulator, kafka_bootstrap, topics)
     try:
         wait_until(lambda: committed(endpoints) > 3, 90, "a few commits")
