@@ -48,7 +48,6 @@ TOKEN = "bench-token-5b2e"
 BATCH = 20_000
 PARTITIONS = 6
 _TICK = os.sysconf("SC_CLK_TCK")
-_PUBLISHED = re.compile(r'^rpt_records_published_total\{account="main"\} (\S+)$', re.M)
 _METRICS_AT = re.compile(r"metrics and health on (http://\S+)/metrics")
 
 
@@ -88,7 +87,9 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
-def write_config(path: Path, base_url: str, bootstrap: str, topics: Topics, delivery: str) -> None:
+def write_config(
+    path: Path, base_url: str, bootstrap: str, topics: Topics, delivery: str, commit_ms: int = 200
+) -> None:
     path.write_text(f"""
 [platform]
 base_url = "{base_url}"
@@ -105,7 +106,7 @@ topic = "{topics.data}"
 dlq_topic = "{topics.dlq}"
 progress_topic = "{topics.progress}"
 delivery = "{delivery}"
-commit_interval = "200ms"
+commit_interval = "{commit_ms}ms"
 max_batch_records = {BATCH}
 topic_partitions = {PARTITIONS}
 
@@ -158,9 +159,21 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def published(metrics_url: str) -> float:
+    return scrape(metrics_url, "rpt_records_published_total")
+
+
+def scrape(metrics_url: str, series: str) -> float:
+    """The value of `series` for account "main" (0 when absent)."""
     text = httpx.get(f"{metrics_url}/metrics", timeout=10).text
-    found = _PUBLISHED.search(text)
+    found = re.search(rf'^{series}\{{account="main"\}} (\S+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
+
+
+def transactions(metrics_url: str) -> dict:
+    """How many commits the run took and how long the average one blocked the publisher."""
+    count = scrape(metrics_url, "rpt_transaction_duration_seconds_count")
+    total = scrape(metrics_url, "rpt_transaction_duration_seconds_sum")
+    return {"commits": count, "commit_ms_mean": total / count * 1000 if count else None}
 
 
 def sim_stats(base_url: str) -> dict:
@@ -208,7 +221,7 @@ def connector_run(bootstrap: str, broker_pid: int, n: int, delivery: str) -> dic
                 "reports_per_s": n / elapsed, "cpu_us_per_report": cpu / n * 1e6,
                 "cpu_seconds": cpu, "cpu_seconds_total": cpu_seconds(connector.pid),
                 "broker_cpu_us_per_report": (cpu_seconds(broker_pid) - bcpu0) / n * 1e6,
-                "peak_rss_mib": peak_rss_mib(connector.pid),
+                "peak_rss_mib": peak_rss_mib(connector.pid), **transactions(metrics_url),
             }  # fmt: skip
         except BaseException:
             print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
@@ -251,7 +264,7 @@ def serve_runs(n: int, runs: int) -> list[dict]:
     return out
 
 
-def latency_run(bootstrap: str, rate: int, seconds: int) -> dict:
+def latency_run(bootstrap: str, rate: int, seconds: int, commit_ms: int) -> dict:
     """Offered load `rate`/s; latency = when a read_committed consumer sees a report − fetched_at.
 
     That is fetch → commit plus the consumer's own fetch delay (≤ fetch.wait.max.ms = 10 ms).
@@ -268,7 +281,8 @@ def latency_run(bootstrap: str, rate: int, seconds: int) -> dict:
     simulator, base_url = start_simulator("--rate", str(rate), "--rate-total", str(total))
     with tempfile.TemporaryDirectory(prefix="rpt-bench-") as tmp:
         workdir = Path(tmp)
-        write_config(workdir / "connector.toml", base_url, bootstrap, topics, "exactly_once")
+        config = workdir / "connector.toml"
+        write_config(config, base_url, bootstrap, topics, "exactly_once", commit_ms)
         connector, _metrics_url, _log = start_connector(workdir, workdir / "connector.toml")
         try:
             consumer_thread.join(seconds * 4 + 60)
@@ -280,7 +294,8 @@ def latency_run(bootstrap: str, rate: int, seconds: int) -> dict:
     delete_topics(bootstrap, topics.all())
     latencies.sort()
     return {
-        "offered_per_s": rate, "reports": len(latencies), "expected": total,
+        "offered_per_s": rate, "commit_interval_ms": commit_ms,
+        "reports": len(latencies), "expected": total,
         "p50_ms": _percentile(latencies, 0.50) * 1000,
         "p99_ms": _percentile(latencies, 0.99) * 1000,
         "max_ms": latencies[-1] * 1000 if latencies else None,
@@ -360,14 +375,18 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.runs):
                 runs.append(connector_run(bootstrap, broker.pid, args.reports, mode))
                 print(f"{mode} run {i + 1}: {runs[-1]['reports_per_s']:,.0f} reports/s, "
-                      f"{runs[-1]['cpu_us_per_report']:.1f} µs CPU/report", flush=True)  # fmt: skip
+                      f"{runs[-1]['cpu_us_per_report']:.1f} µs CPU/report, "
+                      f"{runs[-1]['commits']:.0f} commits", flush=True)  # fmt: skip
             results["connector"][mode] = runs
         if "floor" not in skip:
             results["floor"] = floor_runs(bootstrap, floor.make_payloads(args.reports), args.runs)
         if "serve" not in skip:
             results["simulator_serve"] = serve_runs(args.reports, args.runs)
         if "latency" not in skip:
-            results["latency"] = latency_run(bootstrap, 5000, args.latency_seconds)
+            results["latency"] = [
+                latency_run(bootstrap, 5000, args.latency_seconds, commit_ms)
+                for commit_ms in (200, 100)
+            ]
     finally:
         broker.stop()
     results["finished_load_average"] = os.getloadavg()
@@ -383,7 +402,7 @@ def summarize(results: dict) -> dict:
         summary[mode] = {
             key: median(runs, key)
             for key in ("reports_per_s", "cpu_us_per_report", "peak_rss_mib",
-                        "broker_cpu_us_per_report")
+                        "broker_cpu_us_per_report", "commits", "commit_ms_mean")
         }  # fmt: skip
     for kind, runs in results.get("floor", {}).items():
         summary[f"floor_{kind}"] = {
@@ -456,14 +475,13 @@ def markdown_table(results: dict) -> str:
     if "simulator_serve_per_s" in s:
         lines.append(f"| simulator serve rate (httpx drain) | {s['simulator_serve_per_s']:,.0f} "
                      "| – | – | – | – |")  # fmt: skip
-    if "latency" in s:
-        lat = s["latency"]
+    for lat in s.get("latency", []):
         lines += [
             "",
-            f"Latency at {lat['offered_per_s']:,}/s offered (exactly_once, "
-            f"{lat['reports']:,} of {lat['expected']:,} reports seen): fetch → visible to a "
-            f"read_committed consumer p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, "
-            f"max {lat['max_ms']:.0f} ms.",
+            f"Latency at {lat['offered_per_s']:,}/s offered (exactly_once, commit_interval "
+            f"{lat['commit_interval_ms']} ms, {lat['reports']:,} of {lat['expected']:,} reports "
+            f"seen): fetch → visible to a read_committed consumer p50 {lat['p50_ms']:.0f} ms, "
+            f"p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms.",
         ]
     return "\n".join(lines)
 
