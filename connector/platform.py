@@ -204,7 +204,10 @@ class PlatformClient:
         self._retsize = str(account.retsize or platform.retsize)
         self._clock = clock
         self._wall_clock = wall_clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the token: single-flight login
+        # One exchange at a time: the one connection allows no more, and httpcore 1.0.9's sync
+        # pool can close a connection it already gave a waiting thread (encode/httpcore#1110).
+        self._exchange = threading.Lock()
         self._secret: SecretStr | None = None
         self._token: SecretStr | None = None
         self._token_at = 0.0
@@ -266,12 +269,13 @@ class PlatformClient:
             request = self._http.build_request(
                 "POST", path, json={"retsize": self._retsize}, headers=headers
             )
-        with _transport_errors("get-rpt"):
-            response = self._http.send(request, stream=True)
-        try:
-            body = _read_body(response, self._platform.max_response_bytes)
-        finally:
-            response.close()
+        with self._exchange:
+            with _transport_errors("get-rpt"):
+                response = self._http.send(request, stream=True)
+            try:
+                body = _read_body(response, self._platform.max_response_bytes)
+            finally:
+                response.close()
         reports = classify(response.status_code, response.headers, body, now=self._wall_clock())
         return body, reports
 
@@ -299,7 +303,7 @@ class PlatformClient:
     def _login(self) -> SecretStr:
         assert self._secret is not None
         payload = {"uuid": self._uuid, "secret": self._secret.get_secret_value()}
-        with _transport_errors("login"):
+        with self._exchange, _transport_errors("login"):
             response = self._http.post(self._platform.login_path, json=payload)
         if response.status_code == 429 or response.status_code >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())

@@ -489,9 +489,9 @@ def _login_answer(platform: Platform, body: bytes) -> Answer:
 class Simulator:
     """The simulator in a background thread: `base_url = Simulator(config).start()`."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.platform = Platform(config)
+        self.platform = Platform(config, clock)
         self._server = _Server((config.host, config.port), self.platform)
         scheme = "http"
         if config.tls_cert is not None:
@@ -506,10 +506,12 @@ class Simulator:
         )
 
     @classmethod
-    def from_argv(cls, argv: Sequence[str]) -> Simulator:
+    def from_argv(
+        cls, argv: Sequence[str], clock: Callable[[], float] = time.monotonic
+    ) -> Simulator:
         parser = argparse.ArgumentParser(prog="simulate")
         add_arguments(parser)
-        return cls(config_from_args(parser.parse_args(argv)))
+        return cls(config_from_args(parser.parse_args(argv)), clock)
 
     def start(self) -> str:
         self._thread.start()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -37,8 +37,8 @@ MakeClient = Callable[..., PlatformClient]
 def simulator() -> Iterator[StartSimulator]:
     started: list[Simulator] = []
 
-    def start(*argv: str) -> Simulator:
-        sim = Simulator.from_argv(["--seed", "7", *argv])
+    def start(*argv: str, clock: Callable[[], float] = time.monotonic) -> Simulator:
+        sim = Simulator.from_argv(["--seed", "7", *argv], clock)
         sim.start()
         started.append(sim)
         return sim
@@ -111,20 +111,16 @@ def test_a_login_account_logs_in_and_fetches(simulator: StartSimulator, client: 
 def test_an_expired_token_is_renewed_once_for_concurrent_callers(
     simulator: StartSimulator, client: MakeClient
 ) -> None:
-    sim = simulator("--account", f"u1:{SECRET}", "--reports", "40", "--token-ttl", "0.3")
+    now = [0.0]
+    sim = simulator(
+        "--account", f"u1:{SECRET}", "--reports", "40", "--token-ttl", "60", clock=lambda: now[0]
+    )
     platform = client(sim, login=True, retsize=5)
     platform.fetch()
-    time.sleep(0.4)  # the simulator's token expires; the client's token_ttl (30 min) has not
-    attempts: list[int] = []
-    threads = [
-        threading.Thread(target=lambda: attempts.append(platform.fetch().attempts))
-        for _ in range(4)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert len(attempts) == 4 and 2 in attempts
+    now[0] = 61.0  # the simulator's token expires; the client's token_ttl (30 min) has not
+    with ThreadPoolExecutor(4) as pool:
+        attempts = [f.attempts for f in pool.map(lambda _: platform.fetch(), range(4))]
+    assert 2 in attempts
     stats = sim.stats()
     assert stats["faults"]["logins"] == 2
     assert stats["handed_out"] == 25
