@@ -6,6 +6,7 @@
      │    ├── RetriableError      HTTP 429 / 5xx, timeouts, connection errors: back off, retry
      │    ├── AuthError           result 401, HTTP 401/403, failed login: pause the account
      │    ├── PlatformResultError any other non-zero `result`, with the decoded `desc`
+     │    ├── TLSVerificationError the platform's certificate is not trusted: fix ca_bundle
      │    └── InvalidResponseError the body is not a get-rpt answer; keeps the raw bytes
      ├── ReportError              one report cannot be normalized (names field and value)
      ├── CodecError               a value is not our Avro encoding, or a record does not fit
@@ -64,6 +65,12 @@ class PlatformResultError(PlatformError):
         super().__init__(f"get-rpt result {result}: {desc}")
         self.result = result
         self.desc = desc
+
+
+class TLSVerificationError(PlatformError):
+    """The platform's TLS certificate failed verification; retrying cannot help."""
+
+    outcome = "platform_error"
 
 
 class InvalidResponseError(PlatformError):

@@ -90,16 +90,21 @@ class AccountPipeline:
         self._publisher: AccountPublisher | None = None
         self._spool: Spool | None = None
         self._committed = 0
-        self._threads: list[threading.Thread] = []
+        self._fetcher = threading.Thread(target=self._fetch_loop, name=f"fetch-{self.name}")
+        self._fetcher.daemon = True
+        self._drain_deadline = 0.0
+        self._threads: list[threading.Thread] = [self._fetcher]
         self.failed: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name=f"publish-{self.name}", daemon=True)
-        self._threads.append(thread)
+        self._threads.insert(0, thread)
         thread.start()
 
     def stop(self) -> None:
+        """Stop fetching; the publisher drains the spool for up to half the shutdown time."""
+        self._drain_deadline = time.monotonic() + self._settings.shutdown_timeout / 2
         self._stop.set()
         self._spooled.set()
 
@@ -112,11 +117,7 @@ class AccountPipeline:
     def _run(self) -> None:
         try:
             self._recover()
-            fetcher = threading.Thread(
-                target=self._fetch_loop, name=f"fetch-{self.name}", daemon=True
-            )
-            self._threads.append(fetcher)
-            fetcher.start()
+            self._fetcher.start()
             self._publish_loop()
         except FencedError as exc:
             self._fail(f"{exc}; another instance owns this account now")
@@ -125,19 +126,25 @@ class AccountPipeline:
                 self._fail(str(exc))
         finally:
             self._stop.set()
+            if self._fetcher.is_alive():  # it may be mid-call: let it spool what it got
+                self._fetcher.join()
             self._close()
 
     # --- the publish side ------------------------------------------------------------------
     def _publish_loop(self) -> None:
+        """Publish what the spool holds; after stop(), drain it once the fetcher is done."""
         txn = Transaction()
-        while not (self._stop.is_set() and txn.empty):
+        while True:
             self._spooled.wait(self._kafka.commit_interval)
             self._spooled.clear()
+            stopping = self._stop.is_set() and not self._fetcher.is_alive()
             try:
-                self._publish_pending(txn)
-                if self._commit_due(txn):
+                caught_up = self._publish_pending(txn)
+                if self._commit_due(txn) or (stopping and caught_up and not txn.empty):
                     self._commit(txn)
                     txn = Transaction()
+                if stopping and caught_up and txn.empty:
+                    return
             except TransactionAbortedError as exc:
                 log.warning("account %s: %s; sending spool entries again", self.name, exc)
                 txn = self._abort(txn)
@@ -147,9 +154,10 @@ class AccountPipeline:
                 log.error("account %s: %s; recreating the producer", self.name, exc)
                 txn = self._restart_producer()
 
-    def _publish_pending(self, txn: Transaction) -> None:
-        if self._stop.is_set():
-            return  # shutting down: commit what is open, take nothing new
+    def _publish_pending(self, txn: Transaction) -> bool:
+        """Produce spool entries into the open transaction; True when none are left."""
+        if self._stop.is_set() and time.monotonic() > self._drain_deadline:
+            return True  # out of shutdown time: commit what is open, leave the rest spooled
         after = txn.last_seq or self._committed
         for seq, payload in self._spool.entries_after(after, _READ_CHUNK_BYTES):
             if txn.empty:
@@ -159,7 +167,8 @@ class AccountPipeline:
             txn.last_seq = seq
             if txn.records >= self._kafka.max_batch_records:
                 self._spooled.set()  # more may be waiting; come straight back after the commit
-                break
+                return False
+        return self._spool.last_seq <= txn.last_seq or self._spool.last_seq <= self._committed
 
     def _publish_entry(self, seq: int, payload: bytes, txn: Transaction) -> None:
         fetched_at_ms = _FETCHED_AT.unpack_from(payload)[0]
@@ -220,8 +229,7 @@ class AccountPipeline:
         if txn.empty:
             return False
         return (
-            self._stop.is_set()
-            or txn.records >= self._kafka.max_batch_records
+            txn.records >= self._kafka.max_batch_records
             or time.monotonic() - txn.started >= self._kafka.commit_interval
         )
 
@@ -256,7 +264,13 @@ class AccountPipeline:
                 self._board.update(self.name, state="spool_full")
                 delay = _SPOOL_RETRY
                 continue
-            delay = self._fetch_once()
+            try:
+                delay = self._fetch_once()
+            except Exception as exc:  # a bug must stop the account visibly, not kill a thread
+                log.exception("account %s: fetch failed unexpectedly", self.name)
+                self._fail(f"fetch failed unexpectedly: {type(exc).__name__}: {exc}")
+                self.stop()
+                return
 
     def _fetch_once(self) -> float:
         """One get-rpt call, its body made durable; returns the pause before the next one."""
@@ -282,16 +296,8 @@ class AccountPipeline:
         return delay
 
     def _poll_failed(self, error: PlatformError) -> float:
-        delay = self._schedule.after_error(error)
+        delay = self._schedule.after_error(error)  # logs the failure with its attempt count
         attempt = self._schedule.attempt
-        log.warning(
-            "account %s: get-rpt failed (%s, attempt %d), next try in %.1fs: %s",
-            self.name,
-            error.outcome,
-            attempt,
-            delay,
-            error,
-        )
         self._metrics.poll(self.name, error.outcome, 0.0, 0)
         self._metrics.retry_attempt(self.name, attempt)
         state = "auth_paused" if error.outcome == "auth_error" else "backoff"
@@ -432,5 +438,6 @@ def _schedule(settings: Settings, account: AccountSettings) -> platform.PollSche
         min_request_interval=p.min_request_interval,
         backoff_initial=p.backoff_initial,
         backoff_max=p.backoff_max,
+        account=account.name,
         auth_failure_pause=p.auth_failure_pause,
     )

@@ -37,6 +37,7 @@ from connector.errors import (
     PlatformError,
     PlatformResultError,
     RetriableError,
+    TLSVerificationError,
 )
 
 log = logging.getLogger("connector.platform")
@@ -57,6 +58,10 @@ class Fetch:
     fetched_at: float  # wall-clock epoch seconds when the response arrived
     duration: float  # seconds the call took, re-login included
     attempts: int = 1  # get-rpt calls made (a re-login retry makes it 2)
+
+
+# msgspec raises more than DecodeError: invalid UTF-8 inside a string, or absurd nesting.
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError)
 
 
 def decode_desc(value: object) -> str:
@@ -81,8 +86,8 @@ def parse_response(raw: bytes) -> list[dict]:
     """
     try:
         body = _DECODER.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidResponseError(f"get-rpt body is not JSON ({exc})", raw) from exc
+    except _UNDECODABLE as exc:
+        raise InvalidResponseError(f"get-rpt body is not JSON ({type(exc).__name__})", raw) from exc
     if not isinstance(body, dict) or "result" not in body:
         raise InvalidResponseError("get-rpt body has no 'result'", raw)
     result = _result_code(body["result"])
@@ -146,6 +151,13 @@ def _transport_errors(what: str) -> Iterator[None]:
         yield
     except httpx.TimeoutException as exc:
         raise RetriableError(f"{what} timed out ({type(exc).__name__})") from exc
+    except httpx.ConnectError as exc:
+        if isinstance(exc.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(
+            exc
+        ):
+            # Retrying cannot help: the trust store (platform.ca_bundle) must change.
+            raise TLSVerificationError(f"{what}: TLS verification failed: {exc}") from exc
+        raise RetriableError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
     except httpx.TransportError as exc:
         raise RetriableError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -319,7 +331,7 @@ def _login_token(response: httpx.Response) -> SecretStr:
         raise AuthError(f"login HTTP {response.status_code}")
     try:
         body = _DECODER.decode(response.content)
-    except msgspec.DecodeError as exc:
+    except _UNDECODABLE as exc:
         raise AuthError("login answer is not JSON") from exc
     if not isinstance(body, dict):
         raise AuthError("login answer is not a JSON object")
@@ -365,7 +377,7 @@ class PollSchedule:
     def after_error(self, error: PlatformError) -> float:
         """AuthError → auth_failure_pause; others → full jitter, at least a (capped) Retry-After."""
         self.attempt += 1
-        if isinstance(error, AuthError):
+        if isinstance(error, AuthError | TLSVerificationError):
             delay = self._auth_pause
         else:
             exponent = min(self.attempt - 1, _MAX_BACKOFF_EXPONENT)

@@ -106,6 +106,7 @@ class AccountPublisher:
             config["on_delivery"] = self._on_delivery
         self._producer = Producer(config)
         self._in_transaction = False
+        self._fenced = False
 
     def init(self, timeout: float = 60.0) -> int:
         """Fence older instances (exactly_once) and return the last committed spool sequence."""
@@ -170,7 +171,11 @@ class AccountPublisher:
         self._in_transaction = False
 
     def close(self, timeout: float = 5.0) -> None:
-        self._producer.flush(timeout)
+        """Deliver what can be delivered within `timeout`; a failed producer just goes away."""
+        try:
+            self._producer.flush(timeout)
+        except KafkaException as exc:
+            log.debug("account %s: producer closed in error: %s", self.account, exc)
 
     @property
     def in_transaction(self) -> bool:
@@ -219,7 +224,7 @@ class AccountPublisher:
 
     def _translate(self, exc: KafkaException) -> PublishError:
         error: KafkaError = exc.args[0]
-        if error.code() == KafkaError._FENCED or error.code() == KafkaError.PRODUCER_FENCED:
+        if self._fenced or error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
             return FencedError(
                 f"account {self.account}: fenced by a newer instance ({error.str()})"
             )
@@ -230,6 +235,9 @@ class AccountPublisher:
         return PublishError(f"account {self.account}: Kafka error: {error.str()}")
 
     def _on_error(self, error: KafkaError) -> None:
+        # A fatal fencing shows up here first; later calls only say "Local: Fatal error".
+        if error.fatal() and "fenced" in error.str().lower():
+            self._fenced = True
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self._on_reachability(False, error.str())
         log.warning("account %s: Kafka: %s", self.account, error.str())

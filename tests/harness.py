@@ -64,6 +64,7 @@ dlq_topic = "{topics.dlq}"
 progress_topic = "{topics.progress}"
 delivery = "{delivery}"
 commit_interval = "200ms"
+transactional_id_prefix = "{topics.data}-"
 topic_partitions = 3
 
 [kafka.producer]

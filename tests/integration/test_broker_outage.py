@@ -118,12 +118,6 @@ def test_broker_outage_fills_the_spool_to_its_limit_then_everything_arrives_once
     assert_exactly_once(bootstrap, topics, tmp_path)
 
 
-@pytest.mark.xfail(
-    reason="known bug: on stop, AccountPipeline._run's finally closes the platform client while "
-    "the fetch thread's get-rpt is in flight (ReadError: Bad file descriptor), losing that "
-    "response; fix: join the fetch thread before _close()",
-    strict=False,
-)
 def test_sigterm_mid_run_exits_cleanly_and_a_restart_delivers_the_rest_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

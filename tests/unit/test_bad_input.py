@@ -17,29 +17,28 @@ import math
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector import publisher
 from connector.avro_codec import single_object_encoder
 from connector.config import KafkaSettings, load_settings
-from connector.errors import ConfigError, PlatformError, ReportError
+from connector.errors import ConfigError, InvalidResponseError, PlatformError, ReportError
 from connector.platform import parse_response
 from connector.report import FIELDS, Normalizer
 
 ENCODER = single_object_encoder()
 FETCHED_AT_MS = 1_700_000_000_000
 
-# Bodies msgspec rejects with something other than DecodeError (found by these tests; see the
-# strict xfails below). Until platform.parse_response translates them, the property tests skip
-# exactly these inputs so that they still guard everything else.
-_KNOWN_UNTRANSLATED = (UnicodeDecodeError, RecursionError)
+# Bodies msgspec rejects with something other than DecodeError (found by these tests):
+# parse_response must turn them into InvalidResponseError like any other undecodable body.
+_NOT_DECODE_ERRORS = (UnicodeDecodeError, RecursionError)
 
 
-def _msgspec_raises_untranslated(raw: bytes) -> bool:
+def _msgspec_raises_other_errors(raw: bytes) -> bool:
     try:
         msgspec.json.decode(raw)
-    except _KNOWN_UNTRANSLATED:
+    except _NOT_DECODE_ERRORS:
         return True
     except msgspec.DecodeError:
         return False
@@ -102,7 +101,6 @@ reports_strategy = st.lists(
 @given(st.binary(max_size=2048))
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 def test_arbitrary_bytes_parse_to_a_list_or_a_platform_error(raw: bytes) -> None:
-    assume(not _msgspec_raises_untranslated(raw))
     reports = check_parse(raw)
     if reports is not None:
         check_normalize(reports)
@@ -111,7 +109,6 @@ def test_arbitrary_bytes_parse_to_a_list_or_a_platform_error(raw: bytes) -> None
 @given(st.binary(max_size=512), st.sampled_from([b'{"result":0,"rpts":[', b'{"result":']))
 def test_json_prefixes_with_garbage_tails(tail: bytes, prefix: bytes) -> None:
     raw = prefix + tail
-    assume(not _msgspec_raises_untranslated(raw))
     check_parse(raw)
 
 
@@ -187,15 +184,11 @@ def test_hostile_bodies(raw: bytes) -> None:
         pytest.param(b'{"result": 500, "desc": "\xc4\xe3"}', id="gbk-in-desc"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=_KNOWN_UNTRANSLATED,
-    reason="platform.parse_response catches only msgspec.DecodeError: RecursionError and "
-    "UnicodeDecodeError escape (the fetch thread dies, the destructively read body is lost)",
-)
 def test_undecodable_bodies_are_invalid_responses(raw: bytes) -> None:
-    assert _msgspec_raises_untranslated(raw)
-    check_parse(raw)
+    assert _msgspec_raises_other_errors(raw)
+    with pytest.raises(InvalidResponseError) as caught:
+        parse_response(raw)
+    assert caught.value.raw == raw
 
 
 def test_deep_nesting_inside_a_report_is_rejected_or_kept_not_raised() -> None:
@@ -295,12 +288,6 @@ def test_progress_consumer_and_admin_client_get_the_security_settings() -> None:
 # --- configuration files that are not text ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(UnicodeDecodeError, IsADirectoryError),
-    reason="config.load_settings catches only FileNotFoundError and TOMLDecodeError: a non-UTF-8 "
-    "file or a directory escapes as a traceback instead of exit code 2",
-)
 @pytest.mark.parametrize("kind", ["not-utf8", "directory"])
 def test_unreadable_configuration_is_a_config_error(tmp_path, kind: str) -> None:
     path = tmp_path / "connector.toml"
