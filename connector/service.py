@@ -14,8 +14,9 @@ import signal
 import threading
 
 from connector import __version__
+from connector.cluster import Membership
 from connector.config import Settings, load_settings
-from connector.errors import ConnectorError
+from connector.errors import ConnectorError, PublishError
 from connector.logs import setup_logging
 from connector.metrics import Metrics
 from connector.pipeline import AccountPipeline
@@ -41,9 +42,10 @@ class Service:
         retsizes = {a.retsize or settings.platform.retsize for a in settings.accounts}
         self.metrics = Metrics(accounts=names, batch_capacities=sorted(retsizes))
         self.board = StatusBoard(names)
-        self.pipelines: list[AccountPipeline] = []
+        self.pipelines: dict[str, AccountPipeline] = {}
         self._stopping = threading.Event()
         self._server: EndpointServer | None = None
+        self._membership: Membership | None = None
 
     def run(self) -> int:
         log.info(
@@ -59,9 +61,9 @@ class Service:
             log.error("cannot start: %s", exc)
             self._stop_server()
             return EXIT_FAILURE
-        while not self._stopping.wait(_HEARTBEAT):
-            self.board.heartbeat()
-            if all(p.failed for p in self.pipelines):
+        while not self._stopping.is_set():
+            self._supervise()
+            if self._membership is None and all(p.failed for p in self.pipelines.values()):
                 log.error("every account has stopped with an error; exiting")
                 break
         return self._shutdown()
@@ -71,28 +73,79 @@ class Service:
             self._server = EndpointServer(self.settings.metrics.listen, self.metrics, self.board)
             host, port = self._server.start()
             log.info("metrics and health on http://%s:%d/metrics", host, port)
+        self._ensure_topics()
+        if self.settings.cluster.group_id is None:
+            self._own([a.name for a in self.settings.accounts])
+            return
+        for account in self.settings.accounts:
+            self.board.update(account.name, owned=False, state="not_owned")
+        self._membership = Membership(self.settings, self._own, self._release)
+        self._membership.start()
+
+    def _ensure_topics(self) -> None:
+        """Create missing topics, waiting for Kafka as long as it takes (or until a signal)."""
         kafka = self.settings.kafka
         topics = [kafka.topic, kafka.dlq_topic, kafka.progress_topic]
         topics += [a.topic for a in self.settings.accounts if a.topic]
-        ensure_topics(kafka, topics)
-        self.board.set_kafka_reachable(True)
-        for index in range(len(self.settings.accounts)):
-            pipeline = AccountPipeline(self.settings, index, self.metrics, self.board)
-            self.pipelines.append(pipeline)
+        delay = 1.0
+        while True:
+            try:
+                ensure_topics(kafka, topics)
+                self.board.set_kafka_reachable(True)
+                return
+            except PublishError as exc:
+                if "cannot reach Kafka" not in str(exc):
+                    raise
+                self.board.set_kafka_reachable(False, str(exc))
+                log.warning("%s; retrying in %.0fs", exc, delay)
+                if self._stopping.wait(delay):
+                    raise
+                delay = min(delay * 2, 30.0)
+
+    def _supervise(self) -> None:
+        """One beat of the main loop: group membership (cluster mode) and the health heartbeat."""
+        if self._membership is not None:
+            self._membership.poll(_HEARTBEAT)
+        else:
+            self._stopping.wait(_HEARTBEAT)
+        self.board.heartbeat()
+
+    def _own(self, names: list[str]) -> None:
+        index = {a.name: i for i, a in enumerate(self.settings.accounts)}
+        for name in names:
+            pipeline = AccountPipeline(self.settings, index[name], self.metrics, self.board)
+            self.pipelines[name] = pipeline
+            self.board.update(name, owned=True, state="starting")
             pipeline.start()
+
+    def _release(self, names: list[str]) -> None:
+        """Stop the accounts (finishing or aborting their transactions) before they move on."""
+        stopping = [self.pipelines.pop(name) for name in names if name in self.pipelines]
+        for pipeline in stopping:
+            pipeline.stop()
+        for pipeline in stopping:
+            if not pipeline.join(self.settings.shutdown_timeout):
+                log.error(
+                    "account %s did not stop in time; its successor will fence it", pipeline.name
+                )
+            self.board.update(pipeline.name, owned=False, state="not_owned")
 
     def _shutdown(self) -> int:
         log.info(
             "stopping: finishing open transactions (up to %.0fs)", self.settings.shutdown_timeout
         )
-        for pipeline in self.pipelines:
+        pipelines = list(self.pipelines.values())
+        failed = [p.name for p in pipelines if p.failed]
+        for pipeline in pipelines:
             pipeline.stop()
-        clean = all(p.join(self.settings.shutdown_timeout) for p in self.pipelines)
+        clean = all(p.join(self.settings.shutdown_timeout) for p in pipelines)
+        if self._membership is not None:
+            self.pipelines.clear()  # already stopped: leaving the group must not wait again
+            self._membership.close()
         self._stop_server()
         if not clean:
             log.error("shutdown timed out; uncommitted reports stay in the spool for next start")
             return EXIT_FAILURE
-        failed = [p.name for p in self.pipelines if p.failed]
         return EXIT_FAILURE if failed else EXIT_OK
 
     def _stop_server(self) -> None:

@@ -1,0 +1,118 @@
+"""Cluster mode: which accounts this instance runs, decided by a Kafka consumer group.
+
+Instances started with the same configuration and `[cluster] group_id` join one consumer group
+on a control topic that has one partition per account: partition *i* belongs to the *i*-th
+account in sorted name order. Owning partition *i* means running that account's pipeline. The
+group uses cooperative-sticky assignment, so a rebalance moves only the accounts that must move,
+and a revoked account is stopped (its open transaction finished or aborted) before the
+partition is handed on. If an instance dies, the group reassigns its accounts after
+`cluster.session_timeout`; the successor's `init_transactions` fences the dead (or zombie)
+instance's producer, so it can never commit again.
+
+The control topic carries no records: the group protocol is the only thing used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connector.config import Settings
+from connector.errors import ConfigError, PublishError
+
+log = logging.getLogger("connector.cluster")
+
+Accounts = Callable[[list[str]], None]
+_CLIENT_WIDE = ("bootstrap.", "security.", "ssl.", "sasl.", "client.dns", "socket.")
+
+
+def account_partitions(settings: Settings) -> list[str]:
+    """The account of each control-topic partition: sorted names, so every instance agrees."""
+    return sorted(account.name for account in settings.accounts)
+
+
+class Membership:
+    """A consumer-group member; `poll()` from the supervising thread delivers (re)assignments."""
+
+    def __init__(self, settings: Settings, on_assigned: Accounts, on_revoked: Accounts) -> None:
+        self._settings = settings
+        self._accounts = account_partitions(settings)
+        self._on_assigned, self._on_revoked = on_assigned, on_revoked
+        self._topic = settings.cluster.control_topic
+        self._consumer: Consumer | None = None
+
+    def start(self) -> None:
+        self._ensure_control_topic()
+        self._consumer = Consumer(self._consumer_config())
+        self._consumer.subscribe(
+            [self._topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
+        )
+        log.info(
+            "joined group %r on %s (%d accounts)",
+            self._settings.cluster.group_id,
+            self._topic,
+            len(self._accounts),
+        )
+
+    def poll(self, timeout: float) -> None:
+        message = self._consumer.poll(timeout)
+        if message is not None and message.error() is not None:
+            log.warning("control topic %s: %s", self._topic, message.error().str())
+
+    def close(self) -> None:
+        """Leave the group (revoking every owned account first)."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = [self._accounts[p.partition] for p in partitions]
+        if names:
+            log.info("assigned accounts: %s", ", ".join(names))
+            self._on_assigned(names)
+
+    def _revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = [self._accounts[p.partition] for p in partitions]
+        if names:
+            log.info("revoking accounts: %s", ", ".join(names))
+            self._on_revoked(names)
+
+    def _consumer_config(self) -> dict:
+        cluster = self._settings.cluster
+        session_ms = int(cluster.session_timeout * 1000)
+        passthrough = {
+            k: v for k, v in self._settings.kafka.producer.items() if k.startswith(_CLIENT_WIDE)
+        }
+        return passthrough | {
+            "group.id": cluster.group_id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 5),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "latest",
+        }
+
+    def _ensure_control_topic(self) -> None:
+        admin = AdminClient(
+            {k: v for k, v in self._settings.kafka.producer.items() if k.startswith(_CLIENT_WIDE)}
+        )
+        wanted = len(self._accounts)
+        try:
+            existing = admin.list_topics(self._topic, timeout=10).topics.get(self._topic)
+            if existing is None or existing.error is not None:
+                futures = admin.create_topics([NewTopic(self._topic, num_partitions=wanted)])
+                futures[self._topic].result()
+                return
+        except KafkaException as exc:
+            if "already exists" not in str(exc).lower():
+                raise PublishError(f"cannot create control topic {self._topic}: {exc}") from exc
+            existing = admin.list_topics(self._topic, timeout=10).topics[self._topic]
+        if len(existing.partitions) != wanted:
+            raise ConfigError(
+                f"cluster.control_topic {self._topic} has {len(existing.partitions)} partitions "
+                f"but {wanted} accounts are configured: every instance must share one account "
+                "list; use a new control_topic after changing it"
+            )
