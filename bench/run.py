@@ -233,22 +233,22 @@ def connector_run(bootstrap: str, broker_pid: int, n: int, delivery: str) -> dic
     return result
 
 
-def floor_runs(bootstrap: str, payloads: floor.Payloads, runs: int) -> dict:
-    out: dict[str, list[dict]] = {"idempotent": [], "transactional": []}
+def floor_once(bootstrap: str, payloads: floor.Payloads) -> dict[str, dict]:
+    """One idempotent and one transactional floor run, each on a fresh topic."""
+    out = {}
     n = len(payloads.values)
-    for _ in range(runs):
-        for kind in out:
-            topics = Topics.fresh()
-            ensure_topics(kafka_settings(bootstrap, topics), [topics.data])
-            if kind == "idempotent":
-                timed = floor.idempotent_floor(bootstrap, topics.data, payloads)
-            else:
-                timed = floor.transactional_floor(bootstrap, topics.data, payloads, BATCH)
-            out[kind].append({
-                "reports": n, "seconds": timed.seconds, "reports_per_s": n / timed.seconds,
-                "cpu_us_per_report": timed.cpu_seconds / n * 1e6,
-            })  # fmt: skip
-            delete_topics(bootstrap, [topics.data])
+    for kind in ("idempotent", "transactional"):
+        topics = Topics.fresh()
+        ensure_topics(kafka_settings(bootstrap, topics), [topics.data])
+        if kind == "idempotent":
+            timed = floor.idempotent_floor(bootstrap, topics.data, payloads)
+        else:
+            timed = floor.transactional_floor(bootstrap, topics.data, payloads, BATCH)
+        out[kind] = {
+            "reports": n, "seconds": timed.seconds, "reports_per_s": n / timed.seconds,
+            "cpu_us_per_report": timed.cpu_seconds / n * 1e6,
+        }  # fmt: skip
+        delete_topics(bootstrap, [topics.data])
     return out
 
 
@@ -334,7 +334,7 @@ def machine() -> dict:
     model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
     return {
         "cores": os.cpu_count(), "cpu": model.group(1) if model else platform.machine(),
-        "python": platform.python_version(), "confluent_kafka": confluent_kafka.version()[0],
+        "python": platform.python_version(), "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0], "kafka": kafka_version(),
         "load_average": os.getloadavg(),
     }  # fmt: skip
@@ -370,16 +370,20 @@ def main(argv: list[str] | None = None) -> int:
     broker = Broker("bench")
     bootstrap = broker.start()
     try:
-        for mode in args.modes.split(","):
-            runs = []
-            for i in range(args.runs):
-                runs.append(connector_run(bootstrap, broker.pid, args.reports, mode))
-                print(f"{mode} run {i + 1}: {runs[-1]['reports_per_s']:,.0f} reports/s, "
-                      f"{runs[-1]['cpu_us_per_report']:.1f} µs CPU/report, "
-                      f"{runs[-1]['commits']:.0f} commits", flush=True)  # fmt: skip
-            results["connector"][mode] = runs
-        if "floor" not in skip:
-            results["floor"] = floor_runs(bootstrap, floor.make_payloads(args.reports), args.runs)
+        # Connector and floor runs alternate, so a change in the machine's load hits both.
+        payloads = None if "floor" in skip else floor.make_payloads(args.reports)
+        for i in range(args.runs):
+            for mode in args.modes.split(","):
+                run = connector_run(bootstrap, broker.pid, args.reports, mode)
+                results["connector"].setdefault(mode, []).append(run)
+                print(f"run {i + 1} {mode}: {run['reports_per_s']:,.0f} reports/s, "
+                      f"{run['cpu_us_per_report']:.1f} µs CPU/report, "
+                      f"{run['commits']:.0f} commits", flush=True)  # fmt: skip
+            if payloads is not None:
+                for kind, run in floor_once(bootstrap, payloads).items():
+                    results.setdefault("floor", {}).setdefault(kind, []).append(run)
+                    print(f"run {i + 1} floor {kind}: {run['reports_per_s']:,.0f} reports/s",
+                          flush=True)  # fmt: skip
         if "serve" not in skip:
             results["simulator_serve"] = serve_runs(args.reports, args.runs)
         if "latency" not in skip:
@@ -404,6 +408,7 @@ def summarize(results: dict) -> dict:
             for key in ("reports_per_s", "cpu_us_per_report", "peak_rss_mib",
                         "broker_cpu_us_per_report", "commits", "commit_ms_mean")
         }  # fmt: skip
+        summary[mode]["peak_rss_mib_max"] = max(r["peak_rss_mib"] for r in runs)
     for kind, runs in results.get("floor", {}).items():
         summary[f"floor_{kind}"] = {
             key: median(runs, key) for key in ("reports_per_s", "cpu_us_per_report")
@@ -450,7 +455,8 @@ def markdown_table(results: dict) -> str:
         f"run, medians of {results['runs']} runs. Machine: {m['cores']} cores, {m['cpu']}; "
         f"Python {m['python']}, confluent-kafka {m['confluent_kafka']} (librdkafka "
         f"{m['librdkafka']}), Kafka {m['kafka']}. Load average at start "
-        f"{m['load_average'][0]:.2f}, at end {results['finished_load_average'][0]:.2f}.",
+        f"{m['load_average'][0]:.2f}, at end {results['finished_load_average'][0]:.2f}. "
+        "Peak RSS: median (max) of the runs.",
         "",
         "| scenario | reports/s | × floor | connector CPU µs/report | broker CPU µs/report "
         "| peak RSS MiB |",
@@ -463,7 +469,7 @@ def markdown_table(results: dict) -> str:
             lines.append(
                 f"| connector {mode} | {r['reports_per_s']:,.0f} | {ratio} "
                 f"| {r['cpu_us_per_report']:.1f} | {r['broker_cpu_us_per_report']:.1f} "
-                f"| {r['peak_rss_mib']:.0f} |"
+                f"| {r['peak_rss_mib']:.0f} ({r['peak_rss_mib_max']:.0f}) |"
             )
     for kind in ("transactional", "idempotent"):
         if f"floor_{kind}" in s:
