@@ -15,9 +15,10 @@ The control topic carries no records: the group protocol is the only thing used.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connector.config import Settings
@@ -100,19 +101,25 @@ class Membership:
             {k: v for k, v in self._settings.kafka.producer.items() if k.startswith(_CLIENT_WIDE)}
         )
         wanted = len(self._accounts)
+        futures = admin.create_topics([NewTopic(self._topic, num_partitions=wanted)])
         try:
-            existing = admin.list_topics(self._topic, timeout=10).topics.get(self._topic)
-            if existing is None or existing.error is not None:
-                futures = admin.create_topics([NewTopic(self._topic, num_partitions=wanted)])
-                futures[self._topic].result()
-                return
+            futures[self._topic].result()
         except KafkaException as exc:
-            if "already exists" not in str(exc).lower():
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise PublishError(f"cannot create control topic {self._topic}: {exc}") from exc
-            existing = admin.list_topics(self._topic, timeout=10).topics[self._topic]
-        if len(existing.partitions) != wanted:
+        partitions = self._partition_count(admin)
+        if partitions != wanted:
             raise ConfigError(
-                f"cluster.control_topic {self._topic} has {len(existing.partitions)} partitions "
-                f"but {wanted} accounts are configured: every instance must share one account "
+                f"cluster.control_topic {self._topic} has {partitions} partitions but "
+                f"{wanted} accounts are configured: every instance must share one account "
                 "list; use a new control_topic after changing it"
             )
+
+    def _partition_count(self, admin: AdminClient) -> int:
+        # Another instance may have created the topic a moment ago: its metadata can lag.
+        for _ in range(50):
+            topic = admin.list_topics(self._topic, timeout=10).topics.get(self._topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                return len(topic.partitions)
+            time.sleep(0.2)
+        raise PublishError(f"control topic {self._topic} has no partitions after creation")

@@ -48,9 +48,9 @@ log = logging.getLogger("connector.pipeline")
 _FETCHED_AT = struct.Struct("<q")  # each spool entry: fetched-at epoch ms, then the raw body
 _READ_CHUNK_BYTES = 8 * 2**20  # how much spool one publish round takes at most
 _SPOOL_RETRY = 1.0
-# Fail point for the recovery tests: die like `kill -9` right after the Nth spool append, i.e.
-# with reports durable in the spool but not yet committed to Kafka.
-_CRASH_AFTER_APPENDS = int(os.environ.get("RPT_FAILPOINT_CRASH_AFTER_APPENDS", "0"))
+# Fail point for the recovery tests: once this file exists, die like `kill -9` right after the
+# next spool append, i.e. with reports durable in the spool but not yet committed to Kafka.
+_CRASH_WHEN_EXISTS = os.environ.get("RPT_FAILPOINT_CRASH_AFTER_SPOOL_IF")
 _PARSED_CACHE_ENTRIES = 64  # parsed bodies kept for the publisher; beyond, it re-parses the spool
 
 
@@ -322,7 +322,7 @@ class AccountPipeline:
                     exc,
                 )
                 time.sleep(_SPOOL_RETRY)
-        if seq == _CRASH_AFTER_APPENDS:
+        if _CRASH_WHEN_EXISTS and os.path.exists(_CRASH_WHEN_EXISTS):
             os._exit(137)
         if reports is not None and len(self._parsed) < _PARSED_CACHE_ENTRIES:
             self._parsed[seq] = reports

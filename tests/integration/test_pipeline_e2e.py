@@ -89,10 +89,19 @@ def test_crash_between_spool_and_commit_then_restart_loses_and_duplicates_nothin
         extra="",
     )
     log = tmp_path / "connector.log"
+    crash_switch = tmp_path / "crash"
+    env = connector_env() | {"RPT_FAILPOINT_CRASH_AFTER_SPOOL_IF": str(crash_switch)}
     try:
-        for crash_at in (7, 19):  # spool sequences: the second run continues the numbering
-            env = connector_env() | {"RPT_FAILPOINT_CRASH_AFTER_APPENDS": str(crash_at)}
+        for _ in range(2):
+            crash_switch.unlink(missing_ok=True)
             connector = ConnectorProcess(config, log, env=env).start()
+            handed_out = simulator.stats()["handed_out"]
+            wait_until(
+                lambda h=handed_out: simulator.stats()["handed_out"] >= h + 3000,
+                60,
+                "a few batches to be fetched",
+            )
+            crash_switch.touch()
             assert connector.process.wait(60) == 137, connector.output()
         connector = ConnectorProcess(config, log).start()
         wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
