@@ -79,7 +79,7 @@ def test_crash_between_spool_and_commit_then_restart_loses_and_duplicates_nothin
     kafka_bootstrap: str, tmp_path: Path, topics: Topics
 ) -> None:
     """The process dies like kill -9 right after spooling, with its transaction still open."""
-    simulator = start_simulator(tmp_path, "--reports", "30000")
+    simulator = start_simulator(tmp_path, "--rate", "3000", "--rate-total", "30000")
     config = write_config(
         tmp_path / "c.toml",
         base_url=simulator.base_url,
@@ -104,6 +104,7 @@ def test_crash_between_spool_and_commit_then_restart_loses_and_duplicates_nothin
             crash_switch.touch()
             assert connector.process.wait(60) == 137, connector.output()
         connector = ConnectorProcess(config, log).start()
+        wait_until(lambda: simulator.stats()["generated"] >= 30000, 120, "generation to end")
         wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
         time.sleep(1.5)
         assert connector.terminate() == 0, connector.output()
