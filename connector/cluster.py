@@ -87,14 +87,19 @@ class Membership:
         passthrough = {
             k: v for k, v in self._settings.kafka.producer.items() if k.startswith(_CLIENT_WIDE)
         }
-        return passthrough | {
-            "group.id": cluster.group_id,
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": session_ms,
-            "heartbeat.interval.ms": max(100, session_ms // 5),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "latest",
-        }
+        static = {"group.instance.id": cluster.instance_id} if cluster.instance_id else {}
+        return (
+            passthrough
+            | static
+            | {
+                "group.id": cluster.group_id,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": session_ms,
+                "heartbeat.interval.ms": max(100, session_ms // 5),
+                "enable.auto.commit": False,
+                "auto.offset.reset": "latest",
+            }
+        )
 
     def _ensure_control_topic(self) -> None:
         admin = AdminClient(

@@ -203,6 +203,7 @@ class MetricsSettings(_Section):
 
 class ClusterSettings(_Section):
     group_id: str | None = None
+    instance_id: str | None = None  # group.instance.id: static membership (e.g. the pod name)
     control_topic: str = "rpt-connector.control"
     session_timeout: Duration = 10.0
 
