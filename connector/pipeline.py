@@ -52,6 +52,7 @@ _SPOOL_RETRY = 1.0
 # next spool append, i.e. with reports durable in the spool but not yet committed to Kafka.
 _CRASH_WHEN_EXISTS = os.environ.get("RPT_FAILPOINT_CRASH_AFTER_SPOOL_IF")
 _PARSED_CACHE_ENTRIES = 64  # parsed bodies kept for the publisher; beyond, it re-parses the spool
+_DLQ_MAX_VALUE_BYTES = 900 * 1024  # under Kafka's default 1 MiB message limit
 
 
 @dataclass
@@ -222,6 +223,11 @@ class AccountPipeline:
             ("account", self.name.encode()),
             ("spool.sequence", str(seq).encode()),
         ]
+        if len(raw) > _DLQ_MAX_VALUE_BYTES:
+            # Above the broker's message size the transaction would fail forever; keep the
+            # head, say how long it was (the spool segment holds it all until released).
+            headers.append(("truncated.from.bytes", str(len(raw)).encode()))
+            raw = raw[:_DLQ_MAX_VALUE_BYTES]
         self._publisher.produce(self._kafka.dlq_topic, raw, None, headers)
         txn.dead_letters[reason] += 1
 
