@@ -148,9 +148,20 @@ def start_connector(workdir: Path, config: Path) -> tuple[subprocess.Popen, str,
     raise RuntimeError(f"connector did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, task: int | None = None) -> float:
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def librdkafka_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per live librdkafka thread (librdkafka names its threads "rdk:...")."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if (task / "comm").read_text().startswith("rdk:"):
+                out[int(task.name)] = cpu_seconds(pid, int(task.name))
+    return out
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -210,16 +221,19 @@ def connector_run(bootstrap: str, broker_pid: int, n: int, delivery: str) -> dic
         try:
             wait_for(lambda: sim_stats(base_url)["handed_out"] > 0, 120, 0.005, "a first fetch")
             t0, cpu0 = time.perf_counter(), cpu_seconds(connector.pid)
+            rdk0 = librdkafka_cpu(connector.pid)
             bcpu0 = cpu_seconds(broker_pid)
             # Polling /metrics costs the connector CPU: only once the simulator is drained.
             wait_for(lambda: sim_stats(base_url)["pending"] == 0, 1800, 0.05, "a drained simulator")
             wait_for(lambda: published(metrics_url) >= n, 600, 0.01, "the last commit")
             elapsed = time.perf_counter() - t0
             cpu = cpu_seconds(connector.pid) - cpu0
+            rdk = sum(c - rdk0.get(t, 0.0) for t, c in librdkafka_cpu(connector.pid).items())
             result = {
                 "delivery": delivery, "reports": n, "seconds": elapsed,
                 "reports_per_s": n / elapsed, "cpu_us_per_report": cpu / n * 1e6,
                 "cpu_seconds": cpu, "cpu_seconds_total": cpu_seconds(connector.pid),
+                "librdkafka_cpu_us_per_report": rdk / n * 1e6,
                 "broker_cpu_us_per_report": (cpu_seconds(broker_pid) - bcpu0) / n * 1e6,
                 "peak_rss_mib": peak_rss_mib(connector.pid), **transactions(metrics_url),
             }  # fmt: skip
@@ -406,7 +420,8 @@ def summarize(results: dict) -> dict:
         summary[mode] = {
             key: median(runs, key)
             for key in ("reports_per_s", "cpu_us_per_report", "peak_rss_mib",
-                        "broker_cpu_us_per_report", "commits", "commit_ms_mean")
+                        "broker_cpu_us_per_report", "commits", "commit_ms_mean",
+                        "librdkafka_cpu_us_per_report")
         }  # fmt: skip
         summary[mode]["peak_rss_mib_max"] = max(r["peak_rss_mib"] for r in runs)
     for kind, runs in results.get("floor", {}).items():
