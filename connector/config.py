@@ -159,7 +159,7 @@ class KafkaSettings(_Section):
     empty_custid_key: Literal["msgid", "null"] = "msgid"
     transactional_id_prefix: str = "rpt-connector-"
     max_batch_records: int = Field(20000, ge=1)
-    commit_interval: Duration = 0.5
+    commit_interval: Duration = 0.1
     create_topics: bool = True
     topic_partitions: int = Field(6, ge=1)
     replication_factor: int = Field(-1, ge=-1)

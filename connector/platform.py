@@ -152,9 +152,7 @@ def _transport_errors(what: str) -> Iterator[None]:
     except httpx.TimeoutException as exc:
         raise RetriableError(f"{what} timed out ({type(exc).__name__})") from exc
     except httpx.ConnectError as exc:
-        if isinstance(exc.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(
-            exc
-        ):
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
             # Retrying cannot help: the trust store (platform.ca_bundle) must change.
             raise TLSVerificationError(f"{what}: TLS verification failed: {exc}") from exc
         raise RetriableError(f"{what} failed: {type(exc).__name__}: {exc}") from exc

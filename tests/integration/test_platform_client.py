@@ -20,6 +20,7 @@ from connector.errors import (
     InvalidResponseError,
     PlatformResultError,
     RetriableError,
+    TLSVerificationError,
 )
 from connector.platform import PlatformClient
 from connector.simulator import FIRST_MSGID, Simulator
@@ -224,7 +225,7 @@ def test_https_with_a_configured_ca_bundle(
     )
     assert sim.base_url.startswith("https://")
     assert len(client(sim, ca_bundle=cert).fetch().reports) == 5
-    with pytest.raises(RetriableError, match="ConnectError"):
+    with pytest.raises(TLSVerificationError, match="CERTIFICATE_VERIFY_FAILED"):
         client(sim).fetch()  # the default trust store does not know this certificate
 
 
