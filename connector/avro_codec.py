@@ -7,9 +7,12 @@
   the same body. The schema is registered once, under the topic's value subject.
 
 Bodies are written by `BodyWriter`, a plain-Python Avro binary encoder for the field types this
-schema uses (string, int, long and its logical types, ["null", T] unions), planned once from
-the schema. It is byte-for-byte what fastavro writes (tests compare them) and about 4x faster
-than `fastavro.schemaless_writer`, whose union resolution dominates for this record.
+schema uses (string, int, long and its logical types, ["null", T] unions). From the schema it
+generates, once, a function that writes a batch with straight-line code per field (no loop over
+the fields, no per-field calls); it memoizes the bytes of numbers past a small-int table and of
+the strings that repeat within an account, and writes account + fetched_at once per get-rpt
+answer. It is byte-for-byte what fastavro writes (tests compare them) and about 8x faster than
+`fastavro.schemaless_writer`, whose union resolution dominates for this record.
 Decoding (consumers, tests) uses fastavro.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
@@ -60,10 +64,15 @@ def schema_fingerprint() -> str:
 
 _NULL, _BRANCH_1 = b"\x00", b"\x02"  # union branch indexes 0 and 1, zig-zag encoded
 _TABLE_SIZE = 4096  # varints of 0..4095 precomputed: lengths, small ints
-_MEMO_MAX = 8192  # distinct other numbers (timestamps, -1) memoized per kind, then reset
+_MEMO_MAX = 8192  # distinct other numbers (timestamps, -1) and strings memoized, then reset
 _STRING, _INT, _LONG = "string", "int", "long"
-_KINDS = {_STRING: _STRING, _INT: _INT, _LONG: _LONG}
+_KINDS = frozenset({_STRING, _INT, _LONG})
 _RANGES = {_INT: (-(2**31), 2**31 - 1), _LONG: (-(2**63), 2**63 - 1)}
+# Few distinct values per account (channel, error code and text): their bytes are memoized.
+_REPEATING = frozenset({"spno", "exno", "errcode", "errdesc"})
+# The same objects in every record of one get-rpt answer: written once per run of them.
+_PER_ANSWER = frozenset({"account", "fetched_at"})
+_UNSET = object()
 
 
 def _zigzag_varint(n: int) -> bytes:
@@ -91,59 +100,131 @@ def _field_plan(schema: dict) -> tuple[tuple[str, bool, str], ...]:
                 raise CodecError(f'field {field["name"]}: only ["null", T] unions are supported')
             ftype = ftype[1]
         name = ftype["type"] if isinstance(ftype, dict) else ftype
-        kind = _KINDS.get(name)  # the module's own str objects: `write` compares by identity
-        if kind is None:
+        if name not in _KINDS:
             raise CodecError(f"field {field['name']}: type {name!r} is not supported")
-        plan.append((field["name"], nullable, kind))
+        plan.append((field["name"], nullable, name))
     return tuple(plan)
+
+
+def _field_lines(i: int, nullable: bool, kind: str) -> list[str]:
+    """Source lines setting p{i} (and q{i}, a string's bytes) from v{i}, the field's value."""
+    v, p, q = f"v{i}", f"p{i}", f"q{i}"
+    if kind != _STRING:
+        small = f"B1V[{v}]" if nullable else f"V[{v}]"
+        body = f"{small} if 0 <= {v} < T else {_number_name(kind, nullable)}({v})"
+        return [f"{p} = NULL if {v} is None else {body}" if nullable else f"{p} = {body}"]
+    head = "B1V[n] if n < T else B1 + zz(n)" if nullable else "V[n] if n < T else zz(n)"
+    lines = [f"{q} = {v}.encode()", f"n = len({q})", f"{p} = {head}"]
+    if not nullable:
+        return lines
+    return [f"if {v} is None:", f"    {p}, {q} = NULL, b''", "else:", *("    " + s for s in lines)]
+
+
+def _batch_source(plan: tuple[tuple[str, bool, str], ...]) -> str:
+    """A function writing each record's fields straight-line, no loop over the plan."""
+    body, parts, group = [], [], []
+    for i, (name, nullable, kind) in enumerate(plan):
+        body.append(f"v{i} = r[{name!r}]")
+        if name in _PER_ANSWER:
+            group.append(i)
+            if i + 1 < len(plan) and plan[i + 1][0] in _PER_ANSWER:
+                continue
+            body += _group_lines(group, plan)
+            parts.append(f"p{group[0]}")
+            group = []
+        elif name in _REPEATING:
+            cache = "SN" if nullable else "SR"
+            body.append(f"p{i} = {cache}.get(v{i}) or cache({cache}, v{i}, {nullable}, {kind!r})")
+            parts.append(f"p{i}")
+        else:
+            body += _field_lines(i, nullable, kind)
+            parts += [f"p{i}", f"q{i}"] if kind == _STRING else [f"p{i}"]
+    seen = [f"k{i}" for i, (name, _, _) in enumerate(plan) if name in _PER_ANSWER]
+    return "\n".join([
+        "def write_batch(records, prefix):",
+        "    out = []",
+        "    add = out.append",
+        *([f"    {' = '.join(seen)} = UNSET"] if seen else []),
+        "    for r in records:",
+        *("        " + line for line in body),
+        f"        add(join((prefix, {', '.join(parts)})))",
+        "    return out",
+    ])  # fmt: skip
+
+
+def _group_lines(group: list[int], plan: tuple[tuple[str, bool, str], ...]) -> list[str]:
+    """Re-encode a run of per-answer fields only when one is another object than last time."""
+    changed = " or ".join(f"v{i} is not k{i}" for i in group)
+    values = " + ".join(f"value({', '.join((f'v{i}', *map(repr, plan[i][1:])))})" for i in group)
+    return [
+        f"if {changed}:",
+        f"    {', '.join(f'k{i}' for i in group)} = {', '.join(f'v{i}' for i in group)}",
+        f"    p{group[0]} = {values}",
+    ]
 
 
 class BodyWriter:
     """Avro binary bodies of records of one schema (see the module docstring)."""
 
-    __slots__ = ("_memos", "_plan")
+    __slots__ = ("_numbers", "write_batch")
 
     def __init__(self, schema: dict) -> None:
-        self._plan = _field_plan(schema)
-        # One memo per kind, so a value checked against the long range never passes as an int.
-        self._memos: dict[str, dict[int, bytes]] = {_INT: {}, _LONG: {}}
+        self._numbers = {
+            (kind, nullable): _number_writer(kind, nullable)
+            for kind in (_INT, _LONG)
+            for nullable in (False, True)
+        }
+        namespace = {
+            "NULL": _NULL, "B1": _BRANCH_1, "B1V": _BRANCH_1_VARINT, "V": _VARINT,
+            "T": _TABLE_SIZE, "zz": _zigzag_varint, "join": b"".join, "UNSET": _UNSET,
+            "value": self._value, "cache": self._cache, "SN": {}, "SR": {},
+            **{_number_name(*key): write for key, write in self._numbers.items()},
+        }  # fmt: skip
+        exec(_batch_source(_field_plan(schema)), namespace)  # noqa: S102  # source: the plan only
+        self.write_batch: Callable[[list[dict], bytes], list[bytes]] = namespace["write_batch"]
+        """`prefix` + the body, per record; TypeError/KeyError/AttributeError if off-schema."""
 
-    def write(self, record: dict, prefix: bytes) -> bytes:
-        """`prefix` + the body; TypeError/KeyError/AttributeError if a value is off-schema."""
-        parts = [prefix]
-        append = parts.append
-        for name, nullable, kind in self._plan:
-            value = record[name]
-            if nullable:
-                if value is None:
-                    append(_NULL)
-                    continue
-                if kind is not _STRING and 0 <= value < _TABLE_SIZE:
-                    append(_BRANCH_1_VARINT[value])
-                    continue
-                append(_BRANCH_1)
-            if kind is _STRING:
-                data = value.encode()
-                size = len(data)
-                append(_VARINT[size] if size < _TABLE_SIZE else _zigzag_varint(size))
-                append(data)
-            elif 0 <= value < _TABLE_SIZE:
-                append(_VARINT[value])
-            else:
-                append(self._number(value, kind))
-        return b"".join(parts)
+    def _value(self, value: object, nullable: bool, kind: str) -> bytes:
+        """One field's bytes: the slow path behind the generated code's shortcuts."""
+        if nullable:
+            return _NULL if value is None else _BRANCH_1 + self._value(value, False, kind)
+        if kind == _STRING:
+            data = value.encode()  # AttributeError when off-schema
+            size = len(data)
+            return (_VARINT[size] if size < _TABLE_SIZE else _zigzag_varint(size)) + data
+        if 0 <= value < _TABLE_SIZE:
+            return _VARINT[value]
+        return self._numbers[kind, False](value)
 
-    def _number(self, value: int, kind: str) -> bytes:
-        memo = self._memos[kind]
+    def _cache(self, cache: dict, value: object, nullable: bool, kind: str) -> bytes:
+        encoded = self._value(value, nullable, kind)
+        if len(cache) >= _MEMO_MAX:
+            cache.clear()
+        cache[value] = encoded
+        return encoded
+
+
+def _number_name(kind: str, nullable: bool) -> str:
+    return f"{kind}_or_null" if nullable else kind + "_"
+
+
+def _number_writer(kind: str, nullable: bool) -> Callable[[int], bytes]:
+    """Bytes of numbers past the varint table, range-checked once, then memoized."""
+    low, high = _RANGES[kind]
+    branch = _BRANCH_1 if nullable else b""
+    memo: dict[int, bytes] = {}
+
+    def write(value: int) -> bytes:
         encoded = memo.get(value)
         if encoded is None:
-            low, high = _RANGES[kind]
             if type(value) is not int or not low <= value <= high:
                 raise TypeError(f"{value!r} is not an Avro {kind}")
             if len(memo) >= _MEMO_MAX:
                 memo.clear()
-            encoded = memo[value] = _zigzag_varint(value)
+            encoded = memo[value] = branch + _zigzag_varint(value)
         return encoded
+
+    return write
 
 
 @functools.cache
@@ -167,9 +248,8 @@ class AvroEncoder:
     fingerprint: str
 
     def encode_batch(self, records: list[dict]) -> list[bytes]:
-        write, prefix = body_writer().write, self.prefix
         try:
-            return [write(record, prefix) for record in records]
+            return body_writer().write_batch(records, self.prefix)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise CodecError(f"record does not fit the schema: {exc!r}") from exc
 
