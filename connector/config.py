@@ -166,9 +166,18 @@ class KafkaSettings(_Section):
     producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _producer_has_bootstrap(self) -> KafkaSettings:
+    def _producer_settings(self) -> KafkaSettings:
         if "bootstrap.servers" not in self.producer:
             raise ValueError('kafka.producer needs "bootstrap.servers"')
+        if self.delivery == "exactly_once":
+            message = int(self.producer.get("message.timeout.ms", 45_000))
+            transaction = int(self.producer.get("transaction.timeout.ms", 60_000))
+            if message >= transaction:
+                raise ValueError(
+                    f"kafka.producer: message.timeout.ms ({message}) must be below "
+                    f"transaction.timeout.ms ({transaction}), or a delivery could outlive "
+                    "its transaction"
+                )
         return self
 
 

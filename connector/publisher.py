@@ -66,22 +66,10 @@ def producer_config(
     else:
         config["delivery.report.only.error"] = True
     config.update(kafka.producer)
-    _check_timeouts(config)
     config["error_cb"] = on_error
     if on_stats is not None:
         config["stats_cb"] = on_stats
     return config
-
-
-def _check_timeouts(config: dict) -> None:
-    if "transactional.id" not in config:
-        return
-    message, txn = int(config["message.timeout.ms"]), int(config["transaction.timeout.ms"])
-    if message >= txn:
-        raise PublishError(
-            f"kafka.producer: message.timeout.ms ({message}) must be below "
-            f"transaction.timeout.ms ({txn}), or a delivery could outlive its transaction"
-        )
 
 
 class AccountPublisher:
@@ -125,7 +113,7 @@ class AccountPublisher:
         try:
             self._producer.produce(topic, value, key, partition, headers=headers)
         except BufferError:
-            self._wait_for_room(topic, value, key, headers)
+            self._wait_for_room(topic, value, key, headers, partition)
         except KafkaException as exc:
             raise self._translate(exc) from exc
 
@@ -177,16 +165,14 @@ class AccountPublisher:
         except KafkaException as exc:
             log.debug("account %s: producer closed in error: %s", self.account, exc)
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._in_transaction
-
-    def _wait_for_room(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+    def _wait_for_room(
+        self, topic: str, value: bytes, key: bytes | None, headers: Headers, partition: int = -1
+    ) -> None:
         # The local queue is full: serve delivery reports until there is room again.
         while True:
             self._producer.poll(_BUFFER_FULL_WAIT)
             try:
-                self._producer.produce(topic, value, key, headers=headers)
+                self._producer.produce(topic, value, key, partition, headers=headers)
                 return
             except BufferError:
                 continue

@@ -81,6 +81,12 @@ def test_sizes(text: object, size: int) -> None:
             'kafka: Value error, kafka.producer needs "bootstrap',
         ),
         (with_changes(spool={"max_bytes": "lots"}), "spool.max_bytes"),
+        (
+            with_changes(
+                kafka={"producer": {"bootstrap.servers": "x", "message.timeout.ms": 90_000}}
+            ),
+            "message.timeout.ms (90000) must be below transaction.timeout.ms (60000)",
+        ),
         (with_changes(metrics={"listen": "9108"}), "metrics.listen"),
         (with_changes(accounts=[]), "accounts"),
         (with_changes(accounts=[{"name": "a"}]), "accounts[0]: set exactly one of"),
