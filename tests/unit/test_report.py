@@ -198,6 +198,25 @@ def test_unknown_fields_are_ignored_and_counted_per_batch():
     assert "extra" not in batch.records[0]
 
 
+@pytest.mark.parametrize(
+    ("non_objects", "unknown"),
+    [
+        ([], 0),
+        (["msgid", ["status", "exdata"]], 0),  # iterables of known names are still no objects
+        (["extra", ["more"]], 0),
+        ([7, None, 1.5, True], 0),
+        ([[{"extra": 1}], [["x"]]], 0),  # unhashable contents
+        ([{"msgid": 4, "status": 0, "extra": 1}], 1),
+    ],
+)
+def test_only_the_keys_of_json_objects_count_as_unknown_fields(non_objects, unknown):
+    known = [{"msgid": 1, "status": 0}, {"msgid": 2, "status": 0, "exdata": "x"}]
+    batch = Normalizer("a").normalize_batch([*known, *non_objects], FETCHED_AT)
+    assert batch.unknown_fields == unknown
+    plus_one = Normalizer("a").normalize_batch([{"msgid": 3, "x": 1}, *non_objects], FETCHED_AT)
+    assert plus_one.unknown_fields == unknown + 1
+
+
 def test_iso_t_separator_and_surrounding_spaces_are_accepted():
     record = only_record({"msgid": 1, "status": 0, "stime": " 2016-08-04T17:38:55 "})
     assert record["stime"] == utc_millis(2016, 8, 4, 9, 38, 55)
