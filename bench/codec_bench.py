@@ -1,14 +1,14 @@
 """Throughput of normalize + encode on get-rpt batches shaped like the API's example.
 
-    .venv/bin/python bench/codec_bench.py [--batches 40] [--runs 7] [--format avro-single-object]
+    .venv/bin/python bench/codec_bench.py [--batches 40] [--runs 7] [--rate 100] [--max-delay 120]
 
 Each batch holds 500 reports decoded by msgspec from a get-rpt body (so msgid is a JSON integer
 beyond int64). Batches follow one another in time: the account receives `--rate` reports per
 second (rtime), each sent 1 to `--max-delay` seconds earlier (stime), so every batch brings new
 timestamp strings (their count per batch is printed). A fresh Normalizer per run starts with a
-cold cache. Prints reports/s of CPU time of this process, i.e. on one core, so a busy machine
-distorts it less than wall time (median, min and max of the runs), for normalize, encode and
-both.
+cold cache. Prints reports/s (and µs/report) of CPU time of this process, i.e. on one core, so
+a busy machine distorts it less than wall time (median, min and max of the runs), for
+normalize, encode and both.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def main() -> None:
         ("normalize+encode", lambda r: r[0] + r[1]),
     ):
         rates = [n / pick(r) for r in results]
-        print(f"{label:>17}: {statistics.median(rates):>9,.0f} reports/s "
+        median = statistics.median(rates)
+        print(f"{label:>17}: {median:>9,.0f} reports/s = {1e6 / median:.2f} µs/report "
               f"(median of {args.runs}; min {min(rates):,.0f}, max {max(rates):,.0f})")  # fmt: skip
 
 
