@@ -23,6 +23,7 @@ from connector.config import (
     registry_password,
 )
 from connector.errors import ConfigError, ConnectorError
+from connector.publisher import client_config
 from connector.spool import inspect as inspect_spool
 
 EXIT_OK, EXIT_FAILURE = 0, 1
@@ -66,8 +67,7 @@ def _check_secrets(settings: Settings) -> None:
 def _check_kafka(settings: Settings) -> str | None:
     kafka = settings.kafka
     bootstrap = kafka.producer["bootstrap.servers"]
-    client_wide = ("bootstrap.", "security.", "ssl.", "sasl.")
-    admin = AdminClient({k: v for k, v in kafka.producer.items() if k.startswith(client_wide)})
+    admin = AdminClient(client_config(kafka))
     try:
         existing = set(admin.list_topics(timeout=10).topics)
     except KafkaException as exc:

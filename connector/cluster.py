@@ -23,11 +23,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connector.config import Settings
 from connector.errors import ConfigError, PublishError
+from connector.publisher import client_config
 
 log = logging.getLogger("connector.cluster")
 
 Accounts = Callable[[list[str]], None]
-_CLIENT_WIDE = ("bootstrap.", "security.", "ssl.", "sasl.", "client.dns", "socket.")
 
 
 def account_partitions(settings: Settings) -> list[str]:
@@ -84,9 +84,7 @@ class Membership:
     def _consumer_config(self) -> dict:
         cluster = self._settings.cluster
         session_ms = int(cluster.session_timeout * 1000)
-        passthrough = {
-            k: v for k, v in self._settings.kafka.producer.items() if k.startswith(_CLIENT_WIDE)
-        }
+        passthrough = client_config(self._settings.kafka)
         static = {"group.instance.id": cluster.instance_id} if cluster.instance_id else {}
         return (
             passthrough
@@ -102,9 +100,7 @@ class Membership:
         )
 
     def _ensure_control_topic(self) -> None:
-        admin = AdminClient(
-            {k: v for k, v in self._settings.kafka.producer.items() if k.startswith(_CLIENT_WIDE)}
-        )
+        admin = AdminClient(client_config(self._settings.kafka))
         wanted = len(self._accounts)
         futures = admin.create_topics([NewTopic(self._topic, num_partitions=wanted)])
         try:

@@ -245,6 +245,12 @@ class Settings(BaseSettings):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"account names must be unique; repeated: {', '.join(duplicates)}")
+        if self.spool.max_bytes < self.platform.max_response_bytes + 64:
+            raise ValueError(
+                f"spool.max_bytes ({self.spool.max_bytes}) must exceed "
+                f"platform.max_response_bytes ({self.platform.max_response_bytes}): the spool "
+                "must have room for the largest answer before a (destructive) get-rpt"
+            )
         if self.kafka.value_format == "confluent" and self.schema_registry is None:
             raise ValueError('kafka.value_format = "confluent" needs a [schema_registry] section')
         return self

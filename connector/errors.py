@@ -13,6 +13,7 @@
      │    └── RegistryError       the schema registry refused or could not be reached
      ├── SpoolError               the write-ahead spool cannot do what was asked
      │    ├── SpoolFullError      spool.max_bytes reached: stop fetching until Kafka drains it
+     │    ├── SpoolLockedError    another pipeline still holds the account's spool folder
      │    └── SpoolWriteError     the spool directory cannot be written (disk full, read-only)
      └── PublishError             Kafka refused a transaction or a delivery
           ├── TransactionAbortedError  the open transaction must abort; its entries are re-sent
@@ -110,6 +111,10 @@ class SpoolError(ConnectorError):
 
 class SpoolFullError(SpoolError):
     """The spool reached spool.max_bytes; fetching pauses until Kafka drains it."""
+
+
+class SpoolLockedError(SpoolError):
+    """Another pipeline (this process or another) still holds the account's spool folder."""
 
 
 class SpoolWriteError(SpoolError):

@@ -34,6 +34,7 @@ from connector.errors import (
     InvalidResponseError,
     PlatformError,
     PublishError,
+    SpoolLockedError,
     SpoolWriteError,
     TransactionAbortedError,
 )
@@ -88,6 +89,7 @@ class AccountPipeline:
         self._stop = threading.Event()
         self._spooled = threading.Event()
         self._parsed: dict[int, list] = {}  # seq → reports the fetcher already parsed
+        self._parsed_lock = threading.Lock()
         self._publisher: AccountPublisher | None = None
         self._spool: Spool | None = None
         self._committed = 0
@@ -109,11 +111,12 @@ class AccountPipeline:
         self._stop.set()
         self._spooled.set()
 
-    def join(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
+    def join(self, deadline: float) -> bool:
+        """Wait until `deadline` (time.monotonic()) at most; True when both threads ended."""
+        started = [t for t in self._threads if t.ident is not None]
+        for thread in started:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        return not any(t.is_alive() for t in started)
 
     def _run(self) -> None:
         try:
@@ -125,10 +128,13 @@ class AccountPipeline:
         except ConnectorError as exc:
             if not self._stop.is_set():  # a shutdown that interrupts a reconnect is no failure
                 self._fail(str(exc))
+        except Exception as exc:  # a bug must stop the account visibly, not end a thread quietly
+            log.exception("account %s: publishing failed unexpectedly", self.name)
+            self._fail(f"publishing failed unexpectedly: {type(exc).__name__}: {exc}")
         finally:
             self._stop.set()
-            if self._fetcher.is_alive():  # it may be mid-call: let it spool what it got
-                self._fetcher.join()
+            if self._fetcher.ident is not None:  # it may be mid-call: let it spool what it got
+                self._fetcher.join(self._settings.platform.read_timeout + _SPOOL_RETRY)
             self._close()
 
     # --- the publish side ------------------------------------------------------------------
@@ -148,7 +154,7 @@ class AccountPipeline:
                     return
             except TransactionAbortedError as exc:
                 log.warning("account %s: %s; sending spool entries again", self.name, exc)
-                txn = self._abort(txn)
+                txn = self._abort_or_restart(txn)
             except FencedError:
                 raise
             except PublishError as exc:
@@ -173,12 +179,15 @@ class AccountPipeline:
 
     def _publish_entry(self, seq: int, payload: bytes, txn: Transaction) -> None:
         fetched_at_ms = _FETCHED_AT.unpack_from(payload)[0]
-        raw = payload[_FETCHED_AT.size :]
-        try:
-            reports = self._parsed.pop(seq, None) or platform.parse_response(raw)
-        except PlatformError as exc:
-            self._dead_letter(raw, exc, seq, "invalid_response", txn)
-            return
+        with self._parsed_lock:
+            reports = self._parsed.pop(seq, None)
+        if reports is None:
+            raw = payload[_FETCHED_AT.size :]
+            try:
+                reports = platform.parse_response(raw)
+            except PlatformError as exc:
+                self._dead_letter(raw, exc, seq, "invalid_response", txn)
+                return
         batch = self._normalizer.normalize_batch(reports, fetched_at_ms)
         records = batch.records
         if records:
@@ -223,12 +232,13 @@ class AccountPipeline:
             ("account", self.name.encode()),
             ("spool.sequence", str(seq).encode()),
         ]
-        if len(raw) > _DLQ_MAX_VALUE_BYTES:
-            # Above the broker's message size the transaction would fail forever; keep the
-            # head, say how long it was (the spool segment holds it all until released).
-            headers.append(("truncated.from.bytes", str(len(raw)).encode()))
-            raw = raw[:_DLQ_MAX_VALUE_BYTES]
-        self._publisher.produce(self._kafka.dlq_topic, raw, None, headers)
+        # Above the broker's message size the transaction would fail for ever, and the spool
+        # entry is released at this commit: split the value into numbered chunks instead.
+        chunks = range(0, max(len(raw), 1), _DLQ_MAX_VALUE_BYTES)
+        for index, start in enumerate(chunks):
+            extra = [("chunk", f"{index + 1}/{len(chunks)}".encode())] if len(chunks) > 1 else []
+            value = raw[start : start + _DLQ_MAX_VALUE_BYTES]
+            self._publisher.produce(self._kafka.dlq_topic, value, None, headers + extra)
         txn.dead_letters[reason] += 1
 
     def _commit_due(self, txn: Transaction) -> bool:
@@ -244,20 +254,30 @@ class AccountPipeline:
         self._publisher.commit(txn.last_seq)
         self._committed = txn.last_seq
         self._spool.release_through(txn.last_seq)
-        for seq in [s for s in self._parsed if s <= txn.last_seq]:
-            del self._parsed[seq]
+        self._forget_parsed(txn.last_seq)
         self._report_commit(txn, time.monotonic() - began)
 
-    def _abort(self, txn: Transaction) -> Transaction:
-        for seq in [s for s in self._parsed if s <= txn.last_seq]:
-            del self._parsed[seq]  # re-parse from the spool: the same bytes, the same reports
-        self._publisher.abort()
+    def _abort_or_restart(self, txn: Transaction) -> Transaction:
+        """Abort the open transaction; if even that fails, start over with a new producer."""
+        self._forget_parsed(txn.last_seq)  # re-parse from the spool: same bytes, same reports
+        try:
+            self._publisher.abort()
+        except FencedError:
+            raise
+        except PublishError as exc:
+            log.error("account %s: abort failed (%s); recreating the producer", self.name, exc)
+            return self._restart_producer()
         self._spooled.set()
         return Transaction()
 
+    def _forget_parsed(self, through: int) -> None:
+        with self._parsed_lock:
+            for seq in [s for s in self._parsed if s <= through]:
+                del self._parsed[seq]
+
     def _restart_producer(self) -> Transaction:
         self._publisher.close(0)
-        self._parsed.clear()
+        self._forget_parsed(self._spool.last_seq)
         self._committed = self._connect_publisher()
         self._spooled.set()
         return Transaction()
@@ -330,8 +350,10 @@ class AccountPipeline:
                 time.sleep(_SPOOL_RETRY)
         if _CRASH_WHEN_EXISTS and os.path.exists(_CRASH_WHEN_EXISTS):
             os._exit(137)
-        if reports is not None and len(self._parsed) < _PARSED_CACHE_ENTRIES:
-            self._parsed[seq] = reports
+        if reports is not None:
+            with self._parsed_lock:
+                if len(self._parsed) < _PARSED_CACHE_ENTRIES:
+                    self._parsed[seq] = reports
         self._metrics.spool(self.name, self._spool.pending_records, self._spool.pending_bytes)
         self._spooled.set()
 
@@ -343,14 +365,7 @@ class AccountPipeline:
     def _recover(self) -> None:
         self._board.update(self.name, state="recovering")
         self._committed = self._connect_publisher()
-        spool = self._settings.spool
-        self._spool = Spool.open(
-            spool.dir / self.name,
-            max_bytes=spool.max_bytes,
-            segment_bytes=spool.segment_bytes,
-            fsync=spool.fsync,
-            floor_seq=self._committed,
-        )
+        self._spool = self._open_spool()
         pending = self._spool.pending_records
         log.info(
             "account %s: committed spool sequence %d, %d spool entries to replay",
@@ -362,6 +377,25 @@ class AccountPipeline:
             self.name, state="polling", committed_sequence=self._committed, spool_pending=pending
         )
         self._spooled.set()
+
+    def _open_spool(self) -> Spool:
+        """Open the account's spool, waiting while a previous owner still holds its lock."""
+        spool = self._settings.spool
+        delay = 0.5
+        while True:
+            try:
+                return Spool.open(
+                    spool.dir / self.name,
+                    max_bytes=spool.max_bytes,
+                    segment_bytes=spool.segment_bytes,
+                    fsync=spool.fsync,
+                    floor_seq=self._committed,
+                )
+            except SpoolLockedError as exc:
+                log.warning("account %s: %s; retrying in %.1fs", self.name, exc, delay)
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, 10.0)
 
     def _connect_publisher(self) -> int:
         """A new producer: fences older ones, returns the committed sequence. Waits for Kafka."""

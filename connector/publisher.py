@@ -9,8 +9,9 @@ Two delivery modes share one interface, so the pipeline loop has a single shape:
 
 librdkafka's transactional errors are classified as it documents them: `retriable()` → call the
 same operation again; `txn_requires_abort()` → abort and re-send the same spool entries;
-`fatal()` (fenced, unknown producer id, …) → the producer is finished: `FencedError` or
-`PublishError`, and the pipeline recreates it and re-reads progress before going on.
+`fatal()` (fenced, unknown producer id, …) → the producer is finished: a `PublishError`
+makes the pipeline recreate it and re-read progress; a `FencedError` (another instance runs
+this account) stops the account.
 """
 
 from __future__ import annotations
@@ -111,9 +112,10 @@ class AccountPublisher:
         self, topic: str, value: bytes, key: bytes | None, headers: Headers, partition: int = -1
     ) -> None:
         try:
-            self._producer.produce(topic, value, key, partition, headers=headers)
-        except BufferError:
-            self._wait_for_room(topic, value, key, headers, partition)
+            try:
+                self._producer.produce(topic, value, key, partition, headers=headers)
+            except BufferError:
+                self._wait_for_room(topic, value, key, headers, partition)
         except KafkaException as exc:
             raise self._translate(exc) from exc
 
@@ -245,7 +247,7 @@ class ProgressTopic:
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self.topic = kafka.progress_topic
-        self._bootstrap = kafka.producer
+        self._kafka = kafka
         self._partitions: int | None = None
 
     def record(self, account: str, sequence: int) -> ProgressRecord:
@@ -279,8 +281,7 @@ class ProgressTopic:
             consumer.close()
 
     def _consumer_config(self, isolation: str) -> dict:
-        passthrough = {k: v for k, v in self._bootstrap.items() if _is_client_wide(k)}
-        return passthrough | {
+        return client_config(self._kafka) | {
             "group.id": "rpt-connector-progress-reader",
             "enable.auto.commit": False,
             "isolation.level": isolation,
@@ -291,6 +292,11 @@ class ProgressTopic:
 def _is_client_wide(key: str) -> bool:
     """librdkafka properties that also apply to the progress consumer (connection, security)."""
     return key.startswith(("bootstrap.", "security.", "ssl.", "sasl.", "client.dns", "socket."))
+
+
+def client_config(kafka: KafkaSettings) -> dict:
+    """The connection and security part of kafka.producer, for admin clients and consumers."""
+    return {k: v for k, v in kafka.producer.items() if _is_client_wide(k)}
 
 
 def _partition_count(consumer: Consumer, topic: str) -> int:
@@ -309,8 +315,8 @@ def _last_sequence(
     best, deadline = 0, time.monotonic() + timeout
     while True:
         for message in consumer.consume(1000, 0.2):
-            if message.error() is None and message.key() == key:
-                best = json.loads(message.value())["spool_seq"]
+            if message.error() is None and message.key() == key and message.value():
+                best = _spool_seq(message.value(), partition)
         if consumer.position([partition])[0].offset >= end:
             return best
         if time.monotonic() > deadline:
@@ -320,6 +326,19 @@ def _last_sequence(
             )
 
 
+def _spool_seq(value: bytes, partition: TopicPartition) -> int:
+    try:
+        sequence = json.loads(value)["spool_seq"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PublishError(
+            f"progress topic {partition.topic}[{partition.partition}] holds a record that is not "
+            f"a progress record ({exc!r}); is another application writing to it?"
+        ) from exc
+    if not isinstance(sequence, int) or sequence < 0:
+        raise PublishError(f"progress topic {partition.topic}: bad spool_seq {sequence!r}")
+    return sequence
+
+
 def progress_partition(account: str, partitions: int) -> int:
     """Deterministic partition of an account's progress records (documented in the README)."""
     return zlib.crc32(account.encode()) % partitions
@@ -327,7 +346,7 @@ def progress_partition(account: str, partitions: int) -> int:
 
 def ensure_topics(kafka: KafkaSettings, topics: list[str], timeout: float = 30.0) -> None:
     """Create the data, dead-letter and progress topics if absent, or fail naming the missing."""
-    admin = AdminClient({k: v for k, v in kafka.producer.items() if _is_client_wide(k)})
+    admin = AdminClient(client_config(kafka))
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from connector import __version__
 from connector.cluster import Membership
@@ -113,22 +114,34 @@ class Service:
     def _own(self, names: list[str]) -> None:
         index = {a.name: i for i, a in enumerate(self.settings.accounts)}
         for name in names:
-            pipeline = AccountPipeline(self.settings, index[name], self.metrics, self.board)
-            self.pipelines[name] = pipeline
             self.board.update(name, owned=True, state="starting")
+            try:
+                pipeline = AccountPipeline(self.settings, index[name], self.metrics, self.board)
+            except ConnectorError as exc:  # e.g. the registry refused the schema
+                log.error("account %s cannot start: %s", name, exc)
+                self.board.update(name, state="failed", last_error=str(exc))
+                continue
+            self.pipelines[name] = pipeline
             pipeline.start()
 
     def _release(self, names: list[str]) -> None:
         """Stop the accounts (finishing or aborting their transactions) before they move on."""
         stopping = [self.pipelines.pop(name) for name in names if name in self.pipelines]
-        for pipeline in stopping:
+        for pipeline in self._stop_all(stopping):
+            log.error(
+                "account %s did not stop in time; its successor fences its producer and waits "
+                "for its spool",
+                pipeline.name,
+            )
+        for name in names:
+            self.board.update(name, owned=False, state="not_owned")
+
+    def _stop_all(self, pipelines: list[AccountPipeline]) -> list[AccountPipeline]:
+        """Stop pipelines together within one shutdown_timeout; return those still running."""
+        for pipeline in pipelines:
             pipeline.stop()
-        for pipeline in stopping:
-            if not pipeline.join(self.settings.shutdown_timeout):
-                log.error(
-                    "account %s did not stop in time; its successor will fence it", pipeline.name
-                )
-            self.board.update(pipeline.name, owned=False, state="not_owned")
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        return [p for p in pipelines if not p.join(deadline)]
 
     def _shutdown(self) -> int:
         log.info(
@@ -136,9 +149,7 @@ class Service:
         )
         pipelines = list(self.pipelines.values())
         failed = [p.name for p in pipelines if p.failed]
-        for pipeline in pipelines:
-            pipeline.stop()
-        clean = all(p.join(self.settings.shutdown_timeout) for p in pipelines)
+        clean = not self._stop_all(pipelines)
         if self._membership is not None:
             self.pipelines.clear()  # already stopped: leaving the group must not wait again
             self._membership.close()

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from connector.errors import SpoolError, SpoolFullError, SpoolWriteError
+from connector.errors import SpoolError, SpoolFullError, SpoolLockedError, SpoolWriteError
 
 log = logging.getLogger("connector.spool")
 
@@ -525,7 +525,7 @@ def _lock_directory(directory: Path) -> int:
         fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(dir_fd)
-        raise SpoolError(f"spool {directory} is in use by another process") from exc
+        raise SpoolLockedError(f"spool {directory} is in use by another pipeline") from exc
     return dir_fd
 
 

@@ -82,6 +82,10 @@ def test_sizes(text: object, size: int) -> None:
         ),
         (with_changes(spool={"max_bytes": "lots"}), "spool.max_bytes"),
         (
+            with_changes(spool={"max_bytes": "1MiB"}, platform={"max_response_bytes": "2MiB"}),
+            "spool.max_bytes (1048576) must exceed platform.max_response_bytes (2097152)",
+        ),
+        (
             with_changes(
                 kafka={"producer": {"bootstrap.servers": "x", "message.timeout.ms": 90_000}}
             ),

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector import spool as spool_module
-from connector.errors import SpoolError, SpoolFullError, SpoolWriteError
+from connector.errors import SpoolError, SpoolFullError, SpoolLockedError, SpoolWriteError
 from connector.spool import HEADER, Spool, inspect, segment_name
 
 MiB = 2**20
@@ -305,7 +305,7 @@ def test_directory_and_files_are_owner_only(tmp_path: Path) -> None:
 
 
 def test_a_second_open_of_the_same_directory_is_refused(tmp_path: Path) -> None:
-    with open_spool(tmp_path), pytest.raises(SpoolError, match="in use by another process"):
+    with open_spool(tmp_path), pytest.raises(SpoolLockedError, match="in use by another pipeline"):
         open_spool(tmp_path)
     open_spool(tmp_path).close()  # closing released the lock
 
