@@ -313,12 +313,11 @@ def record_headers(account: str, encoder: ValueEncoder) -> list[tuple[str, bytes
     ]
 
 
-def record_key(record: dict, empty_custid: str) -> bytes | None:
-    """custid as UTF-8; without one, msgid ("msgid") or no key ("null")."""
-    custid = record["custid"]
-    if custid is not None:
-        return custid.encode()
-    return record["msgid"].encode() if empty_custid == "msgid" else None
+def record_keys(records: list[dict], empty_custid: str) -> list[bytes | None]:
+    """Kafka keys: custid as UTF-8; without one, msgid ("msgid") or no key ("null")."""
+    if empty_custid == "msgid":
+        return [(r["custid"] or r["msgid"]).encode() for r in records]
+    return [r["custid"].encode() if r["custid"] else None for r in records]
 
 
 def decode_single_object(data: bytes) -> dict:

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from connector import platform
-from connector.avro_codec import make_value_encoder, record_headers
+from connector.avro_codec import make_value_encoder, record_headers, record_keys
 from connector.config import AccountSettings, Settings
 from connector.errors import (
     CodecError,
@@ -192,7 +192,8 @@ class AccountPipeline:
         records = batch.records
         if records:
             records, values = self._encode(records, seq, txn)
-            self._publisher.produce_many(self._topic, values, self._keys(records), self._headers)
+            keys = record_keys(records, self._kafka.empty_custid_key)
+            self._publisher.produce_many(self._topic, values, keys, self._headers)
             txn.records += len(records)
             txn.observed.update((r["rtime"], r["stime"], r["status"]) for r in records)
         for rejected in batch.rejected:
@@ -215,13 +216,6 @@ class AccountPipeline:
                 except CodecError as exc:
                     self._dead_letter(repr(record).encode(), exc, seq, "unencodable_record", txn)
             return kept, values
-
-    def _keys(self, records: list[dict]) -> list[bytes | None]:
-        fallback_to_msgid = self._kafka.empty_custid_key == "msgid"
-        return [
-            (r["custid"] or (r["msgid"] if fallback_to_msgid else None) or "").encode() or None
-            for r in records
-        ]
 
     def _dead_letter(
         self, raw: bytes, error: Exception, seq: int, reason: str, txn: Transaction

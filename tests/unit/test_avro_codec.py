@@ -24,7 +24,7 @@ from connector.avro_codec import (
     make_value_encoder,
     parsed_schema,
     record_headers,
-    record_key,
+    record_keys,
     single_object_encoder,
 )
 from connector.config import KafkaSettings, SchemaRegistrySettings
@@ -380,10 +380,10 @@ def test_registry_password_never_shows_in_errors(monkeypatch):
 
 
 def test_record_key_is_custid_else_msgid_or_none():
-    assert record_key(RECORD, "msgid") == b"b3d0a2783d31b21b8573"
-    assert record_key({**RECORD, "custid": "客户1"}, "null") == "客户1".encode()
-    assert record_key({**RECORD, "custid": None}, "msgid") == b"9223372045854775808"
-    assert record_key({**RECORD, "custid": None}, "null") is None
+    records = [RECORD, {**RECORD, "custid": "客户1"}, {**RECORD, "custid": None}]
+    custid, chinese, msgid = b"b3d0a2783d31b21b8573", "客户1".encode(), b"9223372045854775808"
+    assert record_keys(records, "msgid") == [custid, chinese, msgid]
+    assert record_keys(records, "null") == [custid, chinese, None]
 
 
 def test_record_headers_name_account_content_type_and_fingerprint():
