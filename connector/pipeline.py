@@ -52,7 +52,7 @@ _SPOOL_RETRY = 1.0
 # Fail point for the recovery tests: once this file exists, die like `kill -9` right after the
 # next spool append, i.e. with reports durable in the spool but not yet committed to Kafka.
 _CRASH_WHEN_EXISTS = os.environ.get("RPT_FAILPOINT_CRASH_AFTER_SPOOL_IF")
-_PARSED_CACHE_ENTRIES = 64  # parsed bodies kept for the publisher; beyond, it re-parses the spool
+_PARSED_CACHE_ENTRIES = 16  # parsed bodies kept for the publisher; beyond, it re-parses the spool
 _DLQ_MAX_VALUE_BYTES = 900 * 1024  # under Kafka's default 1 MiB message limit
 
 
