@@ -39,9 +39,9 @@ from connector.errors import (
     TransactionAbortedError,
 )
 from connector.metrics import Metrics
-from connector.publisher import AccountPublisher
+from connector.publisher import AccountPublisher, Progress
 from connector.report import Normalizer
-from connector.spool import Spool
+from connector.spool import Spool, spool_id
 from connector.status import StatusBoard
 
 log = logging.getLogger("connector.pipeline")
@@ -93,6 +93,7 @@ class AccountPipeline:
         self._publisher: AccountPublisher | None = None
         self._spool: Spool | None = None
         self._committed = 0
+        self._spool_id = spool_id(settings.spool.dir / self.name)
         self._fetcher = threading.Thread(target=self._fetch_loop, name=f"fetch-{self.name}")
         self._fetcher.daemon = True
         self._drain_deadline = 0.0
@@ -272,7 +273,7 @@ class AccountPipeline:
     def _restart_producer(self) -> Transaction:
         self._publisher.close(0)
         self._forget_parsed(self._spool.last_seq)
-        self._committed = self._connect_publisher()
+        self._committed = self._connect_publisher().sequence
         self._spooled.set()
         return Transaction()
 
@@ -358,8 +359,22 @@ class AccountPipeline:
     # --- recovery and reporting ------------------------------------------------------------
     def _recover(self) -> None:
         self._board.update(self.name, state="recovering")
-        self._committed = self._connect_publisher()
-        self._spool = self._open_spool()
+        progress = self._connect_publisher()
+        self._committed = progress.sequence
+        # The committed sequence numbers this spool's entries only if this spool committed it
+        # (or nothing has): after the account ran on another instance with its own spool, the
+        # entries left here were never published and get numbers above the committed one.
+        own = progress.spool_id in ("", self._spool_id)
+        self._spool = self._open_spool(floor_seq=self._committed if own else 0)
+        if not own:
+            moved = self._spool.renumber_above(self._committed)
+            if moved:
+                log.warning(
+                    "account %s: %d spool entries fetched here before the account moved to "
+                    "another instance were never published; they are sent now",
+                    self.name,
+                    moved,
+                )
         pending = self._spool.pending_records
         log.info(
             "account %s: committed spool sequence %d, %d spool entries to replay",
@@ -372,7 +387,7 @@ class AccountPipeline:
         )
         self._spooled.set()
 
-    def _open_spool(self) -> Spool:
+    def _open_spool(self, floor_seq: int) -> Spool:
         """Open the account's spool, waiting while a previous owner still holds its lock."""
         spool = self._settings.spool
         delay = 0.5
@@ -383,7 +398,7 @@ class AccountPipeline:
                     max_bytes=spool.max_bytes,
                     segment_bytes=spool.segment_bytes,
                     fsync=spool.fsync,
-                    floor_seq=self._committed,
+                    floor_seq=floor_seq,
                 )
             except SpoolLockedError as exc:
                 log.warning("account %s: %s; retrying in %.1fs", self.name, exc, delay)
@@ -391,8 +406,8 @@ class AccountPipeline:
                     raise
                 delay = min(delay * 2, 10.0)
 
-    def _connect_publisher(self) -> int:
-        """A new producer: fences older ones, returns the committed sequence. Waits for Kafka."""
+    def _connect_publisher(self) -> Progress:
+        """A new producer: fences older ones, returns the committed progress. Waits for Kafka."""
         delay = 1.0
         while True:
             self._publisher = AccountPublisher(
@@ -401,6 +416,7 @@ class AccountPipeline:
                 on_stats=lambda stats: self._metrics.producer_statistics(self.name, stats),
                 on_reachability=self._board.set_kafka_reachable,
             )
+            self._publisher.spool_id = self._spool_id
             try:
                 return self._publisher.init()
             except FencedError:

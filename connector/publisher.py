@@ -3,7 +3,8 @@
 Two delivery modes share one interface, so the pipeline loop has a single shape:
 
     exactly_once   begin() → produce()* → commit(progress)   one Kafka transaction; the progress
-                   record {account, spool_seq} commits atomically with the reports (KIP-618 style)
+                   record {account, spool_seq, spool_id} commits atomically with the reports
+                   (the pattern of KIP-618)
     at_least_once  begin() is a no-op; commit() flushes, checks every delivery, then writes the
                    progress record; a crash between the two re-sends (duplicates, never loss)
 
@@ -96,9 +97,10 @@ class AccountPublisher:
         self._producer = Producer(config)
         self._in_transaction = False
         self._fenced = False
+        self.spool_id = ""  # the spool folder whose sequence numbers this producer commits
 
-    def init(self, timeout: float = 60.0) -> int:
-        """Fence older instances (exactly_once) and return the last committed spool sequence."""
+    def init(self, timeout: float = 60.0) -> Progress:
+        """Fence older instances (exactly_once) and return the account's committed progress."""
         if self.transactional:
             self._call(self._producer.init_transactions, timeout)
         return self._progress.read(self.account)
@@ -136,7 +138,7 @@ class AccountPublisher:
 
     def commit(self, sequence: int) -> None:
         """Make everything produced since begin() and the progress record durable together."""
-        progress = self._progress.record(self.account, sequence)
+        progress = self._progress.record(self.account, sequence, self.spool_id)
         if self.transactional:
             self._produce_progress(progress)
             self._call(self._producer.commit_transaction)
@@ -236,6 +238,14 @@ class AccountPublisher:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """What Kafka says is committed for an account: a sequence of the spool with this id."""
+
+    sequence: int
+    spool_id: str  # "" for no record, or one written before spool ids existed
+
+
+@dataclass(frozen=True, slots=True)
 class ProgressRecord:
     key: bytes
     value: bytes
@@ -250,15 +260,22 @@ class ProgressTopic:
         self._kafka = kafka
         self._partitions: int | None = None
 
-    def record(self, account: str, sequence: int) -> ProgressRecord:
+    def record(self, account: str, sequence: int, spool_id: str) -> ProgressRecord:
         if self._partitions is None:
             raise PublishError("progress topic not read yet: call init() first")
-        value = json.dumps({"account": account, "spool_seq": sequence, "committed_at": time.time()})
+        value = json.dumps(
+            {
+                "account": account,
+                "spool_seq": sequence,
+                "spool_id": spool_id,
+                "committed_at": time.time(),
+            }
+        )
         partition = progress_partition(account, self._partitions)
         return ProgressRecord(account.encode(), value.encode(), partition)
 
-    def read(self, account: str, timeout: float = 60.0) -> int:
-        """The last committed spool sequence of `account`, 0 when it never committed."""
+    def read(self, account: str, timeout: float = 60.0) -> Progress:
+        """The last committed progress of `account`; sequence 0 when it never committed."""
         consumer = Consumer(self._consumer_config("read_committed"))
         try:
             self._partitions = _partition_count(consumer, self.topic)
@@ -308,15 +325,15 @@ def _partition_count(consumer: Consumer, topic: str) -> int:
 
 def _last_sequence(
     consumer: Consumer, partition: TopicPartition, end: int, key: bytes, timeout: float
-) -> int:
+) -> Progress:
+    best, deadline = Progress(0, ""), time.monotonic() + timeout
     if end == 0:
-        return 0
+        return best
     consumer.assign([TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING)])
-    best, deadline = 0, time.monotonic() + timeout
     while True:
         for message in consumer.consume(1000, 0.2):
             if message.error() is None and message.key() == key and message.value():
-                best = _spool_seq(message.value(), partition)
+                best = _progress(message.value(), partition)
         if consumer.position([partition])[0].offset >= end:
             return best
         if time.monotonic() > deadline:
@@ -326,17 +343,18 @@ def _last_sequence(
             )
 
 
-def _spool_seq(value: bytes, partition: TopicPartition) -> int:
+def _progress(value: bytes, partition: TopicPartition) -> Progress:
     try:
-        sequence = json.loads(value)["spool_seq"]
-    except (ValueError, KeyError, TypeError) as exc:
+        record = json.loads(value)
+        sequence, spool_id = record["spool_seq"], str(record.get("spool_id", ""))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PublishError(
             f"progress topic {partition.topic}[{partition.partition}] holds a record that is not "
             f"a progress record ({exc!r}); is another application writing to it?"
         ) from exc
     if not isinstance(sequence, int) or sequence < 0:
         raise PublishError(f"progress topic {partition.topic}: bad spool_seq {sequence!r}")
-    return sequence
+    return Progress(sequence, spool_id)
 
 
 def progress_partition(account: str, partitions: int) -> int:

@@ -51,6 +51,7 @@ import shutil
 import struct
 import threading
 import time
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ from connector.errors import SpoolError, SpoolFullError, SpoolLockedError, Spool
 log = logging.getLogger("connector.spool")
 
 MAGIC = b"RPS1"
+ID_FILE = "spool.id"  # identity of this folder, written into each progress record
+RELEASED_FILE = "released"  # the last released sequence: entries at or below it are done
+_READ_CHUNK_BYTES = 8 * 2**20
 HEADER = struct.Struct(">4sIIQ")
 _LENGTH_SEQ = struct.Struct(">IQ")
 MAX_PAYLOAD = 2**32 - 1
@@ -268,13 +272,16 @@ class Spool:
 
     def append(self, payload: bytes) -> int:
         """Write, fsync and index one entry; return its sequence number."""
+        return self._append(payload, check_room=True)
+
+    def _append(self, payload: bytes, *, check_room: bool) -> int:
         frame_bytes = HEADER.size + len(payload)
         with self._write_lock:
             with self._lock:
                 self._check_open()
                 if len(payload) > MAX_PAYLOAD:
                     raise SpoolError(f"a spool entry holds at most {MAX_PAYLOAD} bytes")
-                if self._pending_bytes + frame_bytes > self._max_bytes:
+                if check_room and self._pending_bytes + frame_bytes > self._max_bytes:
                     raise SpoolFullError(
                         f"spool {self.directory} is full: {self._pending_bytes} bytes pending, "
                         f"max_bytes {self._max_bytes}, entry of {frame_bytes} bytes refused"
@@ -384,6 +391,7 @@ class Spool:
             doomed = self._drop_through(seq)
             stale = self._active_is_stale()
         try:
+            _write_atomically(self.directory / RELEASED_FILE, str(seq).encode())
             for segment in doomed:
                 segment.path.unlink(missing_ok=True)
             if stale:
@@ -428,9 +436,33 @@ class Spool:
                 self._segments.remove(old)
             old.path.unlink(missing_ok=True)
 
+    def renumber_above(self, seq: int) -> int:
+        """Give every pending entry a new number above `seq`, in order; return how many moved.
+
+        For a spool whose account another spool has committed past (the account ran elsewhere
+        meanwhile): its pending entries were never published, but their numbers are now at or
+        below the account's committed sequence and would be taken for released.
+        """
+        with self._lock:
+            self._check_open()
+            self._next_seq = max(self._next_seq, seq + 1)
+            if not self._index or self._index[0].seq > seq:
+                return 0
+            first, last = self._index[0].seq, self._index[-1].seq
+        after, moved = first - 1, 0
+        while after < last:
+            for old_seq, payload in self.entries_after(after, _READ_CHUNK_BYTES):
+                if old_seq > last:
+                    break
+                self._append(payload, check_room=False)  # the copies replace, not add
+                after, moved = old_seq, moved + 1
+        self.release_through(last)
+        return moved
+
     # -- open / close ----------------------------------------------------------------------
 
     def _recover(self, floor_seq: int) -> None:
+        floor_seq = max(floor_seq, _read_int(self.directory / RELEASED_FILE))
         quarantined: list[Quarantine] = []
         after = 0
         for first_seq, path in _segment_paths(self.directory):
@@ -510,6 +542,50 @@ class Spool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def spool_id(directory: Path) -> str:
+    """This spool folder's identity, created once (it travels in the progress records)."""
+    path = Path(directory) / ID_FILE
+    try:
+        existing = _read_text(path)
+        if existing:
+            return existing
+        Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+        new = uuid.uuid4().hex
+        temporary = path.with_name(f"{ID_FILE}.{new}")
+        _write_atomically(temporary, new.encode())
+        try:
+            os.link(temporary, path)  # fails if another process created it first: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink(missing_ok=True)
+        return _read_text(path)
+    except OSError as exc:
+        raise SpoolWriteError(_describe("cannot create the spool id in", directory, exc)) from exc
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _read_int(path: Path) -> int:
+    text = _read_text(path)
+    return int(text) if text.isdigit() else 0
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        _pwrite_all(fd, data, 0)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
 
 
 def _lock_directory(directory: Path) -> int:

@@ -115,3 +115,48 @@ def test_crash_between_spool_and_commit_then_restart_loses_and_duplicates_nothin
     replays = re.findall(r"(\d+) spool entries to replay", connector.output())
     assert [int(n) > 0 for n in replays] == [False, True, True], replays
     assert_exactly_once(kafka_bootstrap, topics, tmp_path)
+
+
+def test_an_account_that_moves_between_spool_volumes_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path, topics: Topics
+) -> None:
+    """A volume per instance: the account dies on volume A with an unpublished tail, runs on
+    volume B (which commits past A's sequence numbers), then comes back to volume A."""
+    simulator = start_simulator(tmp_path, "--rate", "3000", "--rate-total", "30000")
+    config = write_config(
+        tmp_path / "c.toml",
+        base_url=simulator.base_url,
+        bootstrap=kafka_bootstrap,
+        topics=topics,
+        spool=tmp_path / "volume-a",
+    )
+    log = tmp_path / "connector.log"
+    crash_switch = tmp_path / "crash"
+    on_a_then_crash = connector_env() | {"RPT_FAILPOINT_CRASH_AFTER_SPOOL_IF": str(crash_switch)}
+    on_b = connector_env() | {"RPT_SPOOL__DIR": str(tmp_path / "volume-b")}
+
+    def handed_out_grows_by(count: int) -> None:
+        start = simulator.stats()["handed_out"]
+        wait_until(lambda: simulator.stats()["handed_out"] >= start + count, 60, "fetching")
+
+    try:
+        connector = ConnectorProcess(config, log, env=on_a_then_crash).start()
+        handed_out_grows_by(3000)
+        crash_switch.touch()
+        assert connector.process.wait(60) == 137, connector.output()
+
+        connector = ConnectorProcess(config, log, env=on_b).start()
+        handed_out_grows_by(6000)
+        assert connector.terminate() == 0, connector.output()
+
+        connector = ConnectorProcess(config, log).start()
+        wait_until(lambda: simulator.stats()["generated"] >= 30000, 120, "generation to end")
+        wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
+        time.sleep(1.5)
+        assert connector.terminate() == 0, connector.output()
+    finally:
+        if connector.alive():
+            connector.kill()
+        simulator.stop()
+    assert "were never published; they are sent now" in connector.output()
+    assert_exactly_once(kafka_bootstrap, topics, tmp_path)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from connector import spool as spool_module
 from connector.errors import SpoolError, SpoolFullError, SpoolLockedError, SpoolWriteError
-from connector.spool import HEADER, Spool, inspect, segment_name
+from connector.spool import HEADER, Spool, inspect, segment_name, spool_id
 
 MiB = 2**20
 
@@ -437,3 +437,44 @@ def test_concurrent_appender_and_publisher_lose_nothing(tmp_path: Path) -> None:
     assert seqs == list(range(1, count + 1))
     assert received == list(zip(seqs, bodies, strict=True))
     assert segment_files(tmp_path) == [segment_name(count + 1)]
+
+
+# --- identity, the persisted release mark, renumbering ---------------------------------------
+
+
+def test_spool_id_is_created_once_and_kept(tmp_path: Path) -> None:
+    first = spool_id(tmp_path / "acct")
+    assert len(first) == 32
+    assert spool_id(tmp_path / "acct") == first
+    assert spool_id(tmp_path / "other") != first
+
+
+def test_released_entries_stay_released_without_a_floor(tmp_path: Path) -> None:
+    with open_spool(tmp_path) as spool:
+        for n in range(1, 6):
+            spool.append(payload(n))
+        spool.release_through(3)
+    with open_spool(tmp_path) as spool:  # no floor_seq: the spool remembers on its own
+        assert [seq for seq, _ in spool.entries_after(0)] == [4, 5]
+
+
+def test_renumber_above_moves_pending_entries_past_a_foreign_commit(tmp_path: Path) -> None:
+    with open_spool(tmp_path) as spool:
+        for n in range(1, 6):
+            spool.append(payload(n))
+        spool.release_through(2)
+        assert spool.renumber_above(4) == 3  # entries 3, 4, 5 were never published
+        moved = spool.entries_after(0)
+        assert [seq for seq, _ in moved] == [6, 7, 8]
+        assert [body for _, body in moved] == [payload(3), payload(4), payload(5)]
+        assert spool.append(payload(9)) == 9
+    with open_spool(tmp_path) as spool:
+        assert [seq for seq, _ in spool.entries_after(0)] == [6, 7, 8, 9]
+
+
+def test_renumber_above_with_nothing_below_only_raises_the_numbering(tmp_path: Path) -> None:
+    with open_spool(tmp_path) as spool:
+        spool.append(payload(1))
+        assert spool.renumber_above(0) == 0
+        assert spool.renumber_above(40) == 1
+        assert spool.append(payload(2)) == 42
