@@ -178,6 +178,15 @@ class SimulatorProcess:
     def stats(self) -> dict:
         return httpx.get(f"{self.base_url}/stats", timeout=5).json()
 
+    def wait_for_more_handed_out(self, count: int, timeout: float = 60) -> None:
+        start = self.stats()["handed_out"]
+        wait_until(lambda: self.stats()["handed_out"] >= start + count, timeout, "fetching")
+
+    def wait_drained(self, generated: int = 0, timeout: float = 120) -> None:
+        """Until `generated` reports exist (rate mode) and none is left in the queues."""
+        wait_until(lambda: self.stats()["generated"] >= generated, timeout, "generation to end")
+        wait_until(lambda: self.stats()["pending"] == 0, timeout, "the simulator to drain")
+
     def control(self, action: str, **params: object) -> None:
         httpx.post(f"{self.base_url}/control/{action}", params=params, timeout=5)
 

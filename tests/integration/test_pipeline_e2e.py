@@ -15,7 +15,6 @@ from harness import (
     connector_env,
     ground_truth,
     verify,
-    wait_until,
     write_config,
 )
 
@@ -50,24 +49,51 @@ def assert_exactly_once(kafka_bootstrap: str, topics: Topics, tmp_path: Path) ->
     assert len(dead_values) == len(bad)
 
 
+def config_for(
+    simulator: SimulatorProcess,
+    bootstrap: str,
+    topics: Topics,
+    tmp_path: Path,
+    spool: str = "spool",
+) -> Path:
+    return write_config(
+        tmp_path / "c.toml",
+        base_url=simulator.base_url,
+        bootstrap=bootstrap,
+        topics=topics,
+        spool=tmp_path / spool,
+    )
+
+
+def crash_after_fetching(
+    connector: ConnectorProcess, simulator: SimulatorProcess, crash_switch: Path
+) -> None:
+    """Let it fetch a few batches, then arm the fail point: it dies right after a spool append."""
+    simulator.wait_for_more_handed_out(3000)
+    crash_switch.touch()
+    assert connector.process.wait(60) == 137, connector.output()
+    crash_switch.unlink()
+
+
+def drain_and_stop(
+    connector: ConnectorProcess, simulator: SimulatorProcess, generated: int = 0
+) -> float:
+    """Wait for the simulator to drain, then SIGTERM; returns how long the exit took."""
+    simulator.wait_drained(generated)
+    time.sleep(1.5)  # a commit interval or two for the last transaction
+    started = time.monotonic()
+    assert connector.terminate() == 0, connector.output()
+    return time.monotonic() - started
+
+
 def test_every_report_exactly_once_with_malformed_ones_in_the_dlq(
     kafka_bootstrap: str, tmp_path: Path, topics: Topics
 ) -> None:
     simulator = start_simulator(tmp_path, "--reports", "20000", "--malformed-rate", "0.01")
-    config = write_config(
-        tmp_path / "c.toml",
-        base_url=simulator.base_url,
-        bootstrap=kafka_bootstrap,
-        topics=topics,
-        spool=tmp_path / "spool",
-    )
+    config = config_for(simulator, kafka_bootstrap, topics, tmp_path)
     connector = ConnectorProcess(config, tmp_path / "connector.log").start()
     try:
-        wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
-        time.sleep(1.5)  # a commit interval or two for the last transaction
-        started = time.monotonic()
-        assert connector.terminate() == 0, connector.output()
-        assert time.monotonic() - started < 10
+        assert drain_and_stop(connector, simulator) < 10  # SIGTERM exits promptly
     finally:
         if connector.alive():
             connector.kill()
@@ -80,34 +106,15 @@ def test_crash_between_spool_and_commit_then_restart_loses_and_duplicates_nothin
 ) -> None:
     """The process dies like kill -9 right after spooling, with its transaction still open."""
     simulator = start_simulator(tmp_path, "--rate", "3000", "--rate-total", "30000")
-    config = write_config(
-        tmp_path / "c.toml",
-        base_url=simulator.base_url,
-        bootstrap=kafka_bootstrap,
-        topics=topics,
-        spool=tmp_path / "spool",
-        extra="",
-    )
-    log = tmp_path / "connector.log"
-    crash_switch = tmp_path / "crash"
+    config = config_for(simulator, kafka_bootstrap, topics, tmp_path)
+    log, crash_switch = tmp_path / "connector.log", tmp_path / "crash"
     env = connector_env() | {"RPT_FAILPOINT_CRASH_AFTER_SPOOL_IF": str(crash_switch)}
     try:
         for _ in range(2):
-            crash_switch.unlink(missing_ok=True)
             connector = ConnectorProcess(config, log, env=env).start()
-            handed_out = simulator.stats()["handed_out"]
-            wait_until(
-                lambda h=handed_out: simulator.stats()["handed_out"] >= h + 3000,
-                60,
-                "a few batches to be fetched",
-            )
-            crash_switch.touch()
-            assert connector.process.wait(60) == 137, connector.output()
+            crash_after_fetching(connector, simulator, crash_switch)
         connector = ConnectorProcess(config, log).start()
-        wait_until(lambda: simulator.stats()["generated"] >= 30000, 120, "generation to end")
-        wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
-        time.sleep(1.5)
-        assert connector.terminate() == 0, connector.output()
+        drain_and_stop(connector, simulator, generated=30000)
     finally:
         if connector.alive():
             connector.kill()
@@ -123,37 +130,20 @@ def test_an_account_that_moves_between_spool_volumes_loses_nothing(
     """A volume per instance: the account dies on volume A with an unpublished tail, runs on
     volume B (which commits past A's sequence numbers), then comes back to volume A."""
     simulator = start_simulator(tmp_path, "--rate", "3000", "--rate-total", "30000")
-    config = write_config(
-        tmp_path / "c.toml",
-        base_url=simulator.base_url,
-        bootstrap=kafka_bootstrap,
-        topics=topics,
-        spool=tmp_path / "volume-a",
-    )
-    log = tmp_path / "connector.log"
-    crash_switch = tmp_path / "crash"
+    config = config_for(simulator, kafka_bootstrap, topics, tmp_path, spool="volume-a")
+    log, crash_switch = tmp_path / "connector.log", tmp_path / "crash"
     on_a_then_crash = connector_env() | {"RPT_FAILPOINT_CRASH_AFTER_SPOOL_IF": str(crash_switch)}
     on_b = connector_env() | {"RPT_SPOOL__DIR": str(tmp_path / "volume-b")}
-
-    def handed_out_grows_by(count: int) -> None:
-        start = simulator.stats()["handed_out"]
-        wait_until(lambda: simulator.stats()["handed_out"] >= start + count, 60, "fetching")
-
     try:
         connector = ConnectorProcess(config, log, env=on_a_then_crash).start()
-        handed_out_grows_by(3000)
-        crash_switch.touch()
-        assert connector.process.wait(60) == 137, connector.output()
+        crash_after_fetching(connector, simulator, crash_switch)
 
         connector = ConnectorProcess(config, log, env=on_b).start()
-        handed_out_grows_by(6000)
+        simulator.wait_for_more_handed_out(6000)
         assert connector.terminate() == 0, connector.output()
 
         connector = ConnectorProcess(config, log).start()
-        wait_until(lambda: simulator.stats()["generated"] >= 30000, 120, "generation to end")
-        wait_until(lambda: simulator.stats()["pending"] == 0, 120, "the simulator to drain")
-        time.sleep(1.5)
-        assert connector.terminate() == 0, connector.output()
+        drain_and_stop(connector, simulator, generated=30000)
     finally:
         if connector.alive():
             connector.kill()
