@@ -122,6 +122,13 @@ class ConnectorProcess:
         return self.log.read_text(errors="replace")
 
 
+def stop_everything(connector: ConnectorProcess | None, simulator: SimulatorProcess) -> None:
+    """The cleanup after a test, whatever state it failed in: no process outlives it."""
+    if connector is not None and connector.alive():
+        connector.kill()
+    simulator.stop()
+
+
 def ground_truth(record_file: Path) -> tuple[dict[str, dict], set[str]]:
     """The simulator's record of handed-out reports: good ones by msgid, and bad raw lines."""
     normalizer = Normalizer("truth")

@@ -25,6 +25,7 @@ from harness import (
     connector_env,
     free_port,
     ground_truth,
+    stop_everything,
     verify,
     wait_until,
     write_config,
@@ -92,9 +93,7 @@ class ChaosRun:
                 event()
             self._drain()
         finally:
-            if self.connector is not None and self.connector.alive():
-                self.connector.kill()
-            self.simulator.stop()
+            stop_everything(self.connector, self.simulator)
         self.outcome.seconds = time.monotonic() - started
         self._judge()
         return self.outcome

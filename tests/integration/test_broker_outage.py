@@ -15,6 +15,7 @@ from harness import (
     connector_env,
     free_port,
     ground_truth,
+    stop_everything,
     verify,
     wait_until,
     write_config,
@@ -112,9 +113,7 @@ def test_broker_outage_fills_the_spool_to_its_limit_then_everything_arrives_once
         wait_until(lambda: endpoints.metric("rpt_spool_pending_records") == 0, 120, "commits")
         assert connector.terminate(SHUTDOWN_TIMEOUT + 30) == 0, connector.output()
     finally:
-        if connector.alive():
-            connector.kill()
-        simulator.stop()
+        stop_everything(connector, simulator)
     assert_exactly_once(bootstrap, topics, tmp_path)
 
 
@@ -134,7 +133,5 @@ def test_sigterm_mid_run_exits_cleanly_and_a_restart_delivers_the_rest_once(
         wait_until(lambda: endpoints.metric("rpt_spool_pending_records") == 0, 120, "commits")
         assert connector.terminate(SHUTDOWN_TIMEOUT + 30) == 0, connector.output()
     finally:
-        if connector.alive():
-            connector.kill()
-        simulator.stop()
+        stop_everything(connector, simulator)
     assert_exactly_once(kafka_bootstrap, topics, tmp_path)

@@ -14,6 +14,7 @@ from harness import (
     Topics,
     connector_env,
     ground_truth,
+    stop_everything,
     verify,
     write_config,
 )
@@ -95,9 +96,7 @@ def test_every_report_exactly_once_with_malformed_ones_in_the_dlq(
     try:
         assert drain_and_stop(connector, simulator) < 10  # SIGTERM exits promptly
     finally:
-        if connector.alive():
-            connector.kill()
-        simulator.stop()
+        stop_everything(connector, simulator)
     assert_exactly_once(kafka_bootstrap, topics, tmp_path)
 
 
@@ -116,9 +115,7 @@ def test_crash_between_spool_and_commit_then_restart_loses_and_duplicates_nothin
         connector = ConnectorProcess(config, log).start()
         drain_and_stop(connector, simulator, generated=30000)
     finally:
-        if connector.alive():
-            connector.kill()
-        simulator.stop()
+        stop_everything(connector, simulator)
     replays = re.findall(r"(\d+) spool entries to replay", connector.output())
     assert [int(n) > 0 for n in replays] == [False, True, True], replays
     assert_exactly_once(kafka_bootstrap, topics, tmp_path)
@@ -145,8 +142,6 @@ def test_an_account_that_moves_between_spool_volumes_loses_nothing(
         connector = ConnectorProcess(config, log).start()
         drain_and_stop(connector, simulator, generated=30000)
     finally:
-        if connector.alive():
-            connector.kill()
-        simulator.stop()
+        stop_everything(connector, simulator)
     assert "were never published; they are sent now" in connector.output()
     assert_exactly_once(kafka_bootstrap, topics, tmp_path)
