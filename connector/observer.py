@@ -26,7 +26,7 @@ class AccountState(StrEnum):
     AUTH_PAUSED = "auth_paused"  # credentials refused: long pause
     TLS_PAUSED = "tls_paused"  # certificate not trusted: long pause
     SPOOL_FULL = "spool_full"  # spool.max_bytes or the filesystem has no room for one answer
-    SPOOL_ERROR = "spool_error"  # the spool cannot be written; a body may be going straight to Kafka
+    SPOOL_ERROR = "spool_error"  # the spool cannot be written; a body may go straight to Kafka
     NOT_OWNED = "not_owned"  # cluster mode: another instance has the account
     STOPPED = "stopped"
     FAILED = "failed"
