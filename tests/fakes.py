@@ -50,7 +50,9 @@ def kafka_error(kind: str) -> KafkaError:
             KafkaError._MSG_TIMED_OUT, "Local: Message timed out", txn_requires_abort=True
         ),
         "fatal": KafkaError(KafkaError._FATAL, "Local: Fatal error: out of order", fatal=True),
-        "fenced": KafkaError(KafkaError._FENCED, "Local: This instance has been fenced", fatal=True),
+        "fenced": KafkaError(
+            KafkaError._FENCED, "Local: This instance has been fenced", fatal=True
+        ),
         "timed_out": KafkaError(KafkaError._TIMED_OUT, "Local: Timed out", retriable=True),
         "all_brokers_down": KafkaError(
             KafkaError._ALL_BROKERS_DOWN, "Local: All broker connections are down"
@@ -112,9 +114,7 @@ class FakeKafka:
             return [r for r in self.committed if r.topic == topic]
 
     def progress(self, account: str, topic: str = "rpt-connector.progress") -> list[dict]:
-        return [
-            json.loads(r.value) for r in self.visible(topic) if r.key == account.encode()
-        ]
+        return [json.loads(r.value) for r in self.visible(topic) if r.key == account.encode()]
 
     def _fault(self, call: str) -> None:
         self.calls.append(call)
@@ -154,7 +154,7 @@ class FakeProducer:
         if self._tid is None:
             self._queue.append(record)
         elif self._open is None:
-            raise KafkaException(KafkaError(KafkaError._STATE, "Operation not valid in state Ready"))
+            raise KafkaException(KafkaError(KafkaError._STATE, "not in a transaction"))
         else:
             self._open.append(record)
 

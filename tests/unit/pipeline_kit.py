@@ -51,6 +51,13 @@ class Rig:
         assert self.pipeline.join(deadline), "pipeline did not stop"
 
 
+def schedule() -> PollSchedule:
+    return PollSchedule(
+        retsize=500, poll_interval=0.01, min_request_interval=0.001, backoff_initial=0.01,
+        backoff_max=0.02, auth_failure_pause=0.05, rng=random.Random(2), account=ACCOUNT,
+    )  # fmt: skip
+
+
 def make_rig(
     tmp_path: Path,
     platform: object,
@@ -100,10 +107,7 @@ def make_rig(
         new_publisher=new_publisher,
         builder=RecordBuilder(ACCOUNT, Normalizer(ACCOUNT), encoder, "msgid"),
         observer=observer,
-        schedule=PollSchedule(
-            retsize=500, poll_interval=0.01, min_request_interval=0.001, backoff_initial=0.01,
-            backoff_max=0.02, auth_failure_pause=0.05, rng=random.Random(2), account=ACCOUNT,
-        ),  # fmt: skip
+        schedule=schedule(),
         owns=owns,
         backoff=lambda stop: Backoff(0.001, 0.01, stop=stop, rng=random.Random(3)),
         hooks=hooks or Hooks(),
