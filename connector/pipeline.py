@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 from collections import Counter
@@ -41,12 +40,11 @@ from connector.errors import (
 from connector.metrics import Metrics
 from connector.publisher import AccountPublisher, Progress
 from connector.report import Normalizer
-from connector.spool import Spool, spool_id
+from connector.spool import Spool, SpoolEntry, spool_id
 from connector.status import StatusBoard
 
 log = logging.getLogger("connector.pipeline")
 
-_FETCHED_AT = struct.Struct("<q")  # each spool entry: fetched-at epoch ms, then the raw body
 _READ_CHUNK_BYTES = 8 * 2**20  # how much spool one publish round takes at most
 _SPOOL_RETRY = 1.0
 # Fail point for the recovery tests: once this file exists, die like `kill -9` right after the
@@ -167,23 +165,24 @@ class AccountPipeline:
         if self._stop.is_set() and time.monotonic() > self._drain_deadline:
             return True  # out of shutdown time: commit what is open, leave the rest spooled
         after = txn.last_seq or self._committed
-        for seq, payload in self._spool.entries_after(after, _READ_CHUNK_BYTES):
+        for entry in self._spool.entries_after(after, _READ_CHUNK_BYTES):
+            seq = entry.seq
             if txn.empty:
                 self._publisher.begin()
                 txn.started = time.monotonic()
-            self._publish_entry(seq, payload, txn)
+            self._publish_entry(seq, entry, txn)
             txn.last_seq = seq
             if txn.records >= self._kafka.max_batch_records:
                 self._spooled.set()  # more may be waiting; come straight back after the commit
                 return False
         return self._spool.last_seq <= txn.last_seq or self._spool.last_seq <= self._committed
 
-    def _publish_entry(self, seq: int, payload: bytes, txn: Transaction) -> None:
-        fetched_at_ms = _FETCHED_AT.unpack_from(payload)[0]
+    def _publish_entry(self, seq: int, entry: SpoolEntry, txn: Transaction) -> None:
+        fetched_at_ms = round(entry.fetched_at * 1000)
         with self._parsed_lock:
             reports = self._parsed.pop(seq, None)
         if reports is None:
-            raw = payload[_FETCHED_AT.size :]
+            raw = entry.body
             try:
                 reports = platform.parse_response(raw)
             except PlatformError as exc:
@@ -329,10 +328,10 @@ class AccountPipeline:
 
     def _spool_body(self, raw: bytes, reports: list | None, fetched_at: float) -> None:
         """Append until durable. Never fetch again before this returns: nothing else is safe."""
-        payload = _FETCHED_AT.pack(int(fetched_at * 1000)) + raw
         while True:
             try:
-                seq = self._spool.append(payload)
+                count = len(reports or ())
+                seq = self._spool.append(raw, fetched_at=fetched_at, reports=count).seq
                 break
             except SpoolWriteError as exc:
                 self._metrics.spool_write_failed(self.name)
@@ -354,7 +353,7 @@ class AccountPipeline:
 
     def _spool_has_room(self) -> bool:
         """Fetch only when the largest possible answer still fits: the read is destructive."""
-        return self._spool.has_room(self._settings.platform.max_response_bytes + _FETCHED_AT.size)
+        return self._spool.room(self._settings.platform.max_response_bytes) is None
 
     # --- recovery and reporting ------------------------------------------------------------
     def _recover(self) -> None:
