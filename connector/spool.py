@@ -73,26 +73,21 @@ from connector.spool_files import (
     RecoveryReport,
     inspect,
     lock_directory,
-    quarantine,
-    read_int,
     segment_name,
-    segment_paths,
     spool_id,
-    staging_files,
 )
 from connector.spool_format import (
     HEADER,
     MAX_META_BYTES,
     MAX_PAYLOAD,
     Meta,
-    check_frame,
     encode_frame,
     encode_payload,
-    scan_segment,
 )
-from connector.spool_index import Index, Located, Segment, SpoolEntry, entry_from
+from connector.spool_index import Index, Located, Segment, SpoolEntry, read_entries
 from connector.spool_io import Disk, NoHooks, SpoolHooks, describe, pwrite_all, write_atomically
 from connector.spool_io import failpoints_from_env as failpoints_from_env
+from connector.spool_recovery import recover
 from connector.spool_renumber import renumber
 
 __all__ = [
@@ -168,7 +163,7 @@ class Spool:
             memo_bytes=memo_bytes,
         )
         try:
-            spool._recover(floor_seq)
+            recover(spool, floor_seq)
         except OSError as exc:
             spool.close()
             raise SpoolWriteError(describe("cannot recover spool", directory, exc)) from exc
@@ -323,35 +318,7 @@ class Spool:
         return self.read(picked)
 
     def read(self, picked: list[tuple[Located, SpoolEntry | None]]) -> list[SpoolEntry]:
-        out: list[SpoolEntry] = []
-        files: dict[Path, int] = {}
-        try:
-            for located, cached in picked:
-                if cached is None:
-                    path = located.segment.path
-                    if path not in files:
-                        files[path] = self.disk.open(path, os.O_RDONLY)
-                    cached = self._read_entry(files[path], located)
-                out.append(cached)
-        except OSError as exc:
-            raise SpoolError(describe("cannot read spool", self.directory, exc)) from exc
-        finally:
-            for fd in files.values():
-                self.disk.close(fd)
-        return out
-
-    def _read_entry(self, fd: int, located: Located) -> SpoolEntry:
-        frame = self.disk.pread(fd, HEADER.size + located.length, located.offset)
-        header, payload = frame[: HEADER.size], frame[HEADER.size :]
-        damage, _, _ = check_frame(header, payload, located.seq - 1)
-        if damage is None and (HEADER.unpack(header)[3] != located.seq):
-            damage = "not the frame the index expects"
-        if damage is not None:
-            raise SpoolError(
-                f"spool entry {located.seq} in {located.segment.path} at offset "
-                f"{located.offset} is damaged ({damage}); restart the connector to quarantine it"
-            )
-        return entry_from(located, payload)
+        return read_entries(self.disk, self.directory, picked)
 
     # -- release ---------------------------------------------------------------------------
 
@@ -369,7 +336,7 @@ class Spool:
             write_atomically(
                 self.disk, self.directory / RELEASED_FILE, str(target).encode(), fsync=self.fsync
             )
-            self._replace_active_if_stale(target)
+            self.replace_active_if_stale(target)
             self.unlink_released(target)
         except OSError as exc:
             raise SpoolWriteError(describe("cannot release in spool", self.directory, exc)) from exc
@@ -388,7 +355,7 @@ class Spool:
             with self.lock:
                 self.retired.remove(segment)
 
-    def _replace_active_if_stale(self, target: int) -> None:
+    def replace_active_if_stale(self, target: int) -> None:
         """With nothing left above `target`, start an empty `<next seq>.seg` (keeps numbering)."""
         with self.write_lock:
             with self.lock:
@@ -410,48 +377,6 @@ class Spool:
         return renumber(self, seq)
 
     # -- open / close ----------------------------------------------------------------------
-
-    def _recover(self, floor_seq: int) -> None:
-        floor_seq = max(floor_seq, read_int(self.directory / RELEASED_FILE))
-        for staging in staging_files(self.directory):
-            log.warning("spool %s: discarding unfinished renumbering %s", self.directory, staging)
-            self.disk.unlink(staging)  # its originals are still pending
-        quarantined: list[Quarantine] = []
-        after = 0
-        for first_seq, path in segment_paths(self.directory):
-            scan = scan_segment(path, max(after, first_seq - 1))
-            if scan.damage is not None:
-                quarantined.append(quarantine(path, scan))
-                self.sync_directory()
-            last = scan.entries[-1].seq if scan.entries else first_seq - 1
-            segment = Segment(path, first_seq, scan.good_bytes, last)
-            self.segments.append(segment)
-            for frame in scan.entries:
-                self.index.add(Located(frame.seq, segment, *frame[1:]))
-                floor_seq = max(floor_seq, frame.meta.origin or 0)  # copied by a renumbering
-            after = max(after, last)
-        recovered = len(self.index.entries)
-        self.next_seq = max(after, floor_seq) + 1
-        self._open_active()
-        self.index.drop_through(floor_seq)
-        self.released = floor_seq
-        self._replace_active_if_stale(floor_seq)
-        self.unlink_released(floor_seq)
-        self.recovery = RecoveryReport(len(self.segments), recovered, tuple(quarantined))
-        log.info(
-            "spool %s opened: %d entries pending (%d bytes), next sequence %d",
-            self.directory,
-            len(self.index.entries),
-            self.index.pending_bytes,
-            self.next_seq,
-        )
-
-    def _open_active(self) -> None:
-        if not self.segments:
-            self.roll(self.next_seq)
-            return
-        self.active = self.segments[-1]
-        self.fd = self.disk.open(self.active.path, os.O_WRONLY)
 
     def check_open(self) -> None:
         if self._dir_fd is None:

@@ -1,4 +1,4 @@
-"""The spool's memory: which entries are pending, where they are, and the recent ones' bodies.
+"""The spool's memory (which entries are pending, where, the recent ones' bodies) and reads.
 
 Bodies of recent entries are kept (bounded by `cache_bytes`) so the publisher does not read
 back what was just written; the fetcher's memo (its parsed body) is kept for recent entries
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from connector.spool_format import HEADER, Meta
+from connector.errors import SpoolError
+from connector.spool_format import HEADER, Meta, check_frame
+from connector.spool_io import Disk, describe
 
 
 @dataclass
@@ -98,3 +101,39 @@ def entry_from(located: Located, payload: bytes) -> SpoolEntry:
     meta = located.meta
     body = payload[located.body_offset :]
     return SpoolEntry(located.seq, meta.fetched_at_ms / 1000, body, meta.reports, meta.note)
+
+
+def read_entries(
+    disk: Disk, directory: Path, picked: list[tuple[Located, SpoolEntry | None]]
+) -> list[SpoolEntry]:
+    """The picked entries, from memory where cached, else read back and verified from disk."""
+    out: list[SpoolEntry] = []
+    files: dict[Path, int] = {}
+    try:
+        for located, cached in picked:
+            if cached is None:
+                path = located.segment.path
+                if path not in files:
+                    files[path] = disk.open(path, os.O_RDONLY)
+                cached = _read_entry(disk, files[path], located)
+            out.append(cached)
+    except OSError as exc:
+        raise SpoolError(describe("cannot read spool", directory, exc)) from exc
+    finally:
+        for fd in files.values():
+            disk.close(fd)
+    return out
+
+
+def _read_entry(disk: Disk, fd: int, located: Located) -> SpoolEntry:
+    frame = disk.pread(fd, HEADER.size + located.length, located.offset)
+    header, payload = frame[: HEADER.size], frame[HEADER.size :]
+    damage, _, _ = check_frame(header, payload, located.seq - 1)
+    if damage is None and HEADER.unpack(header)[3] != located.seq:
+        damage = "not the frame the index expects"
+    if damage is not None:
+        raise SpoolError(
+            f"spool entry {located.seq} in {located.segment.path} at offset "
+            f"{located.offset} is damaged ({damage}); restart the connector to quarantine it"
+        )
+    return entry_from(located, payload)
