@@ -40,7 +40,7 @@ from connector.errors import (
 from connector.metrics import Metrics
 from connector.publisher import AccountPublisher, Progress
 from connector.report import Normalizer
-from connector.spool import Spool, SpoolEntry, spool_id
+from connector.spool import Spool, SpoolEntry, failpoints_from_env, spool_id
 from connector.status import StatusBoard
 
 log = logging.getLogger("connector.pipeline")
@@ -398,6 +398,7 @@ class AccountPipeline:
                     segment_bytes=spool.segment_bytes,
                     fsync=spool.fsync,
                     floor_seq=floor_seq,
+                    hooks=failpoints_from_env(),
                 )
             except SpoolLockedError as exc:
                 log.warning("account %s: %s; retrying in %.1fs", self.name, exc, delay)
