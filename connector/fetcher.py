@@ -162,7 +162,10 @@ class Fetcher:
             return self._pause(PauseReason.NOT_OWNED, AccountState.NOT_OWNED)
         reason = self._spool.room(self._needed)
         if reason is not None:
-            return self._pause(reason, AccountState.SPOOL_FULL)
+            broken = reason == PauseReason.SPOOL_ERROR
+            return self._pause(
+                reason, AccountState.SPOOL_ERROR if broken else AccountState.SPOOL_FULL
+            )
         self._pause(None, None)
         try:
             fetch = self._client.fetch()

@@ -18,7 +18,7 @@ from connector import __version__
 from connector.avro_codec import make_value_encoder
 from connector.cluster import Membership
 from connector.config import AccountView, Settings, load_settings
-from connector.errors import ConnectorError, Disposition
+from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
 from connector.logs import setup_logging
 from connector.metrics import Metrics
@@ -29,8 +29,8 @@ from connector.publisher import AccountPublisher, Reachability
 from connector.records import RecordBuilder
 from connector.report import Normalizer
 from connector.retry import Backoff, Deadline
-from connector.spool import spool_id
-from connector.spool_compat import EntrySpool
+from connector.spool import Spool, failpoints_from_env, spool_id
+from connector.spool_io import SpoolHooks
 from connector.status import EndpointServer, StatusBoard
 from connector.topics import ensure_topics
 
@@ -69,6 +69,7 @@ def build_pipeline(
     *,
     owns: Callable[[], bool] = lambda: True,
     hooks: Hooks | None = None,
+    spool_hooks: SpoolHooks | None = None,
 ) -> AccountPipeline:
     """The one place an account pipeline's parts are assembled from the settings.
     Reads the credential and (confluent format) talks to the schema registry: may raise."""
@@ -89,13 +90,14 @@ def build_pipeline(
             on_stats=observer.producer_statistics,
         )
 
-    def open_spool(floor_seq: int) -> EntrySpool:
-        return EntrySpool.open(
+    def open_spool(floor_seq: int) -> Spool:
+        return Spool.open(
             directory,
             max_bytes=spool.max_bytes,
             segment_bytes=spool.segment_bytes,
             fsync=spool.fsync,
             floor_seq=floor_seq,
+            hooks=spool_hooks,
         )
 
     parts = Parts(
@@ -140,7 +142,12 @@ class Service:
         self.board = StatusBoard(names)
         self.pipelines: dict[str, AccountPipeline] = {}
         self.failed: dict[str, str] = {}  # accounts that stopped with an error, and why
-        self._hooks = failpoint_hooks(dict(os.environ if environ is None else environ))
+        environ = dict(os.environ if environ is None else environ)
+        self._hooks = failpoint_hooks(environ)
+        try:
+            self._spool_hooks = failpoints_from_env(environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self._stopping = threading.Event()
         self._server: EndpointServer | None = None
         self._membership: Membership | None = None
@@ -218,7 +225,12 @@ class Service:
             owns = self._owner_check(name)
             try:
                 pipeline = build_pipeline(
-                    self.settings, views[name], observer, owns=owns, hooks=self._hooks
+                    self.settings,
+                    views[name],
+                    observer,
+                    owns=owns,
+                    hooks=self._hooks,
+                    spool_hooks=self._spool_hooks,
                 )
             except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)
