@@ -33,10 +33,10 @@ from connector.desc import decode_desc
 from connector.errors import (
     AuthError,
     ConfigError,
+    Disposition,
     InvalidResponseError,
     PlatformError,
     RetriableError,
-    TLSVerificationError,
 )
 from connector.exchange import (
     Deadline,
@@ -332,9 +332,15 @@ class PollSchedule:
         return max(self._poll_interval, self._min_interval)
 
     def after_error(self, error: PlatformError) -> float:
-        """AuthError → auth_failure_pause; others → full jitter, at least a (capped) Retry-After."""
+        """A PAUSE error → auth_failure_pause; others → full jitter, at least a (capped)
+        Retry-After.
+
+        PAUSE is AuthError and TLSVerificationError: retrying soon cannot help (the credential
+        or the trust store must change), so they wait the long, fixed pause — the fetcher shows
+        each as a state of its own (auth_paused, tls_paused), which readiness reflects.
+        """
         self.attempt += 1
-        if isinstance(error, AuthError | TLSVerificationError):
+        if error.disposition is Disposition.PAUSE:
             delay = self._auth_pause
         else:
             exponent = min(self.attempt - 1, _MAX_BACKOFF_EXPONENT)

@@ -23,10 +23,12 @@ from connector.config import AccountSettings, PlatformSettings
 from connector.errors import (
     AuthError,
     ConfigError,
+    Disposition,
     InvalidResponseError,
     PlatformError,
     PlatformResultError,
     RetriableError,
+    TLSVerificationError,
 )
 from connector.platform import (
     TOKEN_HEADER,
@@ -489,6 +491,22 @@ def test_an_auth_failure_pauses_the_account() -> None:
     s = schedule()
     assert s.after_error(AuthError("no")) == 600.0
     assert s.attempt == 1
+
+
+def test_a_tls_verification_failure_pauses_too_not_backs_off() -> None:
+    # Its disposition is PAUSE: the trust store must change; a retry in seconds cannot help.
+    s = schedule(0.0)  # a backoff would come out as the 0.05 s minimum here
+    error = TLSVerificationError("get-rpt: TLS verification failed")
+    assert error.disposition is Disposition.PAUSE
+    assert [s.after_error(error) for _ in range(3)] == [600.0, 600.0, 600.0]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [InvalidResponseError("cut", b"{"), PlatformResultError(501, "busy", raw=b"{}")],
+)
+def test_bad_bodies_back_off_like_other_failures(error: PlatformError) -> None:
+    assert schedule(0.0).after_error(error) == 0.05
 
 
 def test_many_failures_do_not_overflow() -> None:
