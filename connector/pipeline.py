@@ -56,7 +56,7 @@ class Parts:
 
     client: object  # platform.PlatformClient: fetch(), close()
     open_spool: Callable[[int], object]  # floor_seq → an opened spool (contract API)
-    new_publisher: Callable[[], object]  # → publisher.AccountPublisher, not yet init()ed
+    new_publisher: Callable[[threading.Event], object]  # stop → an AccountPublisher, no I/O yet
     builder: RecordBuilder
     observer: AccountObserver
     schedule: object  # platform.PollSchedule
@@ -282,7 +282,14 @@ class AccountPipeline:
                 self.name,
                 moved,
             )
-        self._observer.recovered(self.committed, self._level())
+        level = self._level()
+        log.info(
+            "account %s: committed spool sequence %d, %d spool entries to replay",
+            self.name,
+            self.committed,
+            level.entries,
+        )
+        self._observer.recovered(self.committed, level)
         self._observer.state(AccountState.POLLING)
         self._wake.set()
 
@@ -303,7 +310,7 @@ class AccountPipeline:
         """A new producer (fencing older ones): the committed progress. Waits for Kafka."""
         backoff = self.parts.backoff(self._stop)
         while True:
-            self._publisher = self.parts.new_publisher()
+            self._publisher = self.parts.new_publisher(self._stop)
             try:
                 if check is not None:
                     check(self._publisher.read_progress())
