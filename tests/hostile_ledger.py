@@ -41,7 +41,7 @@ class Outcome:
 class CaseFigures:
     kind: str
     handed_out: int  # reports in the body the platform meant to send
-    received: int  # reports whose bytes reached the connector
+    received: int  # msgids whose bytes reached the connector
     in_topic: int
     in_dlq: int
     lost: int  # received, yet in neither topic
@@ -63,7 +63,7 @@ def figures(answer: Answer, received: bytes, outcome: Outcome) -> CaseFigures:
     delivered = in_topic + in_dlq
     return CaseFigures(
         kind=answer.kind,
-        handed_out=len(answer.msgids),
+        handed_out=answer.reports,
         received=sum(expected.values()),
         in_topic=sum(in_topic.values()),
         in_dlq=sum(in_dlq.values()),
@@ -80,7 +80,12 @@ def read_outcome(bootstrap: str, topics: Topics) -> Outcome:
 
 
 def start_connector(
-    server: HostilePlatform, bootstrap: str, topics: Topics, tmp_path: Path, **platform: object
+    server: HostilePlatform,
+    bootstrap: str,
+    topics: Topics,
+    tmp_path: Path,
+    shutdown_timeout: float | None = None,
+    **platform: object,
 ) -> ConnectorProcess:
     """`python -m connector run` against the hostile server; [platform] keys through RPT_*."""
     config = write_config(
@@ -92,6 +97,8 @@ def start_connector(
     )
     env = connector_env({"main": TOKEN})
     env.update({f"RPT_PLATFORM__{key.upper()}": str(value) for key, value in platform.items()})
+    if shutdown_timeout is not None:
+        env["RPT_SHUTDOWN_TIMEOUT"] = str(shutdown_timeout)
     return ConnectorProcess(config, tmp_path / "connector.log", env=env).start()
 
 

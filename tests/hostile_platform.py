@@ -41,6 +41,7 @@ class Answer:
 
     kind: str
     body: bytes  # what the platform sends as the body (or starts to)
+    reports: int = 0  # report objects in the body (handed out, even if they never arrive)
     status: int = 200
     drip: float = 0.0  # seconds between single bytes after the first `fast` bytes
     fast: int = 0  # body bytes sent at once before dripping
@@ -51,7 +52,7 @@ class Answer:
 
     @property
     def msgids(self) -> list[str]:
-        """The reports this answer hands out (all of them, even if the body never arrives)."""
+        """The msgids in the body (a repeated `msgid` key counts twice)."""
         return msgids_in(self.body)
 
     @property
@@ -92,25 +93,27 @@ def batch(reports: list[dict], result: object = 0, desc: str = OK_DESC) -> bytes
 
 # --- the answers of the issue's cases -----------------------------------------------------------
 def good(reports: Reports, n: int) -> Answer:
-    return Answer("good", batch(reports.make(n)))
+    return Answer("good", batch(reports.make(n)), n)
 
 
 def duplicate_rpts(reports: Reports, n: int) -> Answer:
     """Two `rpts` lists in one body: a decoder that keeps the last silently drops the first."""
     first, second = encode(reports.make(n)), encode(reports.make(n))
     body = b'{"result":0,"desc":"%s","rpts":%s,"rpts":%s}' % (OK_DESC.encode(), first, second)
-    return Answer("duplicate_rpts", body)
+    return Answer("duplicate_rpts", body, 2 * n)
 
 
 def duplicate_msgid(reports: Reports, n: int) -> Answer:
     """One report with two `msgid` keys."""
     items = [encode([r])[1:-1] for r in reports.make(n)]
     items[0] = items[0][:-1] + b',"msgid":%d}' % next(reports._next)
-    return Answer("duplicate_msgid", b'{"result":0,"desc":"ok","rpts":[%s]}' % b",".join(items))
+    body = b'{"result":0,"desc":"ok","rpts":[%s]}' % b",".join(items)
+    return Answer("duplicate_msgid", body, n)
 
 
 def result_with_reports(reports: Reports, n: int) -> Answer:
-    return Answer("result_501_with_rpts", batch(reports.make(n), result=501, desc=BUSY_GB2312))
+    body = batch(reports.make(n), result=501, desc=BUSY_GB2312)
+    return Answer("result_501_with_rpts", body, n)
 
 
 def rpts_null() -> Answer:
@@ -118,38 +121,39 @@ def rpts_null() -> Answer:
 
 
 def with_bom(reports: Reports, n: int) -> Answer:
-    return Answer("bom", BOM + batch(reports.make(n)))
+    return Answer("bom", BOM + batch(reports.make(n)), n)
 
 
 def lone_surrogate(reports: Reports, n: int, bad: int = 1) -> Answer:
     """One report's errdesc holds `\\ud83d` (half an emoji): that report cannot be decoded."""
     items = [encode([r])[1:-1] for r in reports.make(n)]
     items[bad] = items[bad].replace(b'"errdesc": "success"', b'"errdesc": "ok \\ud83d"')
-    return Answer("lone_surrogate", b'{"result":0,"desc":"ok","rpts":[%s]}' % b",".join(items))
+    return Answer("lone_surrogate", b'{"result":0,"desc":"ok","rpts":[%s]}' % b",".join(items), n)
 
 
 def leading_zero(reports: Reports, n: int, bad: int = 1) -> Answer:
     """One report's pknum is `01`: not a JSON number."""
     items = [encode([r])[1:-1] for r in reports.make(n)]
     items[bad] = items[bad].replace(b'"pknum": 1', b'"pknum": 01')
-    return Answer("leading_zero", b'{"result":0,"desc":"ok","rpts":[%s]}' % b",".join(items))
+    return Answer("leading_zero", b'{"result":0,"desc":"ok","rpts":[%s]}' % b",".join(items), n)
 
 
 def cut(reports: Reports, n: int, keep: float = 0.6) -> Answer:
     body = batch(reports.make(n))
-    return Answer("cut", body, cut_at=int(len(body) * keep))
+    return Answer("cut", body, n, cut_at=int(len(body) * keep))
 
 
 def oversized(reports: Reports, n: int) -> Answer:
-    return Answer("oversized", batch(reports.make(n)))
+    return Answer("oversized", batch(reports.make(n)), n)
 
 
 def drip(reports: Reports, n: int, interval: float, fast: int = 200) -> Answer:
-    return Answer("drip", batch(reports.make(n)), drip=interval, fast=fast)
+    return Answer("drip", batch(reports.make(n)), n, drip=interval, fast=fast)
 
 
 def drip_headers(reports: Reports, n: int, interval: float) -> Answer:
-    return Answer("drip_headers", batch(reports.make(n)), drip=interval, drip_headers=True)
+    body = batch(reports.make(n))
+    return Answer("drip_headers", body, n, drip=interval, drip_headers=True)
 
 
 class HostilePlatform:
