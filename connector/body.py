@@ -80,7 +80,7 @@ def parse_body(raw: bytes) -> ParsedBody:
         raise InvalidResponseError("get-rpt body is not a JSON object", raw)
     duplicate = _duplicate_key(text, body)
     if duplicate is not None:
-        raise InvalidResponseError(f"get-rpt body repeats the key {duplicate!r}", raw)
+        raise InvalidResponseError(f"get-rpt body repeats the key {brief(duplicate)}", raw)
     reports = _envelope(body, raw)
     if not all(type(r) is dict for r in reports):
         return ParsedBody(*_split_objects(reports))
@@ -93,15 +93,16 @@ def _envelope(body: dict, raw: bytes) -> list:
         raise InvalidResponseError("get-rpt body has no 'result'", raw)
     result = result_code(body["result"])
     if result is None:
-        raise InvalidResponseError(f"get-rpt 'result' is not an integer: {body['result']!r}", raw)
+        message = f"get-rpt 'result' is not an integer: {brief(body['result'])}"
+        raise InvalidResponseError(message, raw)
     reports = body.get("rpts")
     if result != 0:
         desc = read_desc(body.get("desc"))
         if result == _AUTH_RESULT:
-            raise AuthError(f"get-rpt result 401: {desc.shown}")
+            raise AuthError(f"get-rpt result 401: {desc.shown[:300]}")
         # Reports next to a failure code: the platform may count them as delivered. Keep them.
         kept = raw if isinstance(reports, list) and reports else None
-        error = PlatformResultError(result, desc.text, raw=kept)
+        error = PlatformResultError(result, desc.text[:300], raw=kept)
         error.desc_raw = desc.raw  # the percent-encoded form as sent, to check the decoding
         raise error
     if reports is None:
@@ -175,7 +176,7 @@ def _salvage(raw: bytes, text: bytes) -> ParsedBody:
     names = [name for name, _ in members]
     repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if repeated is not None:
-        raise InvalidResponseError(f"get-rpt body repeats the key {repeated!r}", raw)
+        raise InvalidResponseError(f"get-rpt body repeats the key {brief(repeated)}", raw)
     envelope: dict[str, object] = {}
     spans = dict(members)
     for name, (start, end) in members:
@@ -184,7 +185,7 @@ def _salvage(raw: bytes, text: bytes) -> ParsedBody:
         try:
             envelope[name] = _DECODER.decode(text[start:end])
         except UNDECODABLE as exc:
-            message = f"get-rpt '{name}' is not valid JSON at byte {start}: {_why(exc)}"
+            message = f"get-rpt {brief(name)} is not valid JSON at byte {start}: {_why(exc)}"
             raise InvalidResponseError(message, raw) from None
     rpts = spans.get("rpts")
     if rpts is not None and text[rpts[0] : rpts[1]] != b"null":
@@ -216,7 +217,7 @@ def _salvage_reports(raw: bytes, text: bytes, start: int) -> ParsedBody:
             continue
         duplicate = _duplicate_key(item, report)
         if duplicate is not None:
-            message = f"get-rpt report at byte {item_start} repeats the key {duplicate!r}"
+            message = f"get-rpt report at byte {item_start} repeats the key {brief(duplicate)}"
             raise InvalidResponseError(message, raw)
         good.append(report)
     return ParsedBody(good, rejects)
@@ -231,13 +232,19 @@ def _report_error(item: bytes, exc: Exception, raw: bytes) -> ReportError:
     names = [name for name, _ in members]
     for index, (name, (start, end)) in enumerate(members):
         if name in names[:index]:
-            raise InvalidResponseError(f"get-rpt report repeats the key {name!r}", raw)
+            raise InvalidResponseError(f"get-rpt report repeats the key {brief(name)}", raw)
         try:
             _DECODER.decode(item[start:end])
         except UNDECODABLE as bad:
             value = item[start:end]
             return ReportError(name, _shown(value), f"not valid JSON: {_why(bad, value)}")
     return ReportError("report", _shown(item), f"not valid JSON: {_why(exc, item)}")
+
+
+def brief(value: object, limit: int = 60) -> str:
+    """repr() for a message, cut: a key or value from the body may be megabytes long."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _shown(data: bytes) -> str:

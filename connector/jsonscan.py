@@ -43,7 +43,7 @@ def object_members(text: bytes, start: int, *, whole: bool = False) -> list[tupl
         name, i = _name(text, i)
         i = _skip(text, i)
         if text[i : i + 1] != b":":
-            raise ScanError(f"expected ':' after the key {name!r} at byte {i}")
+            raise ScanError(f"expected ':' after the key {name[:40]!r} at byte {i}")
         value_start = _skip(text, i + 1)
         value_end = value_end_at(text, value_start)
         members.append((name, (value_start, value_end)))

@@ -210,3 +210,25 @@ def test_any_cut_of_an_array_is_a_scan_error_or_a_prefix(items: list, data) -> N
     end = data.draw(st.integers(min_value=0, max_value=len(text) - 1))
     with pytest.raises(jsonscan.ScanError):
         jsonscan.array_items(text[:end], 0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"result":"' + b"x" * 100_000 + b'","rpts":[]}',
+        b'{"result":0,"' + b"k" * 100_000 + b'":1,"' + b"k" * 100_000 + b'":2,"rpts":[]}',
+        b'{"result":0,"rpts":[{"msgid":1}],"' + b"k" * 100_000 + b'":01}',
+        b'{"result":0,"' + b"k" * 100_000 + b'" 1}',
+    ],
+    ids=["huge-result", "huge-repeated-key", "huge-bad-member", "huge-key-no-colon"],
+)
+def test_reasons_stay_short_whatever_the_body_holds(raw: bytes) -> None:
+    with pytest.raises(InvalidResponseError) as caught:
+        parse_body(raw)
+    assert len(str(caught.value)) < 200
+
+
+def test_a_huge_desc_is_cut_in_the_message() -> None:
+    with pytest.raises(PlatformResultError) as caught:
+        parse_body(hostile.batch([], result=500, desc="busy" * 50_000))
+    assert len(str(caught.value)) < 400
