@@ -131,9 +131,11 @@ class Fetcher:
         handoff: Handoff,
         max_response_bytes: int,
         retry_backoff: Callable[[], Backoff],
+        on_failure: Callable[[str], None],
         hooks: Hooks | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._on_failure = on_failure
         self._client, self._spool, self._schedule = client, spool, schedule
         self._observer, self._owns = observer, owns
         self._stop, self._wake, self._handoff = stop, wake, handoff
@@ -145,8 +147,14 @@ class Fetcher:
 
     def run(self) -> None:
         delay = 0.0
-        while not self._stop.wait(delay):
-            delay = self.step()
+        try:
+            while not self._stop.wait(delay):
+                delay = self.step()
+        except Exception as exc:  # a bug must stop the account visibly, not end a thread quietly
+            log.exception("fetch failed unexpectedly")
+            self._on_failure(f"fetch failed unexpectedly: {type(exc).__name__}: {exc}")
+        finally:
+            self._wake.set()  # the publish loop drains and ends once the fetcher is done
 
     def step(self) -> float:
         """One turn: check, fetch, keep. Returns the pause before the next turn."""
