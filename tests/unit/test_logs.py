@@ -140,4 +140,4 @@ def test_a_real_client_logs_json_lines_only_and_summarized() -> None:
     assert failures[0]["account"] == "main"
     assert failures[0]["level"] == "ERROR"
     assert "Connection refused" in failures[0]["message"]
-    assert int(result.stdout) >= 5  # librdkafka did repeat itself: the summary held those back
+    assert int(result.stdout) >= 1  # librdkafka did repeat itself: the summary held it back
