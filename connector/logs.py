@@ -64,44 +64,53 @@ _CONNECTION_FACILITIES = frozenset({"FAIL", "REQTMOUT", "BROKERFAIL", "CONNECT"}
 SUMMARY_INTERVAL_S = 30.0
 
 
-class _LibrdkafkaLogger(logging.Logger):
-    """Passes librdkafka's lines on; repeated connection errors become one line per interval.
+class RepeatSummary:
+    """One line per `interval` for a repeating event; the line after a quiet spell has a count.
 
-    The first connection error of a quiet period is logged at once; later ones within
-    `interval` are counted, and the next one logged after it says how many were held back.
+    `admit()` says whether to log this occurrence: None to hold it back, else how many were
+    held back since the last one logged (0 for the first). Also for error_cb handlers that
+    log librdkafka's connection errors themselves.
     """
 
-    def __init__(self, client: str, clock: Callable[[], float], interval: float) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, interval: float = SUMMARY_INTERVAL_S
+    ) -> None:
+        self._clock = clock
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._logged_at: float | None = None
+        self.held_back = 0
+
+    def admit(self) -> int | None:
+        now = self._clock()
+        with self._lock:
+            if self._logged_at is not None and now - self._logged_at < self.interval:
+                self.held_back += 1
+                return None
+            held_back, self.held_back = self.held_back, 0
+            self._logged_at = now
+            return held_back
+
+
+class _LibrdkafkaLogger(logging.Logger):
+    """Passes librdkafka's lines on; repeated connection errors become one line per interval."""
+
+    def __init__(self, client: str, summary: RepeatSummary) -> None:
         super().__init__(f"librdkafka.{client}")
         self.parent = logging.getLogger("librdkafka")
-        self._clock = clock
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._window_start: float | None = None
-        self._suppressed = 0
+        self.summary = summary
 
     def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
         facility = args[0] if len(args) == 3 else None
         if facility not in _CONNECTION_FACILITIES:
             super().log(level, msg, *args, **kwargs)
             return
-        held_back = self._admit()
+        held_back = self.summary.admit()
         if held_back is None:
             return
         if held_back:
             msg = f"{msg} (+{held_back} more connection errors since the last one logged)"
         super().log(level, msg, *args, **kwargs)
-
-    def _admit(self) -> int | None:
-        """None to suppress this line; else how many were suppressed before it."""
-        now = self._clock()
-        with self._lock:
-            if self._window_start is not None and now - self._window_start < self._interval:
-                self._suppressed += 1
-                return None
-            held_back, self._suppressed = self._suppressed, 0
-            self._window_start = now
-            return held_back
 
 
 def librdkafka_logger(
@@ -116,4 +125,4 @@ def librdkafka_logger(
     format (JSON logs stop being JSON). One logger per client instance (named
     `librdkafka.<client>`), so each client's connection errors are summarized on their own.
     """
-    return _LibrdkafkaLogger(client, clock, interval)
+    return _LibrdkafkaLogger(client, RepeatSummary(clock, interval))

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from connector.logs import JsonFormatter, librdkafka_logger
+from connector.logs import JsonFormatter, RepeatSummary, librdkafka_logger
 
 # What confluent-kafka passes to logger.log for a refused connection (seen from 2.x).
 FORMAT = "%s [%s] %s"
@@ -127,7 +127,7 @@ def test_a_real_client_logs_json_lines_only_and_summarized() -> None:
         thread = threading.Thread(target=run, name="publish-main")
         thread.start()
         thread.join()
-        print(logger._suppressed)  # what librdkafka repeated, held back
+        print(logger.summary.held_back)  # what librdkafka repeated, held back
         """
     )
     result = subprocess.run(
@@ -141,3 +141,13 @@ def test_a_real_client_logs_json_lines_only_and_summarized() -> None:
     assert failures[0]["level"] == "ERROR"
     assert "Connection refused" in failures[0]["message"]
     assert int(result.stdout) >= 1  # librdkafka did repeat itself: the summary held it back
+
+
+def test_repeat_summary_counts_what_it_held_back_for_error_callbacks_too() -> None:
+    clock = FakeClock()
+    summary = RepeatSummary(clock, interval=30.0)
+    assert summary.admit() == 0
+    assert [summary.admit() for _ in range(4)] == [None] * 4
+    clock.now += 30.0
+    assert summary.admit() == 4
+    assert summary.admit() is None
