@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from connector.metrics import Metrics
+from connector.observer import AccountState, PauseReason, SpoolLevel
 from connector.status import EndpointServer, StatusBoard
 
 pytestmark = pytest.mark.integration
@@ -43,13 +44,13 @@ def run(promtool: str, *args: str, stdin: bytes | None = None) -> str:
 @pytest.fixture
 def served_metrics() -> Iterator[str]:
     """A Metrics with every family populated, served over a real socket."""
-    metrics = Metrics(accounts=["a", "b"])
+    metrics = Metrics(accounts=["a", "b"], batch_capacities={"a": 500, "b": 200})
     metrics.poll("a", "ok", 0.3, 500)
     metrics.poll("b", "retriable_error", 5.0, 0)
     metrics.committed(
         "a",
         records=498,
-        dead_letters={"bad_msgid": 1, "bad_time": 1},
+        dead_letters={"invalid_report": 1, "invalid_response": 1},
         duration=0.08,
         sequence=12,
         commit_time=1_700_000_100.0,
@@ -58,7 +59,12 @@ def served_metrics() -> Iterator[str]:
         statuses={"delivered": 450, "failed": 47, "unknown": 1},
     )
     metrics.poll_succeeded("a", 1_700_000_099.0)
-    metrics.spool("a", 500, 1_048_576)
+    metrics.spool_level("a", SpoolLevel(2, 500, 1_048_576, 1_700_000_000.0, 9 << 20))
+    metrics.health.state("b", AccountState.BACKOFF)
+    metrics.health.paused("b", PauseReason.DISK_FULL)
+    metrics.health.reachable("a", True)
+    metrics.health.aborted("a")
+    metrics.health.producer_restarted("a")
     metrics.spool_write_failed("b")
     metrics.retry_attempt("b", 3)
     metrics.unknown_fields("a", 2)
