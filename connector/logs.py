@@ -49,3 +49,9 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     # httpx logs every request (with its URL) at INFO; the connector logs what matters itself.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def librdkafka_logger(client: str) -> logging.Logger:
+    """The logger for confluent-kafka's `logger` property (stub: the kafka-faults stream
+    replaces it with one that summarizes repeated connection errors)."""
+    return logging.getLogger(f"connector.librdkafka.{client}")
