@@ -22,7 +22,7 @@ from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
 from connector.logs import setup_logging
 from connector.metrics import Metrics
-from connector.observer_adapter import BoardObserver
+from connector.observer import AccountState, make_observer
 from connector.pipeline import AccountPipeline, Limits, Parts
 from connector.platform import PlatformClient, PollSchedule
 from connector.publisher import AccountPublisher, Reachability
@@ -137,9 +137,12 @@ class Service:
     def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
         self.settings = settings
         names = [a.name for a in settings.accounts]
-        retsizes = {v.retsize for v in settings.views}
-        self.metrics = Metrics(accounts=names, batch_capacities=sorted(retsizes))
+        self.metrics = Metrics(
+            accounts=names, batch_capacities={v.name: v.retsize for v in settings.views}
+        )
         self.board = StatusBoard(names)
+        # One observer per account: its metrics and /status move together (also not_owned).
+        self.observers = {n: make_observer(self.metrics, self.board, n) for n in names}
         self.pipelines: dict[str, AccountPipeline] = {}
         self.failed: dict[str, str] = {}  # accounts that stopped with an error, and why
         environ = dict(os.environ if environ is None else environ)
@@ -189,7 +192,8 @@ class Service:
             self._own([a.name for a in self.settings.accounts])
             return
         for account in self.settings.accounts:
-            self.board.update(account.name, owned=False, state="not_owned")
+            self.board.update(account.name, owned=False)
+            self.observers[account.name].state(AccountState.NOT_OWNED)
         self._membership = Membership(self.settings, self._own, self._release)
         self._membership.start()
 
@@ -220,8 +224,9 @@ class Service:
     def _own(self, names: list[str]) -> None:
         views = {v.name: v for v in self.settings.views}
         for name in names:
-            self.board.update(name, owned=True, state="starting")
-            observer = BoardObserver(self.metrics, self.board, name)
+            self.board.update(name, owned=True)
+            observer = self.observers[name]
+            observer.state(AccountState.STARTING)
             owns = self._owner_check(name)
             try:
                 pipeline = build_pipeline(
@@ -234,7 +239,7 @@ class Service:
                 )
             except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)
-                self.board.update(name, state="failed", last_error=str(exc))
+                observer.state(AccountState.FAILED, error=str(exc))
                 self.failed[name] = str(exc)
                 continue
             self.failed.pop(name, None)
@@ -256,7 +261,8 @@ class Service:
                 pipeline.name,
             )
         for name in names:
-            self.board.update(name, owned=False, state="not_owned")
+            self.board.update(name, owned=False)
+            self.observers[name].state(AccountState.NOT_OWNED)
 
     def _stop_all(self, pipelines: list[AccountPipeline]) -> list[AccountPipeline]:
         """Stop pipelines together within one shutdown_timeout; return those still running."""
