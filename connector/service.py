@@ -134,8 +134,15 @@ def build_pipeline(
 
 
 class Service:
-    def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: dict[str, str] | None = None,
+        *,
+        topics: Callable[..., None] = ensure_topics,  # creates missing topics; tests fake it
+    ) -> None:
         self.settings = settings
+        self._ensure = topics
         names = [a.name for a in settings.accounts]
         self.metrics = Metrics(
             accounts=names, batch_capacities={v.name: v.retsize for v in settings.views}
@@ -202,7 +209,7 @@ class Service:
         backoff = Backoff(1.0, 30.0, stop=self._stopping)
         while True:
             try:
-                ensure_topics(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
+                self._ensure(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
                 self.board.set_kafka_reachable(True)
                 return
             except ConnectorError as exc:
