@@ -37,9 +37,10 @@ _BOM = b"\xef\xbb\xbf"
 _DECODER = msgspec.json.Decoder()
 # msgspec raises more than DecodeError: invalid UTF-8 inside a string, or absurd nesting.
 UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError)
-# Every key ends with a quote, optional blanks and a colon. Inside a string a quote is always
-# escaped, so this over-counts at worst (`\":` in a value) and never under-counts.
-_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+# Every key ends with its closing quote, blanks, a colon. With the blanks deleted, counting `":`
+# bounds the key occurrences from above (inside strings it can only over-count, e.g. `\":`);
+# translate + count is one C pass each, a fraction of a regex scan.
+_BLANKS = b" \t\r\n"
 # A high surrogate escape not followed by a low one, or a low one on its own.
 _LONE_SURROGATE = re.compile(
     rb"(?<!\\)\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
@@ -142,7 +143,7 @@ def _duplicate_key(text: bytes, body: dict) -> str | None:
     reports = body.get("rpts")
     if isinstance(reports, list):
         keys += sum(len(r) for r in reports if type(r) is dict)
-    if len(_KEY_END.findall(text)) == keys:
+    if text.translate(None, _BLANKS).count(b'":') == keys:
         return None  # every key occurrence is a distinct decoded key (nested objects aside)
     return _first_duplicate(text)
 

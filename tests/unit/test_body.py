@@ -232,3 +232,27 @@ def test_a_huge_desc_is_cut_in_the_message() -> None:
     with pytest.raises(PlatformResultError) as caught:
         parse_body(hostile.batch([], result=500, desc="busy" * 50_000))
     assert len(str(caught.value)) < 400
+
+
+blank = st.sampled_from(["", " ", "\n  ", "\t", "\r\n"])
+pair_keys = st.sampled_from(["msgid", "status", "errdesc", "a\\u0062", "ab"])  # "a\u0062" is "ab"
+pair_values = st.sampled_from(["1", '"x"', '"he said \\": no"', '"a : b"', "[1, 2]"])
+
+
+def render(pairs: list[tuple[str, str]], sep) -> str:
+    members = [f'"{key}"{sep()}:{sep()}{value}' for key, value in pairs]
+    return "{" + sep() + ("," + sep()).join(members) + sep() + "}"
+
+
+@given(st.lists(st.lists(st.tuples(pair_keys, pair_values), max_size=5), max_size=4), st.data())
+def test_repeated_keys_are_found_whatever_the_blanks_and_values(reports: list, data) -> None:
+    sep = lambda: data.draw(blank)  # noqa: E731
+    body = '{"result":0,' + sep() + '"rpts":' + sep() + "["
+    body += ",".join(render(pairs, sep) for pairs in reports) + "]}"
+    canonical = [[key.replace("\\u0062", "b") for key, _ in pairs] for pairs in reports]
+    repeated = any(len(keys) != len(set(keys)) for keys in canonical)
+    if repeated:
+        with pytest.raises(InvalidResponseError, match="repeats the key"):
+            parse_body(body.encode())
+    else:
+        assert parse_body(body.encode()).count == len(reports)
