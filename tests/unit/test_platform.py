@@ -31,7 +31,6 @@ STATIC_TOKEN = "static-tok-4vL4rcNGNcgx5v0RLCcFew"
 SECRET = "login-secret-Zx9qW"
 OK_DESC = "%e6%88%90%e5%8a%9f"
 AUTH_DESC_UTF8 = quote("身份认证失败")
-BUSY_DESC_GB2312 = quote("系统繁忙".encode("gb2312"))
 
 
 def body(rpts: list | None = None, result: object = 0, desc: str = OK_DESC) -> bytes:
