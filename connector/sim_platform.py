@@ -84,7 +84,8 @@ class SimConfig:
 
     @property
     def accounts(self) -> list[str]:
-        return [*self.tokens.values(), *self.logins]
+        # A static account may have several tokens (NAME=TOKEN given more than once).
+        return [*dict.fromkeys(self.tokens.values()), *self.logins]
 
 
 @lru_cache(maxsize=4096)
@@ -194,6 +195,9 @@ class Platform:
         )
         self._started = clock()
         self._paused_until = 0.0
+        # get-rpt calls per static token that reached the account: tests tell instances apart
+        # when each is given its own token for the same account.
+        self._calls_by_token: dict[str, int] = dict.fromkeys(config.tokens, 0)
         self.counters = dict.fromkeys(
             ("requests", "logins", "login_failures", "auth_failures", "paused", "errors",
              "throttled", "stalled", "garbage", "result_errors", "truncated", "duplicates"),
@@ -296,13 +300,16 @@ class Platform:
                 for key in ("generated", "handed_out", "pending")
             }
             faults = {**self.counters, "malformed": self._factory.malformed}
-        return {**totals, "accounts": accounts, "faults": faults}
+            calls = dict(self._calls_by_token)
+        return {**totals, "accounts": accounts, "faults": faults, "calls_by_token": calls}
 
     def _account_for(self, token: str | None) -> _Account | None:
         if not token:
             return None
         name = self.config.tokens.get(token)
         if name is not None:
+            with self._lock:
+                self._calls_by_token[token] += 1
             return self._accounts[name]
         with self._lock:
             account, expires = self._login_tokens.get(token, (None, 0.0))

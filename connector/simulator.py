@@ -22,7 +22,9 @@ Faults (get-rpt only; probabilities per request unless noted): --latency, --erro
 --throttle-rate, --stall-rate/--stall, --truncate-rate (the reports leave the queue and are
 recorded: lost in flight), --garbage-rate, --result-error-rate, --malformed-rate and
 --duplicate-rate (per report). `POST /control/pause?seconds=N` answers 503 to get-rpt for N
-seconds, `POST /control/resume` ends it. `GET /stats` counts it all.
+seconds, `POST /control/resume` ends it. `GET /stats` counts it all (`calls_by_token`: get-rpt
+calls per static token; `--token NAME=T1 --token NAME=T2` gives one account two tokens, so two
+instances of one account, each with its own token, are told apart).
 """
 
 from __future__ import annotations
@@ -258,7 +260,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         if not (sep and uuid and secret):
             raise ValueError(f"--account {uuid}...: expected UUID:SECRET")
         logins[uuid] = secret
-    names = [*tokens.values(), *logins]
+    # One account may be given several static tokens (like a rotated key still valid).
+    names = [*dict.fromkeys(tokens.values()), *logins]
     if not names:
         raise ValueError("give at least one --token or --account")
     if len(set(names)) != len(names):
