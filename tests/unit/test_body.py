@@ -256,3 +256,44 @@ def test_repeated_keys_are_found_whatever_the_blanks_and_values(reports: list, d
             parse_body(body.encode())
     else:
         assert parse_body(body.encode()).count == len(reports)
+
+
+CORRUPTIONS = {
+    # name: (field it breaks, how the report's JSON is changed)
+    "lone_surrogate": (
+        "errdesc",
+        lambda t: t.replace(b'"errdesc": "success"', b'"errdesc": "\\udc00"'),
+    ),
+    "leading_zero": ("pknum", lambda t: t.replace(b'"pknum": 1', b'"pknum": 00')),
+    "bad_utf8": ("mobile", lambda t: t.replace(b'"mobile": "13800138000"', b'"mobile": "\xff1"')),
+    "nan": ("status", lambda t: t.replace(b'"status": 0', b'"status": NaN')),
+}
+
+
+@given(
+    st.lists(st.sampled_from([None, *CORRUPTIONS]), min_size=1, max_size=12),
+    st.sampled_from([b",", b", ", b",\n  "]),
+    st.booleans(),
+)
+def test_salvage_keeps_every_report_exactly_once(
+    plan: list[str | None], separator: bytes, bom: bool
+) -> None:
+    made = hostile.Reports()
+    items, broken = [], {}
+    for corruption in plan:
+        item = hostile.encode([made.one()])[1:-1]
+        if corruption is not None:
+            field, change = CORRUPTIONS[corruption]
+            item = change(item)
+            broken[hostile.msgids_in(item)[0]] = field
+        items.append(item)
+    raw = (hostile.BOM if bom else b"") + b'{"result":0,"rpts":[' + separator.join(items) + b"]}"
+    parsed = parse_body(raw)
+    assert sorted(all_msgids(parsed)) == sorted(
+        m for item in items for m in hostile.msgids_in(item)
+    )
+    assert {hostile.msgids_in(r.raw)[0]: r.error.field for r in parsed.rejects} == broken
+    assert all(type(r["msgid"]) is int for r in parsed.reports)
+    assert [r.raw for r in parsed.rejects] == [
+        i for i in items if hostile.msgids_in(i)[0] in broken
+    ]

@@ -20,6 +20,7 @@ from connector.errors import (
     AuthError,
     ConfigError,
     InvalidResponseError,
+    PlatformResultError,
     RetriableError,
 )
 from connector.platform import (
@@ -315,3 +316,25 @@ def test_fetch_result_is_immutable(static_account: AccountSettings) -> None:
     with pytest.raises(AttributeError):
         fetch.raw = b""  # type: ignore[misc]
     assert msgspec.json.decode(fetch.raw)["rpts"] == fetch.reports
+
+
+def test_a_fetch_carries_the_salvaged_body(static_account: AccountSettings) -> None:
+    raw = b'{"result":0,"rpts":[{"msgid":1,"status":0},{"msgid":2,"pknum":01},{"msgid":3}]}'
+    fake = FakePlatform(lambda: httpx.Response(200, content=raw))
+    with client_for(static_account, fake) as client:
+        fetch = client.fetch()
+    assert fetch.raw == raw
+    assert [r["msgid"] for r in fetch.body.reports] == [1, 3]
+    (rejected,) = fetch.body.rejects
+    assert (rejected.raw, rejected.error.field) == (b'{"msgid":2,"pknum":01}', "pknum")
+    assert fetch.reports == [*fetch.body.reports, rejected]  # the deprecated view, still whole
+
+
+def test_a_failure_code_with_reports_hands_the_body_to_the_caller(
+    static_account: AccountSettings,
+) -> None:
+    raw = body([{"msgid": 5}], result=501, desc=quote("系统忙".encode("gb2312")))
+    fake = FakePlatform(lambda: httpx.Response(200, content=raw))
+    with client_for(static_account, fake) as client, pytest.raises(PlatformResultError) as caught:
+        client.fetch()
+    assert (caught.value.result, caught.value.desc, caught.value.raw) == (501, "系统忙", raw)
