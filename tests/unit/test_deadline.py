@@ -8,6 +8,7 @@ the bounds below are loose.
 
 from __future__ import annotations
 
+import socket
 import time
 
 import hostile_platform as hostile
@@ -16,7 +17,7 @@ import pytest
 
 from connector.config import AccountSettings, PlatformSettings, settings_from_dict
 from connector.errors import ConfigError, Disposition, InvalidResponseError, RetriableError
-from connector.exchange import Deadline
+from connector.exchange import Deadline, SocketWatch, watchdog
 from connector.platform import PlatformClient
 
 TOKEN = "drip-token-1"
@@ -160,3 +161,39 @@ def test_request_timeout_must_be_below_shutdown_timeout(platform: dict, shutdown
 def test_request_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigError, match=r"platform\.request_timeout"):
         settings_from_dict({**MINIMAL, "platform": {"request_timeout": 0}})
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+
+    def get_extra_info(self, name: str) -> object:
+        return self.sock if name == "socket" else None
+
+
+def test_a_connection_made_after_the_deadline_is_shut_down_at_once() -> None:
+    # The deadline fell during the TCP connect: the socket becomes known only afterwards.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        watch = SocketWatch()
+        watch.arm()
+        watch.expire()  # nothing to shut down yet
+        stream = FakeStream()
+        stream.sock.connect(listener.getsockname())
+        watch.trace("connection.connect_tcp.complete", {"return_value": stream})
+        stream.sock.settimeout(5)
+        assert stream.sock.recv(1) == b""  # shut down: a read returns at once, nothing blocks
+        stream.sock.close()
+
+
+def test_after_an_exchange_a_pooled_connection_is_left_alone() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        watch = SocketWatch()
+        stream = FakeStream()
+        stream.sock.connect(listener.getsockname())
+        with watchdog(Deadline(60.0), watch):
+            watch.trace("connection.connect_tcp.complete", {"return_value": stream})
+        watch.trace("connection.connect_tcp.complete", {"return_value": stream})
+        stream.sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):  # still open: nothing shut it down
+            stream.sock.recv(1)
+        stream.sock.close()
