@@ -17,7 +17,7 @@ from collections.abc import Callable
 from connector import __version__
 from connector.avro_codec import make_value_encoder
 from connector.cluster import Membership
-from connector.config import AccountView, Settings, load_settings
+from connector.config import Settings, load_settings
 from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
 from connector.logs import setup_logging
@@ -33,6 +33,7 @@ from connector.spool import Spool, failpoints_from_env, spool_id
 from connector.spool_io import SpoolHooks
 from connector.status import EndpointServer, StatusBoard
 from connector.topics import ensure_topics
+from connector.views import AccountView
 
 log = logging.getLogger("connector.service")
 

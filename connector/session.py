@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from connector.errors import ConnectorError, Disposition, FencedError
+from connector.errors import ConnectorError, Disposition, FencedError, SpoolWriteError
 from connector.observer import AccountState
 from connector.retry import Deadline
 
@@ -27,6 +27,32 @@ class Session:
         self.publisher = None
         self.spool = None
         self.committed = 0
+
+    def release(self, seq: int, deadline: Deadline) -> None:
+        """Release the spool; a write failure backs off and retries (the progress record in
+        Kafka already says what is done, so a restart never re-sends released entries)."""
+        backoff = self._parts.backoff(self._stop)
+        while True:
+            try:
+                self.spool.release_through(seq)
+                self._parts.observer.spooled(self.spool.level())
+                return
+            except SpoolWriteError as exc:
+                self._parts.observer.spool_write_failed(str(exc))
+                log.error("account %s: %s; retrying the release", self._name, exc)
+                if (backoff.wait() or self._stop.is_set()) and deadline.expired:
+                    return  # shutting down: the floor from Kafka releases it at the next start
+
+    def abort(self, reason: str, deadline: Deadline) -> ConnectorError | None:
+        """Abort the open transaction; the error if even that failed (a new producer is due)."""
+        try:
+            self.publisher.abort(deadline)
+        except ConnectorError as exc:
+            if exc.disposition == Disposition.STOP_ACCOUNT:
+                raise
+            return exc
+        self._parts.observer.aborted(reason)
+        return None
 
     def close(self, deadline: Deadline) -> None:
         if self.publisher is not None:
