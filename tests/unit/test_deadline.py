@@ -148,6 +148,30 @@ def test_request_timeout_defaults_below_shutdown_timeout() -> None:
     assert settings.platform.request_timeout < settings.shutdown_timeout
 
 
+@pytest.mark.parametrize(("shutdown", "expected"), [("20s", 40 / 3), (6, 4.0), ("1m", 20.0)])
+def test_unset_request_timeout_fits_a_short_shutdown_timeout(
+    shutdown: object, expected: float
+) -> None:
+    # A configuration written before the key existed stays valid.
+    settings = settings_from_dict({**MINIMAL, "shutdown_timeout": shutdown})
+    assert settings.platform.request_timeout == pytest.approx(expected)
+
+
+def test_the_environment_counts_for_the_default_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RPT_SHUTDOWN_TIMEOUT", "9")
+    assert settings_from_dict(MINIMAL).platform.request_timeout == pytest.approx(6.0)
+    monkeypatch.setenv("RPT_PLATFORM__REQUEST_TIMEOUT", "3s")
+    assert settings_from_dict(MINIMAL).platform.request_timeout == 3.0
+
+
+def test_a_platform_section_given_as_an_object_keeps_its_request_timeout() -> None:
+    platform = PlatformSettings(request_timeout=2)
+    settings = settings_from_dict({**MINIMAL, "platform": platform, "shutdown_timeout": 3})
+    assert settings.platform.request_timeout == 2.0
+    unset = settings_from_dict({**MINIMAL, "platform": PlatformSettings(), "shutdown_timeout": 3})
+    assert unset.platform.request_timeout == 2.0  # 2/3 of 3s
+
+
 @pytest.mark.parametrize(
     ("platform", "shutdown"), [({"request_timeout": "30s"}, "30s"), ({"request_timeout": 45}, 10)]
 )
