@@ -147,3 +147,12 @@ def test_msgids_of_any_size_survive_as_exact_ints(msgid: int) -> None:
 )
 def test_known_hard_msgids(msgid: int) -> None:
     assert parse_body(body([{"msgid": msgid}])).reports[0]["msgid"] == msgid
+
+
+def test_a_401_message_shows_the_desc_as_sent_when_it_was_guessed() -> None:
+    encoded = quote("身份认证失败".encode("gb2312"))
+    with pytest.raises(AuthError) as caught:
+        classify(200, {}, body(result=401, desc=encoded))
+    assert str(caught.value) == (
+        f"get-rpt result 401: 身份认证失败 (desc as sent: {encoded}, read as gb2312)"
+    )
