@@ -297,3 +297,14 @@ def test_salvage_keeps_every_report_exactly_once(
     assert [r.raw for r in parsed.rejects] == [
         i for i in items if hostile.msgids_in(i)[0] in broken
     ]
+
+
+def test_byte_offsets_in_reasons_count_from_the_start_of_the_body_bom_included() -> None:
+    raw = hostile.BOM + b'{"result":01,"rpts":[]}'
+    with pytest.raises(InvalidResponseError) as caught:
+        parse_body(raw)
+    assert (
+        str(caught.value)
+        == "get-rpt 'result' is not valid JSON at byte 13: a number with leading zeros"
+    )
+    assert raw[13:15] == b"01"
