@@ -36,6 +36,7 @@ from connector.errors import (
     TransactionAbortedError,
     TransactionTimedOutError,
 )
+from connector.logs import RepeatSummary
 from connector.progress import Progress, ProgressTopic
 from connector.records import Headers, progress_partition, progress_value
 from connector.retry import Backoff, Clock, Deadline
@@ -138,8 +139,11 @@ class AccountPublisher:
         stop: threading.Event | None = None,
         rng: random.Random | None = None,
         on_stats: Callable[[str], None] | None = None,
+        connection_errors: RepeatSummary | None = None,
     ) -> None:
         self.account = account
+        # Shared by the account's successive producers: one line per 30 s while Kafka is away.
+        self._connection_errors = connection_errors or RepeatSummary()
         self.spool_id = spool_id  # the spool folder whose sequence numbers this producer commits
         self.transactional = kafka.delivery == "exactly_once"
         self.reachability = reachability
@@ -306,8 +310,15 @@ class AccountPublisher:
         # A fatal fencing shows up here first; later calls only say "Local: Fatal error".
         if error.fatal() and error.code() in _FENCE_CODES:
             self._fence_seen = error
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN,):
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.reachability.failed(error.str())
+        if error.code() in _UNREACHABLE_CODES:
+            held_back = self._connection_errors.admit()
+            if held_back is None:
+                return
+            more = f" (+{held_back} more since the last one logged)" if held_back else ""
+            log.warning("account %s: Kafka: %s%s", self.account, error.str(), more)
+            return
         log.warning("account %s: Kafka: %s", self.account, error.str())
 
     def _on_delivery(self, error: KafkaError | None, _message: object) -> None:

@@ -20,7 +20,7 @@ from connector.cluster import Membership
 from connector.config import Settings, load_settings
 from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
-from connector.logs import setup_logging
+from connector.logs import RepeatSummary, setup_logging
 from connector.metrics import Metrics
 from connector.observer import AccountState, make_observer
 from connector.pipeline import AccountPipeline, Limits, Parts
@@ -79,6 +79,7 @@ def build_pipeline(
     client = PlatformClient(platform, view.account, view.index)
     encoder = make_value_encoder(kafka, settings.schema_registry, view.topic)
     reachability = Reachability(kafka.unreachable_after, observer.kafka_reachable)
+    connection_errors = RepeatSummary()
     the_spool_id = spool_id(directory)
 
     def new_publisher(stop: threading.Event) -> AccountPublisher:
@@ -89,6 +90,7 @@ def build_pipeline(
             reachability=reachability,
             stop=stop,
             on_stats=observer.producer_statistics,
+            connection_errors=connection_errors,
         )
 
     def open_spool(floor_seq: int) -> Spool:

@@ -27,6 +27,7 @@ class Session:
         self.publisher = None
         self.spool = None
         self.committed = 0
+        self._found = None  # the progress found at start (another spool's, after a move)
 
     def release(self, seq: int, deadline: Deadline) -> None:
         """Release the spool; a write failure backs off and retries (the progress record in
@@ -72,7 +73,7 @@ class Session:
         instance runs the account (fencing it back would start a ping-pong)."""
         if not self._parts.owns():
             raise FencedError(f"account {self._name}: no longer assigned to this instance")
-        if progress.spool_id not in ("", self._limits.spool_id):
+        if progress.spool_id not in ("", self._limits.spool_id) and progress != self._found:
             raise FencedError(
                 f"account {self._name}: another instance (spool {progress.spool_id}) committed "
                 f"sequence {progress.sequence}; it owns the account now"
@@ -81,7 +82,7 @@ class Session:
     # --- recovery --------------------------------------------------------------------------
     def recover(self) -> None:
         self._parts.observer.state(AccountState.RECOVERING)
-        progress = self._connect()
+        progress = self._found = self._connect()
         self.committed = progress.sequence
         # The committed sequence numbers this spool's entries only if this spool committed it
         # (or nothing has): after the account ran on another instance with its own spool, the
