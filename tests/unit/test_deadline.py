@@ -8,12 +8,20 @@ the bounds below are loose.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
 import time
+from pathlib import Path
 
 import hostile_platform as hostile
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from connector.config import AccountSettings, PlatformSettings, settings_from_dict
 from connector.errors import ConfigError, Disposition, InvalidResponseError, RetriableError
@@ -221,3 +229,62 @@ def test_after_an_exchange_a_pooled_connection_is_left_alone() -> None:
         with pytest.raises(TimeoutError):  # still open: nothing shut it down
             stream.sock.recv(1)
         stream.sock.close()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 that is its own CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(
+    ("builder", "error", "reason"),
+    [
+        (hostile.drip, InvalidResponseError, "get-rpt body cut off after"),
+        (hostile.drip_headers, RetriableError, "get-rpt: no answer within"),  # the watchdog
+    ],
+)
+def test_the_deadline_holds_over_tls(
+    builder, error: type, reason: str, account: AccountSettings, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    answer = builder(hostile.Reports(), 20, interval=0.05)
+    with (
+        hostile.HostilePlatform([answer], token=TOKEN, tls=server_side) as server,
+        client(server, account, ca_bundle=cert) as c,
+    ):
+        assert server.base_url.startswith("https://")
+        started = time.monotonic()
+        with pytest.raises(error) as caught:
+            c.fetch()
+        assert time.monotonic() - started < LOOSE
+    assert str(caught.value).startswith(reason)
+    assert "request_timeout 1.5s" in str(caught.value)
