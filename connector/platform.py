@@ -77,7 +77,7 @@ class Fetch:
 
 
 def parse_response(raw: bytes) -> list:
-    """Deprecated alias, kept only while records.py (and tests/fuzz) call it: use
+    """Deprecated alias, kept only while tests/fuzz/fuzz_response.py calls it: use
     `report.parse_body`. Returns the good reports, then the `Rejected` ones (see Fetch.reports)."""
     body = parse_body(raw)
     return body.reports + body.rejects if body.rejects else body.reports
