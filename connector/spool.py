@@ -59,6 +59,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -333,9 +334,7 @@ class Spool:
                 raise ValueError(f"cannot release through {seq}: last sequence is {self.last_seq}")
             target = max(self.released, seq)
         try:
-            write_atomically(
-                self.disk, self.directory / RELEASED_FILE, str(target).encode(), fsync=self.fsync
-            )
+            self._write_released(target)
             self.replace_active_if_stale(target)
             self.unlink_released(target)
         except OSError as exc:
@@ -343,6 +342,17 @@ class Spool:
         with self.lock:
             self.index.drop_through(seq)
             self.released = target
+
+    def _write_released(self, target: int) -> None:
+        mark = str(target).encode()
+        try:
+            write_atomically(self.disk, self.directory / RELEASED_FILE, mark, fsync=self.fsync)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # A full disk: the released segments are what frees room for the mark itself.
+            self.unlink_released(target)
+            write_atomically(self.disk, self.directory / RELEASED_FILE, mark, fsync=self.fsync)
 
     def unlink_released(self, target: int) -> None:
         """Delete segments (never the active one) whose entries are all <= target."""

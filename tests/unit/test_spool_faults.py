@@ -42,7 +42,7 @@ def segments(directory: Path) -> list[str]:
 
 RELEASE_FAULTS = [
     ("open", EROFS, "released"),  # read-only: the bookkeeping file cannot be created
-    ("pwrite", ENOSPC, "released"),  # full: it cannot be written
+    ("pwrite", EIO, "released"),  # it cannot be written
     ("fdatasync", EIO, "released"),
     ("replace", EPERM, "released"),
     ("unlink", EPERM, ".seg"),  # a released segment cannot be deleted
@@ -72,6 +72,28 @@ def test_a_failed_release_changes_nothing_and_the_same_call_completes_it(
         assert segment_name(1) not in segments(tmp_path)
     with open_spool(tmp_path) as spool:  # no floor: the spool's own bookkeeping is complete
         assert [e.seq for e in spool.entries_after(0)] == [6, 7, 8]
+
+
+def test_a_full_disk_frees_the_released_segments_to_make_room_for_the_mark(
+    tmp_path: Path,
+) -> None:
+    disk = FaultyDisk()
+    with open_spool(tmp_path, disk) as spool:
+        fill(spool, 8)
+        disk.fail("pwrite", ENOSPC, "released", times=1)
+        spool.release_through(5)  # the first try found no room; unlinking made some
+        assert segment_name(1) not in segments(tmp_path)
+        assert [e.seq for e in spool.entries_after(0)] == [6, 7, 8]
+        assert (tmp_path / "released").read_text() == "5"
+        disk.fail("pwrite", ENOSPC, "released", times=None)  # still full after unlinking
+        before = state(spool)
+        with pytest.raises(SpoolWriteError, match="ENOSPC"):
+            spool.release_through(7)
+        assert state(spool) == before
+        disk.clear()
+        spool.release_through(7)
+    with open_spool(tmp_path) as spool:
+        assert [e.seq for e in spool.entries_after(0)] == [8]
 
 
 SWITCH_FAULTS = [
