@@ -23,7 +23,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connector.config import Settings
 from connector.errors import ConfigError, PublishError
-from connector.publisher import client_config
+from connector.retry import Clock
+from connector.topics import client_config
 
 log = logging.getLogger("connector.cluster")
 
@@ -38,8 +39,21 @@ def account_partitions(settings: Settings) -> list[str]:
 class Membership:
     """A consumer-group member; `poll()` from the supervising thread delivers (re)assignments."""
 
-    def __init__(self, settings: Settings, on_assigned: Accounts, on_revoked: Accounts) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_assigned: Accounts,
+        on_revoked: Accounts,
+        *,
+        consumer_factory: Callable[[dict], Consumer] = Consumer,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._settings = settings
+        self._consumer_factory, self._clock = consumer_factory, clock
+        self._session = settings.cluster.session_timeout
+        self._owned: set[str] = set()
+        self._last_poll = clock()
+        self._suspect_until = 0.0  # after a gap in polling: ownership unproven until then
         self._accounts = account_partitions(settings)
         self._on_assigned, self._on_revoked = on_assigned, on_revoked
         self._topic = settings.cluster.control_topic
@@ -47,7 +61,7 @@ class Membership:
 
     def start(self) -> None:
         self._ensure_control_topic()
-        self._consumer = Consumer(self._consumer_config())
+        self._consumer = self._consumer_factory(self._consumer_config())
         self._consumer.subscribe(
             [self._topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
         )
@@ -58,8 +72,20 @@ class Membership:
             len(self._accounts),
         )
 
+    def owns(self, account: str) -> bool:
+        """May this instance still call get-rpt for `account`? Not if the group took it away,
+        and not while a gap in polling (a paused process) longer than the session timeout is
+        unresolved: the group may have given it to another instance meanwhile."""
+        now = self._clock()
+        if now - self._last_poll >= self._session:
+            self._suspect_until = now + 2 * self._session
+        return account in self._owned and now >= self._suspect_until
+
     def poll(self, timeout: float) -> None:
+        if self._clock() - self._last_poll >= self._session:
+            self._suspect_until = self._clock() + 2 * self._session  # the broker tells us first
         message = self._consumer.poll(timeout)
+        self._last_poll = self._clock()
         if message is not None and message.error() is not None:
             log.warning("control topic %s: %s", self._topic, message.error().str())
 
@@ -73,18 +99,21 @@ class Membership:
         names = [self._accounts[p.partition] for p in partitions]
         if names:
             log.info("assigned accounts: %s", ", ".join(names))
+            self._owned.update(names)
+            self._suspect_until = 0.0  # the group just confirmed who owns what
             self._on_assigned(names)
 
     def _revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         names = [self._accounts[p.partition] for p in partitions]
         if names:
             log.info("revoking accounts: %s", ", ".join(names))
+            self._owned.difference_update(names)
             self._on_revoked(names)
 
     def _consumer_config(self) -> dict:
         cluster = self._settings.cluster
         session_ms = int(cluster.session_timeout * 1000)
-        passthrough = client_config(self._settings.kafka)
+        passthrough = client_config(self._settings.kafka, "group")
         static = {"group.instance.id": cluster.instance_id} if cluster.instance_id else {}
         return (
             passthrough

@@ -12,22 +12,35 @@ import logging
 import os
 import signal
 import threading
-import time
+from collections.abc import Callable
 
 from connector import __version__
+from connector.avro_codec import make_value_encoder
 from connector.cluster import Membership
-from connector.config import Settings, load_settings
-from connector.errors import ConnectorError, PublishError
+from connector.config import AccountView, Settings, load_settings
+from connector.errors import ConfigError, ConnectorError, Disposition
+from connector.fetcher import Hooks
 from connector.logs import setup_logging
 from connector.metrics import Metrics
-from connector.pipeline import AccountPipeline
-from connector.publisher import ensure_topics
+from connector.observer import AccountState, make_observer
+from connector.pipeline import AccountPipeline, Limits, Parts
+from connector.platform import PlatformClient, PollSchedule
+from connector.publisher import AccountPublisher, Reachability
+from connector.records import RecordBuilder
+from connector.report import Normalizer
+from connector.retry import Backoff, Deadline
+from connector.spool import Spool, failpoints_from_env, spool_id
+from connector.spool_io import SpoolHooks
 from connector.status import EndpointServer, StatusBoard
+from connector.topics import ensure_topics
 
 log = logging.getLogger("connector.service")
 
-EXIT_OK, EXIT_FAILURE, EXIT_FORCED = 0, 1, 130
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_FORCED = 0, 1, 2, 130
 _HEARTBEAT = 1.0
+# Fail point for the recovery tests: once this file exists, die like `kill -9` right after the
+# next spool append, i.e. with reports durable in the spool but not yet committed to Kafka.
+CRASH_AFTER_SPOOL_ENV = "RPT_FAILPOINT_CRASH_AFTER_SPOOL_IF"
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
@@ -36,14 +49,115 @@ def run_from_cli(args: argparse.Namespace) -> int:
     return Service(settings).run()
 
 
+def failpoint_hooks(environ: dict[str, str]) -> Hooks:
+    """The fail points the environment asks for (read when the service starts)."""
+    crash_when_exists = environ.get(CRASH_AFTER_SPOOL_ENV)
+    if not crash_when_exists:
+        return Hooks()
+
+    def after_spool(_seq: int) -> None:
+        if os.path.exists(crash_when_exists):
+            os._exit(137)
+
+    return Hooks(after_spool=after_spool)
+
+
+def build_pipeline(
+    settings: Settings,
+    view: AccountView,
+    observer: object,
+    *,
+    owns: Callable[[], bool] = lambda: True,
+    hooks: Hooks | None = None,
+    spool_hooks: SpoolHooks | None = None,
+) -> AccountPipeline:
+    """The one place an account pipeline's parts are assembled from the settings.
+    Reads the credential and (confluent format) talks to the schema registry: may raise."""
+    kafka, platform, spool = settings.kafka, settings.platform, settings.spool
+    directory = spool.dir / view.name
+    client = PlatformClient(platform, view.account, view.index)
+    encoder = make_value_encoder(kafka, settings.schema_registry, view.topic)
+    reachability = Reachability(kafka.unreachable_after, observer.kafka_reachable)
+    the_spool_id = spool_id(directory)
+
+    def new_publisher(stop: threading.Event) -> AccountPublisher:
+        return AccountPublisher(
+            kafka,
+            view.name,
+            spool_id=the_spool_id,
+            reachability=reachability,
+            stop=stop,
+            on_stats=observer.producer_statistics,
+        )
+
+    def open_spool(floor_seq: int) -> Spool:
+        return Spool.open(
+            directory,
+            max_bytes=spool.max_bytes,
+            segment_bytes=spool.segment_bytes,
+            fsync=spool.fsync,
+            floor_seq=floor_seq,
+            hooks=spool_hooks,
+        )
+
+    parts = Parts(
+        client=client,
+        open_spool=open_spool,
+        new_publisher=new_publisher,
+        builder=RecordBuilder(
+            view.name, Normalizer(view.name, platform.timezone), encoder, kafka.empty_custid_key
+        ),
+        observer=observer,
+        schedule=PollSchedule(
+            retsize=view.retsize,
+            poll_interval=view.poll_interval,
+            min_request_interval=platform.min_request_interval,
+            backoff_initial=platform.backoff_initial,
+            backoff_max=platform.backoff_max,
+            account=view.name,
+            auth_failure_pause=platform.auth_failure_pause,
+        ),
+        owns=owns,
+        hooks=hooks or Hooks(),
+    )
+    limits = Limits(
+        topic=view.topic,
+        dlq_topic=kafka.dlq_topic,
+        spool_id=the_spool_id,
+        commit_interval=kafka.commit_interval,
+        max_batch_records=kafka.max_batch_records,
+        max_response_bytes=platform.max_response_bytes,
+        unreachable_after=kafka.unreachable_after,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    return AccountPipeline(view.name, limits, parts)
+
+
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: dict[str, str] | None = None,
+        *,
+        topics: Callable[..., None] = ensure_topics,  # creates missing topics; tests fake it
+    ) -> None:
         self.settings = settings
+        self._ensure = topics
         names = [a.name for a in settings.accounts]
-        retsizes = {a.retsize or settings.platform.retsize for a in settings.accounts}
-        self.metrics = Metrics(accounts=names, batch_capacities=sorted(retsizes))
+        self.metrics = Metrics(
+            accounts=names, batch_capacities={v.name: v.retsize for v in settings.views}
+        )
         self.board = StatusBoard(names)
+        # One observer per account: its metrics and /status move together (also not_owned).
+        self.observers = {n: make_observer(self.metrics, self.board, n) for n in names}
         self.pipelines: dict[str, AccountPipeline] = {}
+        self.failed: dict[str, str] = {}  # accounts that stopped with an error, and why
+        environ = dict(os.environ if environ is None else environ)
+        self._hooks = failpoint_hooks(environ)
+        try:
+            self._spool_hooks = failpoints_from_env(environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self._stopping = threading.Event()
         self._server: EndpointServer | None = None
         self._membership: Membership | None = None
@@ -59,15 +173,21 @@ class Service:
         try:
             self._start()
         except ConnectorError as exc:
-            log.error("cannot start: %s", exc)
+            stopped = self._stopping.is_set()
+            log.log(logging.INFO if stopped else logging.ERROR, "cannot start: %s", exc)
             self._stop_server()
-            return EXIT_FAILURE
+            if stopped:
+                return EXIT_OK  # a signal while waiting for Kafka: a clean stop
+            return EXIT_CONFIG if exc.disposition == Disposition.STOP_PROCESS else EXIT_FAILURE
         while not self._stopping.is_set():
             self._supervise()
-            if self._membership is None and all(p.failed for p in self.pipelines.values()):
+            if self._membership is None and self._nothing_runs():
                 log.error("every account has stopped with an error; exiting")
                 break
         return self._shutdown()
+
+    def _nothing_runs(self) -> bool:
+        return all(p.failed for p in self.pipelines.values())
 
     def _start(self) -> None:
         if self.settings.metrics.enabled:
@@ -79,29 +199,26 @@ class Service:
             self._own([a.name for a in self.settings.accounts])
             return
         for account in self.settings.accounts:
-            self.board.update(account.name, owned=False, state="not_owned")
+            self.board.update(account.name, owned=False)
+            self.observers[account.name].state(AccountState.NOT_OWNED)
         self._membership = Membership(self.settings, self._own, self._release)
         self._membership.start()
 
     def _ensure_topics(self) -> None:
         """Create missing topics, waiting for Kafka as long as it takes (or until a signal)."""
-        kafka = self.settings.kafka
-        topics = [kafka.topic, kafka.dlq_topic, kafka.progress_topic]
-        topics += [a.topic for a in self.settings.accounts if a.topic]
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0, stop=self._stopping)
         while True:
             try:
-                ensure_topics(kafka, topics)
+                self._ensure(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
                 self.board.set_kafka_reachable(True)
                 return
-            except PublishError as exc:
-                if "cannot reach Kafka" not in str(exc):
+            except ConnectorError as exc:
+                if exc.disposition != Disposition.RETRY:
                     raise
                 self.board.set_kafka_reachable(False, str(exc))
-                log.warning("%s; retrying in %.0fs", exc, delay)
-                if self._stopping.wait(delay):
+                log.warning("%s; retrying", exc)
+                if backoff.wait():
                     raise
-                delay = min(delay * 2, 30.0)
 
     def _supervise(self) -> None:
         """One beat of the main loop: group membership (cluster mode) and the health heartbeat."""
@@ -112,17 +229,34 @@ class Service:
         self.board.heartbeat()
 
     def _own(self, names: list[str]) -> None:
-        index = {a.name: i for i, a in enumerate(self.settings.accounts)}
+        views = {v.name: v for v in self.settings.views}
         for name in names:
-            self.board.update(name, owned=True, state="starting")
+            self.board.update(name, owned=True)
+            observer = self.observers[name]
+            observer.state(AccountState.STARTING)
+            owns = self._owner_check(name)
             try:
-                pipeline = AccountPipeline(self.settings, index[name], self.metrics, self.board)
-            except ConnectorError as exc:  # e.g. the registry refused the schema
+                pipeline = build_pipeline(
+                    self.settings,
+                    views[name],
+                    observer,
+                    owns=owns,
+                    hooks=self._hooks,
+                    spool_hooks=self._spool_hooks,
+                )
+            except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)
-                self.board.update(name, state="failed", last_error=str(exc))
+                observer.state(AccountState.FAILED, error=str(exc))
+                self.failed[name] = str(exc)
                 continue
+            self.failed.pop(name, None)
             self.pipelines[name] = pipeline
             pipeline.start()
+
+    def _owner_check(self, name: str) -> Callable[[], bool]:
+        if self.settings.cluster.group_id is None:
+            return lambda: True
+        return lambda: self._membership is not None and self._membership.owns(name)
 
     def _release(self, names: list[str]) -> None:
         """Stop the accounts (finishing or aborting their transactions) before they move on."""
@@ -134,13 +268,14 @@ class Service:
                 pipeline.name,
             )
         for name in names:
-            self.board.update(name, owned=False, state="not_owned")
+            self.board.update(name, owned=False)
+            self.observers[name].state(AccountState.NOT_OWNED)
 
     def _stop_all(self, pipelines: list[AccountPipeline]) -> list[AccountPipeline]:
         """Stop pipelines together within one shutdown_timeout; return those still running."""
+        deadline = Deadline.after(self.settings.shutdown_timeout)
         for pipeline in pipelines:
-            pipeline.stop()
-        deadline = time.monotonic() + self.settings.shutdown_timeout
+            pipeline.stop(deadline)
         return [p for p in pipelines if not p.join(deadline)]
 
     def _shutdown(self) -> int:
@@ -148,8 +283,8 @@ class Service:
             "stopping: finishing open transactions (up to %.0fs)", self.settings.shutdown_timeout
         )
         pipelines = list(self.pipelines.values())
-        failed = [p.name for p in pipelines if p.failed]
         clean = not self._stop_all(pipelines)
+        self.failed |= {p.name: p.failed for p in pipelines if p.failed}
         if self._membership is not None:
             self.pipelines.clear()  # already stopped: leaving the group must not wait again
             self._membership.close()
@@ -157,7 +292,10 @@ class Service:
         if not clean:
             log.error("shutdown timed out; uncommitted reports stay in the spool for next start")
             return EXIT_FAILURE
-        return EXIT_FAILURE if failed else EXIT_OK
+        if self.failed:
+            log.error("accounts stopped with an error: %s", ", ".join(sorted(self.failed)))
+            return EXIT_FAILURE
+        return EXIT_OK
 
     def _stop_server(self) -> None:
         if self._server is not None:
