@@ -54,6 +54,10 @@ Guarantees:
   space (statvfs f_bavail * f_frsize, less a reserve for the bookkeeping files).
 - The directory is 0700 and files 0600 (bodies hold phone numbers); an exclusive `flock` on the
   directory keeps a second process out.
+
+Modules: `spool_format` (the bytes), `spool_index` (memory, reads), `spool_segments` (writing),
+`spool_release`, `spool_renumber`, `spool_recovery`, `spool_files` (lock, id, quarantine,
+`inspect`), `spool_io` (the `Disk` seam and fail-point hooks).
 """
 
 from __future__ import annotations
@@ -121,8 +125,9 @@ class Spool:
         self._max_bytes = sizes["max_bytes"]
         self.segment_bytes = sizes["segment_bytes"]
         self.fsync = bool(sizes["fsync"])
-        # _write_lock serializes appenders (held across write + fsync); _lock guards the state
-        # and is never held during an fsync, so the publisher is not stalled by the disk.
+        # write_lock serializes writers (held across write + fsync); lock guards the state and
+        # is never held during an fsync, so the publisher is not stalled by the disk. The
+        # spool_* modules (segments, release, renumber, recovery) work on this state.
         self.write_lock = threading.Lock()
         self.lock = threading.Lock()
         self.segments: list[Segment] = []
