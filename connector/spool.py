@@ -39,8 +39,11 @@ Guarantees:
   frame, a WARNING names file, offset and bytes. A damaged spool is never fatal on open.
 - Sequence numbers never go backwards, even after every segment was released: a segment named N
   only holds sequences >= N. When a release leaves nothing pending, the active segment is
-  replaced by an empty `<next seq>.seg`. The `released` file (fsynced) and `floor_seq` (the
-  committed sequence read from Kafka) mark entries at or below them as released.
+  replaced by an empty `<next seq>.seg`. The `released` file (`<20 digits> <crc32 hex>`,
+  fsynced; plain digits from older spools are read too) and `floor_seq` (the committed sequence
+  read from Kafka) mark entries at or below them as released. On a full disk the released
+  segments are unlinked first, and if a new file still does not fit, the mark (fixed width) is
+  overwritten in place, so a release completes even while the fetcher is paused for room.
 - Renumbering (`renumber_above`, for a tail left here while the account committed from another
   spool) is an atomic switch: every pending entry is copied, in order and with its fetch time,
   count and note, into `<N>.seg.renumbering` (N above the foreign commit) with its old sequence

@@ -17,7 +17,7 @@ from connector.spool_files import (
     Quarantine,
     RecoveryReport,
     quarantine,
-    read_int,
+    read_released,
     segment_paths,
     staging_files,
 )
@@ -33,7 +33,7 @@ log = logging.getLogger("connector.spool")
 
 def recover(spool: Spool, floor_seq: int) -> None:
     directory = spool.directory
-    floor_seq = max(floor_seq, read_int(directory / RELEASED_FILE))
+    floor_seq = max(floor_seq, read_released(directory / RELEASED_FILE))
     for staging in staging_files(directory):
         log.warning("spool %s: discarding unfinished renumbering %s", directory, staging)
         spool.disk.unlink(staging)

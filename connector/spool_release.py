@@ -8,11 +8,13 @@ the same `release_through` can simply be called again.
 from __future__ import annotations
 
 import errno
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connector.errors import SpoolWriteError
-from connector.spool_files import RELEASED_FILE
-from connector.spool_io import describe, write_atomically
+from connector.spool_files import RELEASED_FILE, released_mark
+from connector.spool_io import describe, pwrite_all, write_atomically
 
 if TYPE_CHECKING:
     from connector.spool import Spool
@@ -36,15 +38,32 @@ def release(spool: Spool, seq: int) -> None:
 
 
 def write_released(spool: Spool, target: int) -> None:
-    path, mark = spool.directory / RELEASED_FILE, str(target).encode()
+    """Write the mark by atomic replace; on a full disk, free the released segments first, and
+    if even that leaves no room, overwrite the existing mark in place (same size: no new block)."""
+    path, mark = spool.directory / RELEASED_FILE, released_mark(target)
+    try:
+        write_atomically(spool.disk, path, mark, fsync=spool.fsync)
+        return
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    unlink_released(spool, target)
     try:
         write_atomically(spool.disk, path, mark, fsync=spool.fsync)
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
-        # A full disk: the released segments are what frees room for the mark itself.
-        unlink_released(spool, target)
-        write_atomically(spool.disk, path, mark, fsync=spool.fsync)
+        _overwrite(spool, path, mark)
+
+
+def _overwrite(spool: Spool, path: Path, mark: bytes) -> None:
+    fd = spool.disk.open(path, os.O_WRONLY)  # no O_CREAT: only an existing mark is reused
+    try:
+        pwrite_all(spool.disk, fd, mark, 0)
+        if spool.fsync:
+            spool.disk.fdatasync(fd)
+    finally:
+        spool.disk.close(fd)
 
 
 def unlink_released(spool: Spool, target: int) -> None:

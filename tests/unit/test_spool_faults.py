@@ -13,6 +13,7 @@ from spool_faults import EIO, ENOSPC, EPERM, EROFS, FaultyDisk
 
 from connector.errors import Disposition, SpoolWriteError
 from connector.spool import Spool, segment_name
+from connector.spool_files import read_released, released_mark
 
 SEGMENT_BYTES = 200  # about three entries per segment
 
@@ -84,7 +85,7 @@ def test_a_full_disk_frees_the_released_segments_to_make_room_for_the_mark(
         spool.release_through(5)  # the first try found no room; unlinking made some
         assert segment_name(1) not in segments(tmp_path)
         assert [e.seq for e in spool.entries_after(0)] == [6, 7, 8]
-        assert (tmp_path / "released").read_text() == "5"
+        assert read_released(tmp_path / "released") == 5
         disk.fail("pwrite", ENOSPC, "released", times=None)  # still full after unlinking
         before = state(spool)
         with pytest.raises(SpoolWriteError, match="ENOSPC"):
@@ -94,6 +95,29 @@ def test_a_full_disk_frees_the_released_segments_to_make_room_for_the_mark(
         spool.release_through(7)
     with open_spool(tmp_path) as spool:
         assert [e.seq for e in spool.entries_after(0)] == [8]
+
+
+def test_a_disk_too_full_for_a_new_file_overwrites_the_mark_in_place(tmp_path: Path) -> None:
+    disk = FaultyDisk()
+    with open_spool(tmp_path, disk) as spool:
+        fill(spool, 8)
+        spool.release_through(2)
+        disk.fail("pwrite", ENOSPC, "released.tmp", times=None)  # no block for a new file
+        spool.release_through(7)
+        assert [e.seq for e in spool.entries_after(0)] == [8]
+        assert read_released(tmp_path / "released") == 7
+    with open_spool(tmp_path) as spool:
+        assert [e.seq for e in spool.entries_after(0)] == [8]
+
+
+def test_the_release_mark_is_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mark = tmp_path / "released"
+    for text, expected in [("17", 17), (released_mark(42).decode(), 42), ("", 0)]:
+        mark.write_text(text)
+        assert read_released(mark) == expected
+    mark.write_bytes(released_mark(42).replace(b"42", b"43"))  # a torn or flipped mark
+    assert read_released(mark) == 0
+    assert "no valid release mark" in caplog.text
 
 
 SWITCH_FAULTS = [

@@ -16,7 +16,7 @@ from spool_faults import ENOSPC, EROFS, FaultyDisk
 
 from connector.errors import SpoolWriteError
 from connector.spool import Spool, failpoints_from_env, inspect
-from connector.spool_files import RELEASED_FILE, staging_files
+from connector.spool_files import RELEASED_FILE, read_released, staging_files
 from connector.spool_io import (
     RENUMBER_AFTER_COPY,
     RENUMBER_AFTER_RELEASE,
@@ -126,7 +126,7 @@ def test_renumbering_keeps_order_meta_and_the_numbering_goes_on(tmp_path: Path) 
         assert spool.level().reports == sum(r for _, _, r, _ in expected)
         after = spool.append(b"new", fetched_at=1.0, reports=1)
         assert after.seq == FOREIGN_COMMIT + ENTRIES + 1
-        assert (tmp_path / RELEASED_FILE).read_text() == str(ENTRIES + 2)
+        assert read_released(tmp_path / RELEASED_FILE) == ENTRIES + 2
     with open_spool(tmp_path) as spool:
         assert pending(spool)[:ENTRIES] == expected
         assert [e.body for e in spool.entries_after(0)][-1] == b"new"
