@@ -65,3 +65,22 @@ def test_handoff_is_never_owned_by_both_sides() -> None:
     handoff.take()
     handoff.finish(sent=True)
     assert handoff.settled(0.0)
+
+
+def test_an_unsent_offer_is_waited_for_before_the_disk_is_tried_again() -> None:
+    handoff = Handoff()
+    handoff.offer(Unspooled(b"{}", 0.0, 1, None, None))
+    started = threading.Event()
+    result: list[bool] = []
+
+    def fetcher_side() -> None:
+        started.set()
+        result.append(handoff.settled(30.0))  # must wait, not return at once
+
+    waiter = threading.Thread(target=fetcher_side)
+    waiter.start()
+    started.wait()
+    assert handoff.take() is not None
+    handoff.finish(sent=True)
+    waiter.join(30)
+    assert result == [True]
