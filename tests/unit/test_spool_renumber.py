@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from spool_faults import ENOSPC, EROFS, FaultyDisk
 
 from connector.errors import SpoolWriteError
@@ -194,3 +196,49 @@ def test_failpoints_come_from_the_environment() -> None:
     assert {RENUMBER_AFTER_SWITCH, RENUMBER_BEFORE_CLEANUP, RENUMBER_AFTER_RELEASE} < set(
         RENUMBER_POINTS
     )
+
+
+class SnapshotAtCall:
+    """Copy the spool folder at the n-th fail point reached, whatever its name."""
+
+    def __init__(self, directory: Path, target: Path, n: int) -> None:
+        self.directory, self.target, self.n, self.calls = directory, target, n, 0
+
+    def on(self, name: str) -> None:
+        self.calls += 1
+        if self.calls == self.n:
+            shutil.copytree(self.directory, self.target)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 400), min_size=1, max_size=12),
+    released=st.integers(0, 12),
+    segment_bytes=st.sampled_from([60, 300, 5000]),
+    crash_at=st.integers(1, 20),
+    commit=st.integers(0, 40),
+)
+def test_a_crash_at_any_fail_point_of_any_tail_is_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    sizes: list[int],
+    released: int,
+    segment_bytes: int,
+    crash_at: int,
+    commit: int,
+) -> None:
+    base = tmp_path_factory.mktemp("renumber")
+    live, crashed = base / "live", base / "crashed"
+    with open_spool(live, segment_bytes=segment_bytes) as spool:
+        for i, size in enumerate(sizes):
+            spool.append(bytes([i]) * size, fetched_at=float(i), reports=i)
+        spool.release_through(min(released, len(sizes)))
+        expected = pending(spool)
+    hook = SnapshotAtCall(live, crashed, crash_at)
+    with open_spool(live, segment_bytes=segment_bytes, hooks=hook) as spool:
+        spool.renumber_above(commit)
+        assert pending(spool) == expected
+    target = crashed if crashed.exists() else live  # fewer fail points than crash_at: no crash
+    with open_spool(target, segment_bytes=segment_bytes) as restarted:
+        restarted.renumber_above(commit)
+        assert pending(restarted) == expected
+        assert all(e.seq > commit for e in restarted.entries_after(0))
