@@ -39,8 +39,11 @@ Guarantees:
   frame, a WARNING names file, offset and bytes. A damaged spool is never fatal on open.
 - Sequence numbers never go backwards, even after every segment was released: a segment named N
   only holds sequences >= N. When a release leaves nothing pending, the active segment is
-  replaced by an empty `<next seq>.seg`. The `released` file (fsynced) and `floor_seq` (the
-  committed sequence read from Kafka) mark entries at or below them as released.
+  replaced by an empty `<next seq>.seg`. The `released` file (`<20 digits> <crc32 hex>`,
+  fsynced; plain digits from older spools are read too) and `floor_seq` (the committed sequence
+  read from Kafka) mark entries at or below them as released. On a full disk the released
+  segments are unlinked first, and if a new file still does not fit, the mark (fixed width) is
+  overwritten in place, so a release completes even while the fetcher is paused for room.
 - Renumbering (`renumber_above`, for a tail left here while the account committed from another
   spool) is an atomic switch: every pending entry is copied, in order and with its fetch time,
   count and note, into `<N>.seg.renumbering` (N above the foreign commit) with its old sequence
@@ -54,6 +57,10 @@ Guarantees:
   space (statvfs f_bavail * f_frsize, less a reserve for the bookkeeping files).
 - The directory is 0700 and files 0600 (bodies hold phone numbers); an exclusive `flock` on the
   directory keeps a second process out.
+
+Modules: `spool_format` (the bytes), `spool_index` (memory, reads), `spool_segments` (writing),
+`spool_release`, `spool_renumber`, `spool_recovery`, `spool_files` (lock, id, quarantine,
+`inspect`), `spool_io` (the `Disk` seam and fail-point hooks).
 """
 
 from __future__ import annotations
@@ -68,7 +75,6 @@ from connector.errors import SpoolError, SpoolFullError, SpoolWriteError
 from connector.observer import PauseReason, SpoolLevel
 from connector.spool_files import (
     ID_FILE,
-    RELEASED_FILE,
     Quarantine,
     RecoveryReport,
     inspect,
@@ -81,14 +87,15 @@ from connector.spool_format import (
     MAX_META_BYTES,
     MAX_PAYLOAD,
     Meta,
-    encode_frame,
     encode_payload,
 )
 from connector.spool_index import Index, Located, Segment, SpoolEntry, read_entries
-from connector.spool_io import Disk, NoHooks, SpoolHooks, describe, pwrite_all, write_atomically
+from connector.spool_io import Disk, NoHooks, SpoolHooks, describe
 from connector.spool_io import failpoints_from_env as failpoints_from_env
 from connector.spool_recovery import recover
+from connector.spool_release import release
 from connector.spool_renumber import renumber
+from connector.spool_segments import roll, write_frame
 
 __all__ = [
     "HEADER",
@@ -119,10 +126,11 @@ class Spool:
         self.disk, self.hooks = disk, hooks
         self._dir_fd: int | None = dir_fd
         self._max_bytes = sizes["max_bytes"]
-        self._segment_bytes = sizes["segment_bytes"]
+        self.segment_bytes = sizes["segment_bytes"]
         self.fsync = bool(sizes["fsync"])
-        # _write_lock serializes appenders (held across write + fsync); _lock guards the state
-        # and is never held during an fsync, so the publisher is not stalled by the disk.
+        # write_lock serializes writers (held across write + fsync); lock guards the state and
+        # is never held during an fsync, so the publisher is not stalled by the disk. The
+        # spool_* modules (segments, release, renumber, recovery) work on this state.
         self.write_lock = threading.Lock()
         self.lock = threading.Lock()
         self.segments: list[Segment] = []
@@ -242,7 +250,7 @@ class Spool:
                         f"pending, max_bytes {self._max_bytes}, entry of {frame_bytes} refused"
                     )
                 seq = self.next_seq
-            segment, offset = self._write(seq, payload)
+            segment, offset = write_frame(self, seq, payload)
             located = Located(seq, segment, offset, len(payload), meta, len(payload) - len(body))
             entry = SpoolEntry(seq, meta.fetched_at_ms / 1000, body, meta.reports, meta.note, memo)
             with self.lock:
@@ -252,57 +260,13 @@ class Spool:
                 self.next_seq = seq + 1
         return entry
 
-    def _write(self, seq: int, payload: bytes) -> tuple[Segment, int]:
-        """Roll if needed, then write and fsync the frame; called with write_lock held."""
-        assert self.active is not None
-        size = self.active.size
-        try:
-            if size > 0 and size + HEADER.size + len(payload) > self._segment_bytes:
-                self.roll(seq)
-        except OSError as exc:
-            msg = describe("cannot create a segment in", self.directory, exc)
-            raise SpoolWriteError(msg) from exc
-        segment, fd, offset = self.active, self.fd, self.active.size
-        assert fd is not None
-        try:
-            pwrite_all(self.disk, fd, encode_frame(seq, payload), offset)
-            if self.fsync:
-                self.disk.fdatasync(fd)
-        except OSError as exc:
-            self._cut_back(fd, segment.path, offset)
-            raise SpoolWriteError(describe("cannot write to spool", segment.path, exc)) from exc
-        return segment, offset
-
     def roll(self, first_seq: int) -> None:
         """Make a new, empty `<first_seq>.seg` (directory fsynced) the active segment."""
-        path = self.directory / segment_name(first_seq)
-        fd = self.disk.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            self.sync_directory()
-        except OSError:
-            self.disk.close(fd)
-            self.disk.unlink(path)
-            raise
-        self.switch_active(Segment(path, first_seq, 0, first_seq - 1), fd)
-
-    def switch_active(self, segment: Segment, fd: int) -> None:
-        old_fd = self.fd
-        with self.lock:
-            self.segments.append(segment)
-            self.active, self.fd = segment, fd
-        if old_fd is not None:
-            self.disk.close(old_fd)
+        roll(self, first_seq)
 
     def sync_directory(self) -> None:
         if self.fsync and self._dir_fd is not None:
             self.disk.fsync(self._dir_fd)
-
-    def _cut_back(self, fd: int, path: Path, size: int) -> None:
-        """Remove a partly written frame; if that fails too, the next append overwrites it."""
-        try:
-            self.disk.ftruncate(fd, size)
-        except OSError as exc:
-            log.error("cannot cut spool segment %s back to %d bytes: %s", path, size, exc.strerror)
 
     # -- read ------------------------------------------------------------------------------
 
@@ -315,9 +279,6 @@ class Spool:
         """
         with self.lock:
             picked = self.index.after(seq, limit_bytes)
-        return self.read(picked)
-
-    def read(self, picked: list[tuple[Located, SpoolEntry | None]]) -> list[SpoolEntry]:
         return read_entries(self.disk, self.directory, picked)
 
     # -- release ---------------------------------------------------------------------------
@@ -327,44 +288,7 @@ class Spool:
 
         On SpoolWriteError the pending entries are unchanged and the same call can be repeated.
         """
-        with self.lock:
-            self.check_open()
-            if seq > self.next_seq - 1:
-                raise ValueError(f"cannot release through {seq}: last sequence is {self.last_seq}")
-            target = max(self.released, seq)
-        try:
-            write_atomically(
-                self.disk, self.directory / RELEASED_FILE, str(target).encode(), fsync=self.fsync
-            )
-            self.replace_active_if_stale(target)
-            self.unlink_released(target)
-        except OSError as exc:
-            raise SpoolWriteError(describe("cannot release in spool", self.directory, exc)) from exc
-        with self.lock:
-            self.index.drop_through(seq)
-            self.released = target
-
-    def unlink_released(self, target: int) -> None:
-        """Delete segments (never the active one) whose entries are all <= target."""
-        with self.lock:
-            doomed = [s for s in self.segments if s is not self.active and s.last_seq <= target]
-            self.segments = [s for s in self.segments if s not in doomed]
-            self.retired += doomed
-        for segment in list(self.retired):
-            self.disk.unlink(segment.path)
-            with self.lock:
-                self.retired.remove(segment)
-
-    def replace_active_if_stale(self, target: int) -> None:
-        """With nothing left above `target`, start an empty `<next seq>.seg` (keeps numbering)."""
-        with self.write_lock:
-            with self.lock:
-                active = self.active
-                assert active is not None
-                fresh = active.size == 0 and active.first_seq == self.next_seq
-                if fresh or self.next_seq - 1 > target:
-                    return
-            self.roll(self.next_seq)
+        release(self, seq)
 
     def renumber_above(self, seq: int) -> int:
         """Give every pending entry a new number above `seq`, in order; return how many moved.

@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,9 +125,25 @@ def read_text(path: Path) -> str:
         return ""
 
 
-def read_int(path: Path) -> int:
+def released_mark(seq: int) -> bytes:
+    """The `released` file's content: fixed width, so it can be overwritten in place."""
+    digits = f"{seq:020d}"
+    return f"{digits} {zlib.crc32(digits.encode()):08x}\n".encode()
+
+
+def read_released(path: Path) -> int:
+    """The last released sequence; 0 if none (the floor from Kafka then decides)."""
     text = read_text(path)
-    return int(text) if text.isdigit() else 0
+    if text.isdigit():  # written before the mark had a checksum
+        return int(text)
+    if (
+        text
+        and released_mark(int(text[:20]) if text[:20].isdigit() else 0).decode().strip() == text
+    ):
+        return int(text[:20])
+    if text:
+        log.warning("spool %s holds no valid release mark (%r): ignored", path, text[:40])
+    return 0
 
 
 def lock_directory(directory: Path, disk: Disk) -> int:
@@ -169,7 +186,9 @@ def inspect(directory: Path) -> dict[str, Any]:
             }
         )
         after = max([after, first_seq - 1, *seqs])
-    released = max([read_int(directory / RELEASED_FILE), *(f.meta.origin or 0 for f in frames)])
+    released = max(
+        [read_released(directory / RELEASED_FILE), *(f.meta.origin or 0 for f in frames)]
+    )
     pending = [f for f in frames if f.seq > released]
     quarantined = sorted(p.name for p in directory.glob("*.seg.corrupt-*"))
     return {

@@ -17,12 +17,13 @@ from connector.spool_files import (
     Quarantine,
     RecoveryReport,
     quarantine,
-    read_int,
+    read_released,
     segment_paths,
     staging_files,
 )
 from connector.spool_format import scan_segment
 from connector.spool_index import Located, Segment
+from connector.spool_release import replace_active_if_stale, unlink_released
 
 if TYPE_CHECKING:
     from connector.spool import Spool
@@ -32,7 +33,7 @@ log = logging.getLogger("connector.spool")
 
 def recover(spool: Spool, floor_seq: int) -> None:
     directory = spool.directory
-    floor_seq = max(floor_seq, read_int(directory / RELEASED_FILE))
+    floor_seq = max(floor_seq, read_released(directory / RELEASED_FILE))
     for staging in staging_files(directory):
         log.warning("spool %s: discarding unfinished renumbering %s", directory, staging)
         spool.disk.unlink(staging)
@@ -55,8 +56,8 @@ def recover(spool: Spool, floor_seq: int) -> None:
     _open_active(spool)
     spool.index.drop_through(floor_seq)
     spool.released = floor_seq
-    spool.replace_active_if_stale(floor_seq)
-    spool.unlink_released(floor_seq)
+    replace_active_if_stale(spool, floor_seq)
+    unlink_released(spool, floor_seq)
     spool.recovery = RecoveryReport(len(spool.segments), recovered, tuple(quarantined))
     log.info(
         "spool %s opened: %d entries pending (%d bytes), next sequence %d",

@@ -17,9 +17,9 @@ import os
 from typing import TYPE_CHECKING
 
 from connector.errors import SpoolError, SpoolWriteError
-from connector.spool_files import RELEASED_FILE, STAGING_SUFFIX, segment_name
+from connector.spool_files import STAGING_SUFFIX, segment_name
 from connector.spool_format import HEADER, Meta, encode_frame, encode_payload
-from connector.spool_index import Located, Segment
+from connector.spool_index import Located, Segment, read_entries
 from connector.spool_io import (
     RENUMBER_AFTER_COPY,
     RENUMBER_AFTER_RELEASE,
@@ -28,8 +28,9 @@ from connector.spool_io import (
     RENUMBER_BEFORE_SWITCH,
     describe,
     pwrite_all,
-    write_atomically,
 )
+from connector.spool_release import unlink_released, write_released
+from connector.spool_segments import switch_active
 
 if TYPE_CHECKING:
     from connector.spool import Spool
@@ -68,7 +69,8 @@ def _stage(spool: Spool, originals: list[Located], segment: Segment) -> tuple[in
     copies: list[Located] = []
     try:
         for chunk in _chunks(originals):
-            for located, entry in zip(chunk, spool.read([(o, None) for o in chunk]), strict=True):
+            read = read_entries(spool.disk, spool.directory, [(o, None) for o in chunk])
+            for located, entry in zip(chunk, read, strict=True):
                 meta = Meta(
                     located.meta.fetched_at_ms, located.meta.reports, entry.note, located.seq
                 )
@@ -109,17 +111,16 @@ def _switch(spool: Spool, segment: Segment, fd: int, copies: list[Located]) -> N
             spool.index.add(located)
         spool.next_seq = segment.last_seq + 1
         spool.released = max(spool.released, last_original)
-    spool.switch_active(segment, fd)
+    switch_active(spool, segment, fd)
 
 
 def _clean_up(spool: Spool, last_original: int) -> None:
     """Forget the originals on disk; a failure here only delays it (the copies prove it)."""
     try:
         spool.hooks.on(RENUMBER_BEFORE_CLEANUP)
-        target = str(spool.released).encode()
-        write_atomically(spool.disk, spool.directory / RELEASED_FILE, target, fsync=spool.fsync)
+        write_released(spool, spool.released)
         spool.hooks.on(RENUMBER_AFTER_RELEASE)
-        spool.unlink_released(last_original)
+        unlink_released(spool, last_original)
     except OSError as exc:
         problem = describe("cannot clean up after renumbering", spool.directory, exc)
         log.warning("%s; retried at the next release", problem)

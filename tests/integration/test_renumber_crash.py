@@ -93,6 +93,7 @@ def test_a_kill_at_each_renumber_step_loses_and_duplicates_nothing(
         tail = inspect(spool_a)
         assert tail["entries"] >= 4, tail
         committed_b = commit_from_volume_b(config, log, simulator, tmp_path)
+        print(f"figures: tail on A {tail['entries']} entries / {tail['reports']} reports")
         assert committed_b >= tail["first_seq"], "B did not commit past A's numbers"
 
         # Killed before the switch: the copies so far are a staging file, the tail is as it was.

@@ -13,6 +13,7 @@ from spool_faults import EIO, ENOSPC, EPERM, EROFS, FaultyDisk
 
 from connector.errors import Disposition, SpoolWriteError
 from connector.spool import Spool, segment_name
+from connector.spool_files import read_released, released_mark
 
 SEGMENT_BYTES = 200  # about three entries per segment
 
@@ -42,7 +43,7 @@ def segments(directory: Path) -> list[str]:
 
 RELEASE_FAULTS = [
     ("open", EROFS, "released"),  # read-only: the bookkeeping file cannot be created
-    ("pwrite", ENOSPC, "released"),  # full: it cannot be written
+    ("pwrite", EIO, "released"),  # it cannot be written
     ("fdatasync", EIO, "released"),
     ("replace", EPERM, "released"),
     ("unlink", EPERM, ".seg"),  # a released segment cannot be deleted
@@ -72,6 +73,51 @@ def test_a_failed_release_changes_nothing_and_the_same_call_completes_it(
         assert segment_name(1) not in segments(tmp_path)
     with open_spool(tmp_path) as spool:  # no floor: the spool's own bookkeeping is complete
         assert [e.seq for e in spool.entries_after(0)] == [6, 7, 8]
+
+
+def test_a_full_disk_frees_the_released_segments_to_make_room_for_the_mark(
+    tmp_path: Path,
+) -> None:
+    disk = FaultyDisk()
+    with open_spool(tmp_path, disk) as spool:
+        fill(spool, 8)
+        disk.fail("pwrite", ENOSPC, "released", times=1)
+        spool.release_through(5)  # the first try found no room; unlinking made some
+        assert segment_name(1) not in segments(tmp_path)
+        assert [e.seq for e in spool.entries_after(0)] == [6, 7, 8]
+        assert read_released(tmp_path / "released") == 5
+        disk.fail("pwrite", ENOSPC, "released", times=None)  # still full after unlinking
+        before = state(spool)
+        with pytest.raises(SpoolWriteError, match="ENOSPC"):
+            spool.release_through(7)
+        assert state(spool) == before
+        disk.clear()
+        spool.release_through(7)
+    with open_spool(tmp_path) as spool:
+        assert [e.seq for e in spool.entries_after(0)] == [8]
+
+
+def test_a_disk_too_full_for_a_new_file_overwrites_the_mark_in_place(tmp_path: Path) -> None:
+    disk = FaultyDisk()
+    with open_spool(tmp_path, disk) as spool:
+        fill(spool, 8)
+        spool.release_through(2)
+        disk.fail("pwrite", ENOSPC, "released.tmp", times=None)  # no block for a new file
+        spool.release_through(7)
+        assert [e.seq for e in spool.entries_after(0)] == [8]
+        assert read_released(tmp_path / "released") == 7
+    with open_spool(tmp_path) as spool:
+        assert [e.seq for e in spool.entries_after(0)] == [8]
+
+
+def test_the_release_mark_is_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mark = tmp_path / "released"
+    for text, expected in [("17", 17), (released_mark(42).decode(), 42), ("", 0)]:
+        mark.write_text(text)
+        assert read_released(mark) == expected
+    mark.write_bytes(released_mark(42).replace(b"42", b"43"))  # a torn or flipped mark
+    assert read_released(mark) == 0
+    assert "no valid release mark" in caplog.text
 
 
 SWITCH_FAULTS = [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,23 @@ def test_room_asks_the_real_filesystem(tmp_path: Path) -> None:
     with open_spool(tmp_path, max_bytes=2**62) as spool:
         assert spool.room(1000) is None
         assert spool.room(free + 1) is PauseReason.DISK_FULL
+
+
+def test_spool_inspect_shows_pending_entries_and_reports(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    with open_spool(directory / "main") as spool:
+        for reports in (5, 7, 9):
+            spool.append(b"{}", fetched_at=1.0, reports=reports)
+        spool.release_through(1)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[platform]\nbase_url = "http://127.0.0.1:9"\n[[accounts]]\nname = "main"\n'
+        'token_env = "RPT_TEST_INSPECT_TOKEN"\n[kafka]\ntopic = "t"\n[kafka.producer]\n'
+        f'"bootstrap.servers" = "127.0.0.1:9"\n[spool]\ndir = "{directory}"\n'
+    )
+    command = [sys.executable, "-m", "connector", "spool", "inspect", "--config", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    report = json.loads(done.stdout)["main"]
+    assert (report["entries"], report["reports"], report["released_seq"]) == (2, 16, 1)
+    assert (report["first_seq"], report["last_seq"], report["next_seq"]) == (2, 3, 4)
+    assert [s["reports"] for s in report["segments"]] == [21]  # on disk: released ones too

@@ -12,11 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from spool_faults import ENOSPC, EROFS, FaultyDisk
 
 from connector.errors import SpoolWriteError
 from connector.spool import Spool, failpoints_from_env, inspect
-from connector.spool_files import RELEASED_FILE, staging_files
+from connector.spool_files import RELEASED_FILE, read_released, staging_files
 from connector.spool_io import (
     RENUMBER_AFTER_COPY,
     RENUMBER_AFTER_RELEASE,
@@ -126,7 +128,7 @@ def test_renumbering_keeps_order_meta_and_the_numbering_goes_on(tmp_path: Path) 
         assert spool.level().reports == sum(r for _, _, r, _ in expected)
         after = spool.append(b"new", fetched_at=1.0, reports=1)
         assert after.seq == FOREIGN_COMMIT + ENTRIES + 1
-        assert (tmp_path / RELEASED_FILE).read_text() == str(ENTRIES + 2)
+        assert read_released(tmp_path / RELEASED_FILE) == ENTRIES + 2
     with open_spool(tmp_path) as spool:
         assert pending(spool)[:ENTRIES] == expected
         assert [e.body for e in spool.entries_after(0)][-1] == b"new"
@@ -194,3 +196,49 @@ def test_failpoints_come_from_the_environment() -> None:
     assert {RENUMBER_AFTER_SWITCH, RENUMBER_BEFORE_CLEANUP, RENUMBER_AFTER_RELEASE} < set(
         RENUMBER_POINTS
     )
+
+
+class SnapshotAtCall:
+    """Copy the spool folder at the n-th fail point reached, whatever its name."""
+
+    def __init__(self, directory: Path, target: Path, n: int) -> None:
+        self.directory, self.target, self.n, self.calls = directory, target, n, 0
+
+    def on(self, name: str) -> None:
+        self.calls += 1
+        if self.calls == self.n:
+            shutil.copytree(self.directory, self.target)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 400), min_size=1, max_size=12),
+    released=st.integers(0, 12),
+    segment_bytes=st.sampled_from([60, 300, 5000]),
+    crash_at=st.integers(1, 20),
+    commit=st.integers(0, 40),
+)
+def test_a_crash_at_any_fail_point_of_any_tail_is_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    sizes: list[int],
+    released: int,
+    segment_bytes: int,
+    crash_at: int,
+    commit: int,
+) -> None:
+    base = tmp_path_factory.mktemp("renumber")
+    live, crashed = base / "live", base / "crashed"
+    with open_spool(live, segment_bytes=segment_bytes) as spool:
+        for i, size in enumerate(sizes):
+            spool.append(bytes([i]) * size, fetched_at=float(i), reports=i)
+        spool.release_through(min(released, len(sizes)))
+        expected = pending(spool)
+    hook = SnapshotAtCall(live, crashed, crash_at)
+    with open_spool(live, segment_bytes=segment_bytes, hooks=hook) as spool:
+        spool.renumber_above(commit)
+        assert pending(spool) == expected
+    target = crashed if crashed.exists() else live  # fewer fail points than crash_at: no crash
+    with open_spool(target, segment_bytes=segment_bytes) as restarted:
+        restarted.renumber_above(commit)
+        assert pending(restarted) == expected
+        assert all(e.seq > commit for e in restarted.entries_after(0))
