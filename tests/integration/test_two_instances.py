@@ -78,8 +78,13 @@ def test_the_newer_instance_wins_the_older_stops_and_nothing_is_duplicated(
         wait_until(lambda: committed(older.endpoints, "main") > 3, 90, "the older one commits")
         newer.start()
         started = time.monotonic()
-        code = older.process.process.wait(90)
+        wait_until(lambda: not (older.process.alive() and newer.process.alive()), 90, "one to stop")
         stopped_after = time.monotonic() - started
+        assert newer.process.alive(), (
+            "the newer instance stopped and the older went on (it fenced the newer back)\n"
+            + newer.process.output()[-3000:]
+        )
+        code = older.process.process.wait(10)
         assert code == 1, f"exit {code}\n{older.process.output()[-3000:]}"
         assert FENCED.search(older.process.output()), older.process.output()[-3000:]
         # The winner goes on committing and is never fenced back.
