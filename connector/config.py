@@ -87,6 +87,9 @@ class PlatformSettings(_Section):
     timezone: str = "Asia/Shanghai"
     connect_timeout: Duration = 5.0
     read_timeout: Duration = 30.0
+    # Total time for one get-rpt call (logins included): read_timeout is per socket read, so a
+    # server dripping a byte at a time would hold a call for ever. Must be < shutdown_timeout.
+    request_timeout: Duration = Field(20.0, gt=0)
     verify_tls: bool = True
     ca_bundle: Path | None = None
     max_response_bytes: Size = 16 * 2**20
@@ -254,6 +257,12 @@ class Settings(BaseSettings):
                 f"spool.max_bytes ({self.spool.max_bytes}) must exceed "
                 f"platform.max_response_bytes ({self.platform.max_response_bytes}): the spool "
                 "must have room for the largest answer before a (destructive) get-rpt"
+            )
+        if self.platform.request_timeout >= self.shutdown_timeout:
+            raise ValueError(
+                f"platform.request_timeout ({self.platform.request_timeout:g}s) must be less than "
+                f"shutdown_timeout ({self.shutdown_timeout:g}s): a stop waits for the call in "
+                "flight, then must still spool and commit what it brought"
             )
         if self.kafka.value_format == "confluent" and self.schema_registry is None:
             raise ValueError('kafka.value_format = "confluent" needs a [schema_registry] section')

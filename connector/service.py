@@ -18,19 +18,19 @@ from connector import __version__
 from connector.avro_codec import make_value_encoder
 from connector.cluster import Membership
 from connector.config import AccountView, Settings, load_settings
-from connector.errors import ConnectorError, Disposition
+from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
 from connector.logs import setup_logging
 from connector.metrics import Metrics
-from connector.observer_adapter import BoardObserver
+from connector.observer import AccountState, make_observer
 from connector.pipeline import AccountPipeline, Limits, Parts
 from connector.platform import PlatformClient, PollSchedule
 from connector.publisher import AccountPublisher, Reachability
 from connector.records import RecordBuilder
 from connector.report import Normalizer
 from connector.retry import Backoff, Deadline
-from connector.spool import spool_id
-from connector.spool_compat import EntrySpool
+from connector.spool import Spool, failpoints_from_env, spool_id
+from connector.spool_io import SpoolHooks
 from connector.status import EndpointServer, StatusBoard
 from connector.topics import ensure_topics
 
@@ -69,6 +69,7 @@ def build_pipeline(
     *,
     owns: Callable[[], bool] = lambda: True,
     hooks: Hooks | None = None,
+    spool_hooks: SpoolHooks | None = None,
 ) -> AccountPipeline:
     """The one place an account pipeline's parts are assembled from the settings.
     Reads the credential and (confluent format) talks to the schema registry: may raise."""
@@ -89,13 +90,14 @@ def build_pipeline(
             on_stats=observer.producer_statistics,
         )
 
-    def open_spool(floor_seq: int) -> EntrySpool:
-        return EntrySpool.open(
+    def open_spool(floor_seq: int) -> Spool:
+        return Spool.open(
             directory,
             max_bytes=spool.max_bytes,
             segment_bytes=spool.segment_bytes,
             fsync=spool.fsync,
             floor_seq=floor_seq,
+            hooks=spool_hooks,
         )
 
     parts = Parts(
@@ -135,12 +137,20 @@ class Service:
     def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
         self.settings = settings
         names = [a.name for a in settings.accounts]
-        retsizes = {v.retsize for v in settings.views}
-        self.metrics = Metrics(accounts=names, batch_capacities=sorted(retsizes))
+        self.metrics = Metrics(
+            accounts=names, batch_capacities={v.name: v.retsize for v in settings.views}
+        )
         self.board = StatusBoard(names)
+        # One observer per account: its metrics and /status move together (also not_owned).
+        self.observers = {n: make_observer(self.metrics, self.board, n) for n in names}
         self.pipelines: dict[str, AccountPipeline] = {}
         self.failed: dict[str, str] = {}  # accounts that stopped with an error, and why
-        self._hooks = failpoint_hooks(dict(os.environ if environ is None else environ))
+        environ = dict(os.environ if environ is None else environ)
+        self._hooks = failpoint_hooks(environ)
+        try:
+            self._spool_hooks = failpoints_from_env(environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self._stopping = threading.Event()
         self._server: EndpointServer | None = None
         self._membership: Membership | None = None
@@ -182,7 +192,8 @@ class Service:
             self._own([a.name for a in self.settings.accounts])
             return
         for account in self.settings.accounts:
-            self.board.update(account.name, owned=False, state="not_owned")
+            self.board.update(account.name, owned=False)
+            self.observers[account.name].state(AccountState.NOT_OWNED)
         self._membership = Membership(self.settings, self._own, self._release)
         self._membership.start()
 
@@ -213,16 +224,22 @@ class Service:
     def _own(self, names: list[str]) -> None:
         views = {v.name: v for v in self.settings.views}
         for name in names:
-            self.board.update(name, owned=True, state="starting")
-            observer = BoardObserver(self.metrics, self.board, name)
+            self.board.update(name, owned=True)
+            observer = self.observers[name]
+            observer.state(AccountState.STARTING)
             owns = self._owner_check(name)
             try:
                 pipeline = build_pipeline(
-                    self.settings, views[name], observer, owns=owns, hooks=self._hooks
+                    self.settings,
+                    views[name],
+                    observer,
+                    owns=owns,
+                    hooks=self._hooks,
+                    spool_hooks=self._spool_hooks,
                 )
             except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)
-                self.board.update(name, state="failed", last_error=str(exc))
+                observer.state(AccountState.FAILED, error=str(exc))
                 self.failed[name] = str(exc)
                 continue
             self.failed.pop(name, None)
@@ -244,7 +261,8 @@ class Service:
                 pipeline.name,
             )
         for name in names:
-            self.board.update(name, owned=False, state="not_owned")
+            self.board.update(name, owned=False)
+            self.observers[name].state(AccountState.NOT_OWNED)
 
     def _stop_all(self, pipelines: list[AccountPipeline]) -> list[AccountPipeline]:
         """Stop pipelines together within one shutdown_timeout; return those still running."""
