@@ -49,7 +49,7 @@ MESSAGE_TIMEOUT_MS = 8_000
 UNREACHABLE_AFTER_S = 5
 CUT_S = 22
 RATE, TOTAL = 200, 12_000  # one minute of reports, spread over both accounts
-SHUTDOWN_TIMEOUT_S = 20
+SHUTDOWN_TIMEOUT_S = 30  # above platform.request_timeout (20s by default)
 # librdkafka's connection errors and the connector's own: with the summary, one line per 30 s
 # per client at most (+2: the first line, and one with the count after the outage).
 CONNECTION_ERROR = re.compile(r"Connection refused|Connect to \S+ failed|brokers are down")
