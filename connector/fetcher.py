@@ -93,8 +93,7 @@ class Handoff:
     def settled(self, timeout: float) -> bool:
         """Fetcher: wait up to `timeout` for the publish loop; True once it is in Kafka."""
         with self._cond:
-            if self._held is _Held.TAKEN:
-                self._cond.wait(timeout)
+            self._cond.wait_for(lambda: self._held is _Held.DONE, timeout)
             if self._held is _Held.DONE:
                 self._item, self._held = None, _Held.NONE
                 return True

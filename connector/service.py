@@ -17,10 +17,10 @@ from collections.abc import Callable
 from connector import __version__
 from connector.avro_codec import make_value_encoder
 from connector.cluster import Membership
-from connector.config import AccountView, Settings, load_settings
+from connector.config import Settings, load_settings
 from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
-from connector.logs import setup_logging
+from connector.logs import RepeatSummary, setup_logging
 from connector.metrics import Metrics
 from connector.observer import AccountState, make_observer
 from connector.pipeline import AccountPipeline, Limits, Parts
@@ -33,6 +33,7 @@ from connector.spool import Spool, failpoints_from_env, spool_id
 from connector.spool_io import SpoolHooks
 from connector.status import EndpointServer, StatusBoard
 from connector.topics import ensure_topics
+from connector.views import AccountView
 
 log = logging.getLogger("connector.service")
 
@@ -78,6 +79,7 @@ def build_pipeline(
     client = PlatformClient(platform, view.account, view.index)
     encoder = make_value_encoder(kafka, settings.schema_registry, view.topic)
     reachability = Reachability(kafka.unreachable_after, observer.kafka_reachable)
+    connection_errors = RepeatSummary()
     the_spool_id = spool_id(directory)
 
     def new_publisher(stop: threading.Event) -> AccountPublisher:
@@ -88,6 +90,7 @@ def build_pipeline(
             reachability=reachability,
             stop=stop,
             on_stats=observer.producer_statistics,
+            connection_errors=connection_errors,
         )
 
     def open_spool(floor_seq: int) -> Spool:
@@ -134,8 +137,15 @@ def build_pipeline(
 
 
 class Service:
-    def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: dict[str, str] | None = None,
+        *,
+        topics: Callable[..., None] = ensure_topics,  # creates missing topics; tests fake it
+    ) -> None:
         self.settings = settings
+        self._ensure = topics
         names = [a.name for a in settings.accounts]
         self.metrics = Metrics(
             accounts=names, batch_capacities={v.name: v.retsize for v in settings.views}
@@ -202,7 +212,7 @@ class Service:
         backoff = Backoff(1.0, 30.0, stop=self._stopping)
         while True:
             try:
-                ensure_topics(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
+                self._ensure(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
                 self.board.set_kafka_reachable(True)
                 return
             except ConnectorError as exc:
