@@ -88,7 +88,11 @@ def start_connector(
     }
     connector = JsonConnector(config, tmp_path / "connector.log", env=env).start()
     endpoints = Endpoints(f"http://127.0.0.1:{port}")
-    wait_until(endpoints.answers, 60, f"the connector's status endpoint\n{connector.output()}")
+    try:
+        wait_until(endpoints.answers, 60, "the connector's status endpoint")
+    except AssertionError:
+        stop_everything(connector, simulator)
+        raise AssertionError(f"the connector did not come up:\n{connector.output()}") from None
     return connector, endpoints
 
 

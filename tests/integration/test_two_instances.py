@@ -72,9 +72,10 @@ def test_the_newer_instance_wins_the_older_stops_and_nothing_is_duplicated(
         ["--token", f"main={TOKEN}", "--record", str(record), "--rate", str(RATE),
          "--rate-total", str(TOTAL), "--seed", "3"]
     ).start()  # fmt: skip
-    older = Instance(tmp_path, "older", simulator, kafka_bootstrap, topics).start()
+    older = Instance(tmp_path, "older", simulator, kafka_bootstrap, topics)
     newer = Instance(tmp_path, "newer", simulator, kafka_bootstrap, topics)
     try:
+        older.start()
         wait_until(lambda: committed(older.endpoints, "main") > 3, 90, "the older one commits")
         newer.start()
         started = time.monotonic()
