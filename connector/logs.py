@@ -113,16 +113,23 @@ class _LibrdkafkaLogger(logging.Logger):
         super().log(level, msg, *args, **kwargs)
 
 
-def librdkafka_logger(
-    client: str,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-    interval: float = SUMMARY_INTERVAL_S,
-) -> logging.Logger:
+# Clients are made again and again under one name (a producer per restart, a progress consumer
+# per read): they share the name's summary, or each new instance would log its first error anew.
+_SUMMARIES: dict[str, RepeatSummary] = {}
+_SUMMARIES_LOCK = threading.Lock()
+
+
+def _shared_summary(client: str) -> RepeatSummary:
+    with _SUMMARIES_LOCK:
+        return _SUMMARIES.setdefault(client, RepeatSummary())
+
+
+def librdkafka_logger(client: str, *, summary: RepeatSummary | None = None) -> logging.Logger:
     """A logger for confluent-kafka's `logger` property: librdkafka's lines via Python logging.
 
     Without it, librdkafka writes `%3|...|FAIL|...` straight to stderr, bypassing the log
-    format (JSON logs stop being JSON). One logger per client instance (named
-    `librdkafka.<client>`), so each client's connection errors are summarized on their own.
+    format (JSON logs stop being JSON). The logger is named `librdkafka.<client>`; connection
+    errors are summarized per client name (one line per 30 s), shared by every client made
+    under that name, unless a `summary` is handed in.
     """
-    return _LibrdkafkaLogger(client, RepeatSummary(clock, interval))
+    return _LibrdkafkaLogger(client, summary or _shared_summary(client))

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -172,3 +173,25 @@ def test_sigterm_is_a_clean_stop_with_exit_0(
         assert connector.process.wait(60) == 0, connector.output()[-3000:]
     finally:
         stop_everything(connector, simulator)
+
+
+def test_a_second_signal_during_shutdown_exits_130_at_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # Every get-rpt answer takes 3 s, so the first SIGTERM's stop waits for the call in flight
+    # and the second signal surely arrives while the connector is still stopping.
+    slow = SimulatorProcess(["--token", f"main={TOKEN}", "--rate", "50", "--latency", "3"]).start()
+    config = base_config(tmp_path, slow, kafka_bootstrap)
+    port = free_port()
+    env = connector_env() | {"RPT_METRICS__LISTEN": f"127.0.0.1:{port}"}
+    connector = ConnectorProcess(config, tmp_path / "connector.log", env=env).start()
+    endpoints = Endpoints(f"http://127.0.0.1:{port}")
+    try:
+        wait_until(endpoints.answers, 60, "the status endpoint")
+        wait_until(lambda: slow.stats()["faults"]["requests"] > 1, 60, "get-rpt calls")
+        connector.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        connector.process.send_signal(signal.SIGTERM)
+        assert connector.process.wait(30) == 130, connector.output()[-3000:]
+    finally:
+        stop_everything(connector, slow)

@@ -49,7 +49,7 @@ MESSAGE_TIMEOUT_MS = 8_000
 UNREACHABLE_AFTER_S = 5
 CUT_S = 22
 RATE, TOTAL = 200, 12_000  # one minute of reports, spread over both accounts
-SHUTDOWN_TIMEOUT_S = 20
+SHUTDOWN_TIMEOUT_S = 30  # above platform.request_timeout (20s by default)
 # librdkafka's connection errors and the connector's own: with the summary, one line per 30 s
 # per client at most (+2: the first line, and one with the count after the outage).
 CONNECTION_ERROR = re.compile(r"Connection refused|Connect to \S+ failed|brokers are down")
@@ -88,7 +88,11 @@ def start_connector(
     }
     connector = JsonConnector(config, tmp_path / "connector.log", env=env).start()
     endpoints = Endpoints(f"http://127.0.0.1:{port}")
-    wait_until(endpoints.answers, 60, f"the connector's status endpoint\n{connector.output()}")
+    try:
+        wait_until(endpoints.answers, 60, "the connector's status endpoint")
+    except AssertionError:
+        stop_everything(connector, simulator)
+        raise AssertionError(f"the connector did not come up:\n{connector.output()}") from None
     return connector, endpoints
 
 

@@ -116,9 +116,12 @@ session_timeout = "{SESSION_TIMEOUT_S}s"
         accounts=ACCOUNTS,
         extra=cluster,
     )
-    paused = Instance(config, tmp_path, "paused", first)
-    other = Instance(config, tmp_path, "other", second)
+    started: list[Instance] = []
     try:
+        paused = Instance(config, tmp_path, "paused", first)
+        started.append(paused)
+        other = Instance(config, tmp_path, "other", second)
+        started.append(other)
         wait_until(
             lambda: len(paused.owned()) == 2 and len(other.owned()) == 2,
             90,
@@ -150,7 +153,7 @@ session_timeout = "{SESSION_TIMEOUT_S}s"
             code = instance.process.terminate(60)
             assert code == 0, f"{instance.name}: exit {code}\n{instance.process.output()[-3000:]}"
     finally:
-        for instance in (paused, other):
+        for instance in started:
             if instance.process.alive():
                 instance.signal(signal.SIGCONT)
                 instance.process.kill()

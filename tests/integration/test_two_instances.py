@@ -72,14 +72,20 @@ def test_the_newer_instance_wins_the_older_stops_and_nothing_is_duplicated(
         ["--token", f"main={TOKEN}", "--record", str(record), "--rate", str(RATE),
          "--rate-total", str(TOTAL), "--seed", "3"]
     ).start()  # fmt: skip
-    older = Instance(tmp_path, "older", simulator, kafka_bootstrap, topics).start()
+    older = Instance(tmp_path, "older", simulator, kafka_bootstrap, topics)
     newer = Instance(tmp_path, "newer", simulator, kafka_bootstrap, topics)
     try:
+        older.start()
         wait_until(lambda: committed(older.endpoints, "main") > 3, 90, "the older one commits")
         newer.start()
         started = time.monotonic()
-        code = older.process.process.wait(90)
+        wait_until(lambda: not (older.process.alive() and newer.process.alive()), 90, "one to stop")
         stopped_after = time.monotonic() - started
+        assert newer.process.alive(), (
+            "the newer instance stopped and the older went on (it fenced the newer back)\n"
+            + newer.process.output()[-3000:]
+        )
+        code = older.process.process.wait(10)
         assert code == 1, f"exit {code}\n{older.process.output()[-3000:]}"
         assert FENCED.search(older.process.output()), older.process.output()[-3000:]
         # The winner goes on committing and is never fenced back.

@@ -64,7 +64,7 @@ def test_repeated_connection_errors_give_one_line_per_interval_with_a_count(
     captured: Capture,
 ) -> None:
     clock = FakeClock()
-    logger = librdkafka_logger("producer-main", clock=clock)
+    logger = librdkafka_logger("producer-main", summary=RepeatSummary(clock))
     for _ in range(100):  # 100 errors within 29.7 s: only the first is logged
         logger.log(logging.ERROR, FORMAT, *REFUSED)
         clock.now += 0.3
@@ -84,8 +84,8 @@ def test_other_lines_are_never_held_back_and_each_client_counts_its_own(
     captured: Capture,
 ) -> None:
     clock = FakeClock()
-    producer = librdkafka_logger("producer-a", clock=clock)
-    consumer = librdkafka_logger("progress-a", clock=clock)
+    producer = librdkafka_logger("producer-a", summary=RepeatSummary(clock))
+    consumer = librdkafka_logger("progress-a", summary=RepeatSummary(clock))
     for _ in range(3):
         producer.log(logging.ERROR, FORMAT, *REFUSED)
         producer.log(logging.WARNING, FORMAT, "TXNERR", "rdkafka#producer-1", "abortable")
@@ -141,6 +141,13 @@ def test_a_real_client_logs_json_lines_only_and_summarized() -> None:
     assert failures[0]["level"] == "ERROR"
     assert "Connection refused" in failures[0]["message"]
     assert int(result.stdout) >= 1  # librdkafka did repeat itself: the summary held it back
+
+
+def test_clients_made_again_under_one_name_share_its_summary(captured: Capture) -> None:
+    name = f"progress-{id(captured)}"  # a name no other test has used
+    for _ in range(3):  # e.g. a progress consumer made anew for every read, Kafka still away
+        librdkafka_logger(name).log(logging.ERROR, FORMAT, *REFUSED)
+    assert len(captured.records) == 1
 
 
 def test_repeat_summary_counts_what_it_held_back_for_error_callbacks_too() -> None:
