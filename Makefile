@@ -36,7 +36,7 @@ fuzz: $(STAMP)
 
 demo: $(STAMP)
 	$(KAFKA) fetch
-	$(PY) tools/demo.py
+	$(PY) tools/demo.py $(ARGS)
 
 bench: $(STAMP)
 	$(KAFKA) fetch
