@@ -35,6 +35,7 @@ class ConsumedRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    timestamp: tuple[int, int] | None = None  # (confluent_kafka.TIMESTAMP_* type, epoch ms)
 
 
 def unique_topic(prefix: str = "test") -> str:
@@ -172,6 +173,7 @@ def _record(msg: Message) -> ConsumedRecord:
         key=msg.key(),
         value=msg.value(),
         headers=list(msg.headers() or []),
+        timestamp=msg.timestamp(),
     )
 
 
