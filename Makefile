@@ -28,11 +28,12 @@ test: $(STAMP)
 	$(KAFKA) fetch
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest $(PYTEST_ARGS)
 
-# Every hypothesis test (they are all in-process), random draws, FUZZ_EXAMPLES each.
+# Every hypothesis test under FUZZ_PATHS (all in-process), random draws, FUZZ_EXAMPLES each.
 FUZZ_EXAMPLES ?= 5000
+FUZZ_PATHS    ?= tests/unit
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz HYPOTHESIS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
-	  $(PY) -m pytest -m hypothesis --timeout 0 --hypothesis-show-statistics tests/unit $(PYTEST_ARGS)
+	  $(PY) -m pytest -m hypothesis --timeout 0 --hypothesis-show-statistics $(FUZZ_PATHS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(KAFKA) fetch
