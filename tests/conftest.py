@@ -37,19 +37,15 @@ settings.load_profile(
 )
 
 
-def _raise_examples_for_fuzz(items: list[pytest.Item]) -> None:
+def pytest_itemcollected(item: pytest.Item) -> None:
     """Under `fuzz`, a test's own `@settings(max_examples=N)` (which outranks any profile) is
     raised to the profile's count; its other settings stay."""
-    for item in items:
-        test = getattr(item, "obj", None)
-        own = getattr(test, "_hypothesis_internal_use_settings", None)
-        if own is not None and own.max_examples < FUZZ_EXAMPLES:
-            test._hypothesis_internal_use_settings = settings(own, max_examples=FUZZ_EXAMPLES)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if settings.get_current_profile_name() == "fuzz":
-        _raise_examples_for_fuzz(items)
+    if settings.get_current_profile_name() != "fuzz":
+        return
+    test = getattr(item, "obj", None)
+    own = getattr(test, "_hypothesis_internal_use_settings", None)
+    if own is not None and own.max_examples < FUZZ_EXAMPLES:
+        test._hypothesis_internal_use_settings = settings(own, max_examples=FUZZ_EXAMPLES)
 
 
 # --- brokers and markers ------------------------------------------------------------------------
