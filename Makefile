@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 KAFKA  := $(PY) devkafka/devkafka.py
 
-.PHONY: install lint test demo dashboard-demo bench bench-quick chaos kafka-up kafka-down clean
+.PHONY: install lint test fuzz demo bench bench-quick chaos kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,14 +20,24 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # The broker is provisioned from Maven Central; the suite stops whatever it started.
+# Hypothesis runs derandomized here (profile `ci`, tests/conftest.py): the same examples on
+# every run and machine. Random exploration is `make fuzz`.
+HYPOTHESIS_PROFILE ?= ci
 test: $(STAMP)
 	bash tools/ensure-prometheus.sh
 	$(KAFKA) fetch
-	$(PY) -m pytest $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest $(PYTEST_ARGS)
+
+# Every hypothesis test under FUZZ_PATHS (all in-process), random draws, FUZZ_EXAMPLES each.
+FUZZ_EXAMPLES ?= 5000
+FUZZ_PATHS    ?= tests/unit
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz HYPOTHESIS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	  $(PY) -m pytest -m hypothesis --timeout 0 --hypothesis-show-statistics $(FUZZ_PATHS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(KAFKA) fetch
-	$(PY) tools/demo.py
+	$(PY) tools/demo.py $(ARGS)
 
 # A few minutes of the demo with a Kafka outage and a bad token under a real Prometheus,
 # drawn as the Grafana dashboard into docs/dashboard/ (contact-sheet.png, summary.json, panels/).

@@ -23,8 +23,8 @@ import run  # bench/run.py: broker, simulator and connector helpers
 SAMPLE_S = 0.02
 
 
-def uncommitted(metrics_url: str) -> float:
-    text = run.httpx.get(f"{metrics_url}/metrics", timeout=5).text
+def uncommitted(endpoints: run.Endpoints) -> float:
+    text = endpoints.metrics_text()
     fetched = _sum(text, "rpt_reports_fetched_total")
     published = _sum(text, "rpt_records_published_total")
     dead = _sum(text, "rpt_dead_letters_total")
@@ -40,29 +40,30 @@ def _sum(text: str, series: str) -> float:
 
 
 def scenario(bootstrap: str, name: str, sim_args: list[str], seconds: float) -> dict:
-    topics = run.Topics.fresh()
+    topics = run.Topics.fresh("bench")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        simulator, base_url = run.start_simulator(*sim_args)
-        config = workdir / "connector.toml"
-        run.write_config(config, base_url, bootstrap, topics, "exactly_once", commit_ms=100)
-        connector, metrics_url, _log = run.start_connector(workdir, config)
+        simulator = run.start_simulator(*sim_args)
+        config = run.bench_config(
+            workdir, simulator.base_url, bootstrap, topics, "exactly_once", commit_ms=100
+        )
+        connector, endpoints = run.start_connector(workdir, config)
         samples: list[float] = []
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.wait(SAMPLE_S):
-                samples.append(uncommitted(metrics_url))
+                samples.append(uncommitted(endpoints))
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
-            run.wait_for(lambda: run.published(metrics_url) > 0, 60, 0.05, "a first commit")
+            run.wait_until(lambda: run.published(endpoints) > 0, 60, "a first commit", 0.05)
             sampler.start()
             time.sleep(seconds)
         finally:
             stop.set()
-            run.stop(connector)
-            run.stop(simulator)
+            connector.stop()
+            simulator.stop(60)
         run.delete_topics(bootstrap, topics.all())
     samples.sort()
     return {

@@ -18,11 +18,41 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+# --- hypothesis profiles ------------------------------------------------------------------------
+# `ci`: the same examples every run (derandomized, no example database), so a red `make test`
+# is red again on the next run and on every machine. `make test` always loads it; so does a
+# plain pytest when CI is set. `dev` (a plain pytest): random draws, a local example database
+# that replays past failures first. `fuzz` (`make fuzz`): random, many more examples.
+# No profile has a deadline and `too_slow` is off: both are timings, and the machine is noisy.
+_UNTIMED = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True, **_UNTIMED)
+settings.register_profile("dev", print_blob=True, **_UNTIMED)
+FUZZ_EXAMPLES = int(os.environ.get("HYPOTHESIS_FUZZ_EXAMPLES", "5000"))
+settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES, print_blob=True, **_UNTIMED)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE")
+    or ("ci" if os.environ.get("CI", "") not in ("", "0", "false") else "dev")
+)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under `fuzz`, a test's own `@settings(max_examples=N)` (which outranks any profile) is
+    raised to the profile's count; its other settings stay."""
+    if settings.get_current_profile_name() != "fuzz":
+        return
+    test = getattr(item, "obj", None)
+    own = getattr(test, "_hypothesis_internal_use_settings", None)
+    if own is not None and own.max_examples < FUZZ_EXAMPLES:
+        test._hypothesis_internal_use_settings = settings(own, max_examples=FUZZ_EXAMPLES)
+
+
+# --- brokers and markers ------------------------------------------------------------------------
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-# Make `import kafka_helpers` and `import devkafka` work whatever the rootdir/import mode.
-for _path in (TESTS, REPO / "devkafka"):
+# Make `import devharness`, `kafka_helpers`, `devkafka` work whatever the rootdir/import mode.
+for _path in (TESTS, REPO, REPO / "devkafka"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 

@@ -1,12 +1,11 @@
-"""Shared test fixtures: get-rpt bodies and a simulator started as its own process."""
+"""Shared test fixtures: get-rpt bodies, and the harness's simulator as a bare process."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
+
+from devharness import SimulatorProcess, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 GET_RPT_PATH = "/client-sms/v2/sms/get-rpt"
@@ -35,35 +34,12 @@ SEED_RESPONSE = b"""{ "result":0,
 }"""
 
 
-def start_simulator(*args: str, timeout: float = 30.0) -> tuple[subprocess.Popen[str], str]:
+def start_simulator(*args: str) -> tuple[subprocess.Popen[str], str]:
     """`python -m connector simulate --port 0 ARGS` → (process, base_url from its first line)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "connector", "simulate", "--port", "0", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    prefix = "listening on "
-    if not line.startswith(prefix):
-        stop_simulator(process, timeout=timeout)
-        raise RuntimeError(f"simulator did not start: {line!r} {process.stderr.read()!r}")
-    return process, line.removeprefix(prefix)
+    simulator = SimulatorProcess(list(args), capture_stderr=True).start()
+    return simulator.process, simulator.base_url
 
 
 def stop_simulator(process: subprocess.Popen[str], timeout: float = 10.0) -> int:
     """SIGTERM, wait, and return the exit code (killing it if it does not stop in time)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-    return process.returncode
+    return stop_process(process, timeout)

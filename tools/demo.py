@@ -5,16 +5,19 @@ Starts the local broker (devkafka's default instance, unless one already runs), 
 with a preloaded backlog plus a steady rate and a few malformed reports, and the connector with
 its metrics on 127.0.0.1:9108 (or a free port). Shows a live progress line scraped from the
 connector's /metrics, stops once the simulator is drained and everything fetched is committed,
-then prints a summary. Everything it started is stopped again, also on Ctrl-C.
+then prints a summary, the topic, one record read back from it and decoded, and the kcat command
+that reads the topic. Everything it started is stopped again, also on Ctrl-C; with `--keep`
+(`make demo ARGS=--keep`) the broker stays up so the topic can be read, and the demo says how
+to stop it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
+import json
+import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,10 +30,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "devkafka"))
-from devkafka import Broker, free_port, port_is_free  # noqa: E402
+sys.path.insert(0, str(REPO))  # the process harness, devharness/ (it also finds devkafka/)
+import devharness as harness  # noqa: E402
+from connector.avro_codec import decode_single_object  # noqa: E402
+from devkafka import DEFAULT_NAME, port_is_free  # noqa: E402
 
-TOKEN = "demo-token-4b2e"  # noqa: S105 - the simulator's demo account, not a credential
 ACCOUNT = "demo"
 PREFERRED_METRICS_PORT = 9108
 
@@ -96,97 +100,75 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return lower_bound
 
 
-def write_config(path: Path, *, base_url: str, bootstrap: str, spool: Path, listen: str) -> None:
+def demo_topics() -> harness.Topics:
     # Fresh topics per run: the progress topic of an earlier run must not meet a new spool.
     tag = uuid.uuid4().hex[:8]
-    path.write_text(
-        f"""[platform]
-base_url = "{base_url}"
-poll_interval = "200ms"
-min_request_interval = 0
+    data = f"demo-{tag}.status-reports"
+    return harness.Topics(data, f"{data}.dlq", f"demo-{tag}.progress")
 
-[[accounts]]
-name = "{ACCOUNT}"
-token_env = "RPT_DEMO_TOKEN"
 
-[kafka]
-topic = "demo-{tag}.status-reports"
-dlq_topic = "demo-{tag}.status-reports.dlq"
-progress_topic = "demo-{tag}.progress"
-topic_partitions = 3
-
-[kafka.producer]
-"bootstrap.servers" = "{bootstrap}"
-
-[spool]
-dir = "{spool}"
-
-[metrics]
-listen = "{listen}"
-""",
-        encoding="utf-8",
-    )
+def demo_config(
+    workdir: Path, sim_url: str, bootstrap: str, topics: harness.Topics, listen: str
+) -> Path:
+    return harness.write_config(
+        workdir / "connector.toml", base_url=sim_url, bootstrap=bootstrap, topics=topics,
+        spool=workdir / "spool", accounts=(ACCOUNT,),
+        overrides={"platform": {"poll_interval": "200ms"}, "metrics": {"listen": listen}},
+    )  # fmt: skip
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@dataclass
+class LocalBroker:
+    instance: harness.Broker
+    started_here: bool  # else it was running before the demo, and is left as it was
+    keep: bool
+
+
 @contextlib.contextmanager
-def broker() -> Iterator[str]:
-    """The default devkafka broker; stopped at the end only if this demo started it."""
-    instance = Broker()
-    started = not instance.is_running()
-    print("starting the local Kafka broker..." if started else "using the running Kafka broker")
-    bootstrap = instance.start()
+def broker(name: str, keep: bool) -> Iterator[LocalBroker]:
+    """A devkafka broker; stopped at the end only if this demo started it and `keep` is off."""
+    local = LocalBroker(harness.Broker(name), False, keep)
+    local.started_here = not local.instance.is_running()
+    print(
+        "starting the local Kafka broker..." if local.started_here else "using the running broker"
+    )
+    local.instance.start()
     try:
-        yield bootstrap
+        yield local
     finally:
-        if started:
-            instance.stop()
+        if local.started_here and not keep:
+            local.instance.stop()
 
 
-@contextlib.contextmanager
-def simulator(args: argparse.Namespace) -> Iterator[str]:
-    command = [
-        sys.executable, "-m", "connector", "simulate", "--port", "0",
-        "--token", f"{ACCOUNT}={TOKEN}", "--reports", str(args.reports),
+def simulator(args: argparse.Namespace) -> harness.SimulatorProcess:
+    return harness.SimulatorProcess([
+        *harness.token_args({ACCOUNT: harness.TOKEN}), "--reports", str(args.reports),
         "--rate", str(args.rate), "--rate-total", str(int(args.rate * args.rate_seconds)),
         "--malformed-rate", "0.001", "--seed", "7",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise SystemExit(f"demo: the simulator did not start ({line!r})")
-        yield line.removeprefix("listening on ")
-    finally:
-        process.terminate()
-        process.wait(10)
+    ]).start()  # fmt: skip
 
 
 @contextlib.contextmanager
-def connector(config: Path, log: Path) -> Iterator[subprocess.Popen]:
-    env = {**os.environ, "RPT_DEMO_TOKEN": TOKEN}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "run", "--config", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+def connector(config: Path, log: Path) -> Iterator[harness.ConnectorProcess]:
+    process = harness.ConnectorProcess(
+        config, log, env=harness.connector_env({ACCOUNT: harness.TOKEN})
+    ).start()
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        code = process.wait(60)
+        code = process.stop()
         print(f"connector stopped with exit code {code}")
         if code != 0:
-            print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            print(process.output()[-3000:], file=sys.stderr)
 
 
-def scrape(metrics_url: str) -> Snapshot | None:
+def scrape(endpoints: harness.Endpoints) -> Snapshot | None:
     try:
-        return parse_metrics(httpx.get(metrics_url, timeout=2).text)
+        return parse_metrics(endpoints.metrics_text())
     except httpx.HTTPError:
         return None  # not listening yet
 
@@ -196,7 +178,11 @@ def _ms(seconds: float | None) -> str:
 
 
 def watch(
-    metrics_url: str, sim_url: str, process: subprocess.Popen, expected: int, timeout: float
+    endpoints: harness.Endpoints,
+    simulator: harness.SimulatorProcess,
+    connector: harness.ConnectorProcess,
+    expected: int,
+    timeout: float,
 ) -> Snapshot:
     """Print progress each second until the simulator is drained and all fetched is committed."""
     tty = sys.stdout.isatty()
@@ -204,14 +190,15 @@ def watch(
     snap, last_fetched, last_time = Snapshot(), 0.0, start
     while time.monotonic() - start < timeout:
         time.sleep(1.0)
-        if process.poll() is not None:
-            raise SystemExit(f"demo: the connector exited early with code {process.returncode}")
-        now, current = time.monotonic(), scrape(metrics_url)
+        if not connector.alive():
+            code = connector.process.returncode
+            raise SystemExit(f"demo: the connector exited early with code {code}")
+        now, current = time.monotonic(), scrape(endpoints)
         if current is None:
             continue
         snap, rate = current, (current.fetched - last_fetched) / (now - last_time)
         last_fetched, last_time = current.fetched, now
-        sim = httpx.get(f"{sim_url}/stats", timeout=2).json()
+        sim = simulator.stats()
         line = (
             f"  {now - start:5.1f}s  queued {sim['pending']:6d}  fetched {snap.fetched:6.0f}"
             f"  published {snap.published:6.0f}  {rate:5.0f}/s  lag p99 {_ms(snap.lag_p99):>8}"
@@ -239,41 +226,104 @@ def summary(snap: Snapshot, elapsed: float) -> str:
     return "\n".join(f"  {name:<{width}}  {value:>10}" for name, value in rows)
 
 
-def parse_args() -> argparse.Namespace:
+def kcat_command(bootstrap: str, topic: str) -> str:
+    return f"kcat -b {bootstrap} -C -t {topic} -o beginning -e -X isolation.level=read_committed"
+
+
+def the_data(bootstrap: str, topics: harness.Topics) -> str:
+    """The topic, how many records it holds for a read_committed consumer, one of them decoded
+    with the connector's own codec, and how to read it with kcat."""
+    records = harness.consume_all(bootstrap, topics.data)
+    lines = [f"topic {topics.data}: {len(records)} records (dead letters: {topics.dlq})"]
+    if records:
+        first = records[0]
+        value = decode_single_object(first.value)
+        lines += [
+            f"one record (partition {first.partition}, offset {first.offset}, "
+            f"key {first.key.decode(errors='replace') if first.key else None}), "
+            "decoded with connector/avro_codec.py:",
+            json.dumps(value, indent=2, default=str, ensure_ascii=False),
+        ]
+    lines += [
+        "read the topic with kcat (values are Avro single-object bytes, printed raw):",
+        f"  {kcat_command(bootstrap, topics.data)}",
+    ]
+    if shutil.which("kcat") is None:
+        lines.append("  (kcat is not installed here: apt-get install kcat)")
+    return "\n".join(lines)
+
+
+def stop_command(name: str) -> str:
+    if name == DEFAULT_NAME:
+        return "make kafka-down"
+    python = Path(sys.executable)
+    if python.is_relative_to(REPO):
+        python = python.relative_to(REPO)
+    return f"{python} devkafka/devkafka.py down --name {name}"
+
+
+def broker_note(local: LocalBroker, bootstrap: str) -> str:
+    stop = f"stop it with: {stop_command(local.instance.name)}"
+    if not local.started_here:
+        return f"the Kafka broker was running before the demo and still is; {stop}"
+    if local.keep:
+        return f"the Kafka broker keeps running at {bootstrap}; {stop}"
+    return "the Kafka broker the demo started is stopped; `make demo ARGS=--keep` leaves it up"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=int, default=5000, help="preloaded backlog")
     parser.add_argument("--rate", type=float, default=500.0, help="new reports per second")
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="how long the rate runs")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after (s)")
-    return parser.parse_args()
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the Kafka broker running afterwards"
+    )
+    parser.add_argument(
+        "--broker", default=DEFAULT_NAME, help="devkafka instance name (default: %(default)s)"
+    )
+    return parser.parse_args(argv)
 
 
-def main() -> int:
-    args = parse_args()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    expected = args.reports + int(args.rate * args.rate_seconds)
+def run(args: argparse.Namespace, workdir: Path, bootstrap: str, topics: harness.Topics) -> int:
+    """Simulator and connector until everything fetched is committed; the connector's exit code."""
     started = time.monotonic()
-    port = PREFERRED_METRICS_PORT if port_is_free(PREFERRED_METRICS_PORT) else free_port()
-    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    port = PREFERRED_METRICS_PORT if port_is_free(PREFERRED_METRICS_PORT) else harness.free_port()
+    endpoints = harness.Endpoints(f"http://127.0.0.1:{port}")
+    expected = args.reports + int(args.rate * args.rate_seconds)
+    sim = simulator(args)
     try:
-        with tempfile.TemporaryDirectory(prefix="rpt-demo-") as tmp, broker() as bootstrap:
-            with simulator(args) as sim_url:
-                config = Path(tmp) / "connector.toml"
-                write_config(config, base_url=sim_url, bootstrap=bootstrap,
-                             spool=Path(tmp) / "spool", listen=f"127.0.0.1:{port}")  # fmt: skip
-                print(f"simulator on {sim_url}: {args.reports} reports queued, "
-                      f"{args.rate:.0f}/s more for {args.rate_seconds:.0f} s")  # fmt: skip
-                print(f"connector metrics: {metrics_url}  (also /healthz /readyz /status)")
-                with connector(config, Path(tmp) / "connector.log") as process:
-                    snap = watch(metrics_url, sim_url, process, expected, args.timeout)
-            print("\nsummary")
-            print(summary(snap, time.monotonic() - started))
-            if process.returncode != 0:
-                return 1
+        config = demo_config(workdir, sim.base_url, bootstrap, topics, f"127.0.0.1:{port}")
+        print(f"simulator on {sim.base_url}: {args.reports} reports queued, "
+              f"{args.rate:.0f}/s more for {args.rate_seconds:.0f} s")  # fmt: skip
+        print(f"connector metrics: {endpoints.base_url}/metrics  (also /healthz /readyz /status)")
+        with connector(config, workdir / "connector.log") as process:
+            snap = watch(endpoints, sim, process, expected, args.timeout)
+    finally:
+        sim.stop()
+    print("\nsummary")
+    print(summary(snap, time.monotonic() - started))
+    return process.process.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    topics = demo_topics()
+    try:
+        with tempfile.TemporaryDirectory(prefix="rpt-demo-") as tmp:
+            with broker(args.broker, args.keep) as local:
+                bootstrap = local.instance.bootstrap
+                code = run(args, Path(tmp), bootstrap, topics)
+                print()
+                print(the_data(bootstrap, topics))
+            print(broker_note(local, bootstrap))
     except KeyboardInterrupt:
-        print("\ninterrupted; everything the demo started has been stopped")
+        kept = " but the broker (--keep)" if args.keep else ""
+        print(f"\ninterrupted; everything the demo started has been stopped{kept}")
         return 130
-    return 0
+    return 0 if code == 0 else 1
 
 
 if __name__ == "__main__":

@@ -16,24 +16,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import (
-    TOKEN,
-    ConnectorProcess,
-    Endpoints,
-    SimulatorProcess,
-    Topics,
-    connector_env,
-    free_port,
-    ground_truth,
-    stop_everything,
-    verify,
-    wait_until,
-    write_config,
-)
+import harness
 
 IN_FLIGHT_BEFORE_KILL = 2.0  # a response handed out this long before a kill may die with it
 IN_FLIGHT_AFTER_KILL = 0.5  # the simulator stamps a response after it dequeued the reports
-READ_TIMEOUT = 3.0  # write_config's platform.read_timeout
+READ_TIMEOUT = 3.0  # harness.write_config's platform.read_timeout
 
 
 @dataclass(frozen=True)
@@ -77,11 +64,11 @@ class ChaosRun:
     def __init__(self, plan: Plan, broker: object, workdir: Path) -> None:
         self.plan, self.broker, self.dir = plan, broker, workdir
         self.rng = random.Random(plan.seed)
-        self.topics = Topics.fresh()
+        self.topics = harness.Topics.fresh()
         self.outcome = Outcome(plan)
-        self.simulator: SimulatorProcess | None = None
-        self.connector: ConnectorProcess | None = None
-        self.endpoints: Endpoints | None = None
+        self.simulator: harness.SimulatorProcess | None = None
+        self.connector: harness.ConnectorProcess | None = None
+        self.endpoints: harness.Endpoints | None = None
 
     def run(self) -> Outcome:
         started = time.monotonic()
@@ -93,7 +80,7 @@ class ChaosRun:
                 event()
             self._drain()
         finally:
-            stop_everything(self.connector, self.simulator)
+            harness.stop_everything(self.connector, self.simulator)
         self.outcome.seconds = time.monotonic() - started
         self._judge()
         return self.outcome
@@ -127,7 +114,7 @@ class ChaosRun:
         assert self.connector.alive(), "connector exited on its own:\n" + self.connector.output()
 
     # --- the processes -------------------------------------------------------------------
-    def _start_simulator(self) -> SimulatorProcess:
+    def _start_simulator(self) -> harness.SimulatorProcess:
         plan = self.plan
         events = plan.kills + plan.broker_restarts * 3 + plan.pauses
         total = int(plan.rate * sum(plan.gap) / 2 * events)
@@ -136,15 +123,15 @@ class ChaosRun:
         faults += ["--stall-rate", "0.01", "--stall", str(plan.stall)]
         faults += ["--truncate-rate", "0.01", "--malformed-rate", "0.002"]
         faults += ["--duplicate-rate", "0.002", "--garbage-rate", "0.01"]
-        return SimulatorProcess(
-            ["--token", f"main={TOKEN}", "--seed", str(plan.seed), "--rate", str(plan.rate),
+        return harness.SimulatorProcess(
+            ["--token", f"main={harness.TOKEN}", "--seed", str(plan.seed), "--rate", str(plan.rate),
              "--rate-total", str(total), "--record", str(self.dir / "handed-out.jsonl"),
              "--record-responses", str(self.dir / "responses.jsonl"), *faults]
         ).start()  # fmt: skip
 
     def _start_connector(self) -> None:
-        port = free_port()
-        config = write_config(
+        port = harness.free_port()
+        config = harness.write_config(
             self.dir / "c.toml",
             base_url=self.simulator.base_url,
             bootstrap=self.broker.bootstrap,
@@ -152,13 +139,15 @@ class ChaosRun:
             spool=self.dir / "spool",
             delivery=self.plan.delivery,
         )
-        env = connector_env() | {"RPT_METRICS__LISTEN": f"127.0.0.1:{port}"}
-        self.connector = ConnectorProcess(config, self.dir / "connector.log", env=env).start()
-        self.endpoints = Endpoints(f"http://127.0.0.1:{port}")
+        env = harness.connector_env() | {"RPT_METRICS__LISTEN": f"127.0.0.1:{port}"}
+        self.connector = harness.ConnectorProcess(
+            config, self.dir / "connector.log", env=env
+        ).start()
+        self.endpoints = harness.Endpoints(f"http://127.0.0.1:{port}")
 
     def _drain(self) -> None:
         total = self.outcome.reports
-        wait_until(
+        harness.wait_until(
             lambda: (
                 self.simulator.stats()["handed_out"] >= total
                 and self.simulator.stats()["pending"] == 0
@@ -167,14 +156,16 @@ class ChaosRun:
             "the simulator to hand out every report",
         )
         self._check_alive()
-        wait_until(self.endpoints.answers, 60, "the status endpoint")
-        wait_until(lambda: self.endpoints.metric("rpt_spool_pending_records") == 0, 300, "commits")
+        harness.wait_until(self.endpoints.answers, 60, "the status endpoint")
+        harness.wait_until(
+            lambda: self.endpoints.metric("rpt_spool_pending_records") == 0, 300, "commits"
+        )
         assert self.connector.terminate(60) == 0, self.connector.output()
 
     # --- the verdict ---------------------------------------------------------------------
     def _judge(self) -> None:
-        good, _bad = ground_truth(self.dir / "handed-out.jsonl")
-        verdict = verify(self.broker.bootstrap, self.topics, good)
+        good, _bad = harness.ground_truth(self.dir / "handed-out.jsonl")
+        verdict = harness.verify(self.broker.bootstrap, self.topics, good)
         expected = _times_handed_out(self.dir / "handed-out.jsonl", good)
         dead = b"\n".join(record.value for record in verdict.dead_letters)
         in_flight, truncated = self._responses()

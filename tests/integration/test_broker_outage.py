@@ -12,11 +12,10 @@ from harness import (
     Endpoints,
     SimulatorProcess,
     Topics,
+    assert_exactly_once,
     connector_env,
     free_port,
-    ground_truth,
     stop_everything,
-    verify,
     wait_until,
     write_config,
 )
@@ -63,15 +62,6 @@ def committed(endpoints: Endpoints) -> int:
     return endpoints.status()["accounts"]["main"]["committed_sequence"] or 0
 
 
-def assert_exactly_once(bootstrap: str, topics: Topics, tmp_path: Path) -> None:
-    good, bad = ground_truth(tmp_path / "handed-out.jsonl")
-    verdict = verify(bootstrap, topics, good)
-    assert verdict.lost == [], f"{len(verdict.lost)} of {len(good)} reports lost"
-    assert verdict.duplicated == [], f"{len(verdict.duplicated)} reports duplicated"
-    assert set(verdict.delivered) == set(good)
-    assert len(verdict.dead_letters) == len(bad)
-
-
 def spool_settles(endpoints: Endpoints, samples: list[float]) -> Callable[[], bool]:
     """True once the spool's size has stopped changing over three looks."""
 
@@ -115,7 +105,7 @@ def test_broker_outage_fills_the_spool_to_its_limit_then_everything_arrives_once
         assert connector.terminate(SHUTDOWN_TIMEOUT + 30) == 0, connector.output()
     finally:
         stop_everything(connector, simulator)
-    assert_exactly_once(bootstrap, topics, tmp_path)
+    assert_exactly_once(bootstrap, topics, tmp_path / "handed-out.jsonl")
 
 
 def test_sigterm_mid_run_exits_cleanly_and_a_restart_delivers_the_rest_once(
@@ -135,4 +125,4 @@ def test_sigterm_mid_run_exits_cleanly_and_a_restart_delivers_the_rest_once(
         assert connector.terminate(SHUTDOWN_TIMEOUT + 30) == 0, connector.output()
     finally:
         stop_everything(connector, simulator)
-    assert_exactly_once(kafka_bootstrap, topics, tmp_path)
+    assert_exactly_once(kafka_bootstrap, topics, tmp_path / "handed-out.jsonl")
