@@ -143,6 +143,9 @@ class Fetcher:
         self._hooks = hooks or Hooks()
         self._wall = wall_clock
         self._paused: PauseReason | None = None
+        # After a body had to bypass a broken spool, fetching slows down (backoff) instead of
+        # taking answer after answer with no disk behind them.
+        self._spool_trouble = retry_backoff()
 
     def run(self) -> None:
         delay = 0.0
@@ -171,11 +174,14 @@ class Fetcher:
         except PlatformError as exc:
             raw = getattr(exc, "raw", None)  # the platform handed something out: keep it
             if raw and isinstance(exc, InvalidResponseError | PlatformResultError):
-                self.keep(Unspooled(raw, self._wall(), 0, str(exc), None))
+                if not self.keep(Unspooled(raw, self._wall(), 0, str(exc), None)):
+                    return self._slow_down()
             return self._failed(exc)
         count = fetch.body.count  # every report handed out, good or rejected
-        if count:
-            self.keep(Unspooled(fetch.raw, fetch.fetched_at, count, None, fetch.body))
+        if count and not self.keep(
+            Unspooled(fetch.raw, fetch.fetched_at, count, None, fetch.body)
+        ):
+            return self._slow_down()
         outcome = PollOutcome.OK if count else PollOutcome.EMPTY
         delay = self._schedule.after_batch(count)
         self._observer.polled(
@@ -184,9 +190,9 @@ class Fetcher:
         self._observer.state(AccountState.POLLING)
         return delay
 
-    def keep(self, item: Unspooled) -> None:
-        """Make `item` safe: in the spool, or committed to Kafka by the publish loop.
-        Never returns before one of them has it; a stop does not interrupt it."""
+    def keep(self, item: Unspooled) -> bool:
+        """Make `item` safe: in the spool (True), or committed to Kafka by the publish loop
+        (False). Never returns before one of them has it; a stop does not interrupt it."""
         backoff = self._backoff()
         while True:
             try:
@@ -203,13 +209,13 @@ class Fetcher:
                 self._hooks.after_spool(entry.seq)
                 self._observer.spooled(self._spool.level())
                 self._wake.set()
-                return
+                self._spool_trouble.reset()
+                return True
             while not self._handoff.settled(backoff.next_delay()):
                 if self._handoff.withdraw():
                     break  # the publish loop did not take it: try the disk again
             else:
-                self._observer.state(AccountState.POLLING)
-                return  # committed to Kafka
+                return False  # committed to Kafka
 
     def _spool_failed(self, exc: SpoolWriteError, item: Unspooled) -> None:
         self._observer.spool_write_failed(str(exc))
@@ -229,6 +235,11 @@ class Fetcher:
         )
         self._observer.state(_state_after(error), error=str(error))
         return delay
+
+    def _slow_down(self) -> float:
+        """The last body bypassed the spool: wait (growing) before taking another answer."""
+        self._pause(PauseReason.SPOOL_ERROR, AccountState.SPOOL_ERROR)
+        return max(PAUSED_RECHECK, self._spool_trouble.next_delay())
 
     def _pause(self, reason: PauseReason | None, state: AccountState | None) -> float:
         if reason != self._paused:

@@ -41,7 +41,7 @@ class Session:
             except SpoolWriteError as exc:
                 self._parts.observer.spool_write_failed(str(exc))
                 log.error("account %s: %s; retrying the release", self._name, exc)
-                if (backoff.wait() or self._stop.is_set()) and deadline.expired:
+                if backoff.wait() or self._stop.is_set() or deadline.expired:
                     return  # shutting down: the floor from Kafka releases it at the next start
 
     def abort(self, reason: str, deadline: Deadline) -> ConnectorError | None:
