@@ -120,7 +120,8 @@ def body_encoder(
     """The native encoder for an account, or None (the pure-Python path), logged once."""
     reason = _unusable(normalizer.zone, encoder)
     if reason is not None:
-        _say_once(f"native hot path off ({reason}): reports are encoded in Python")
+        level = logging.WARNING if rpt_native is None else logging.INFO
+        _say_once(f"native hot path off ({reason}): reports are encoded in Python", level)
         return None
     offset, from_local = fixed_offset(normalizer.zone)  # type: ignore[misc]
     assert isinstance(encoder, AvroEncoder)  # checked by _unusable
@@ -195,7 +196,8 @@ def _tzif(key: str | None) -> tuple:
         return load_data(file)
 
 
-def _say_once(message: str) -> None:
+def _say_once(message: str, level: int = logging.INFO) -> None:
+    """Once per process and message: every account builds its encoder, the log says it once."""
     if message not in _said:
         _said.add(message)
-        log.info(message)
+        log.log(level, message)
