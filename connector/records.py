@@ -20,11 +20,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from connector import native, platform
+from connector import platform
 from connector.avro_codec import ValueEncoder, record_headers, record_keys
 from connector.errors import CodecError, PlatformError, PlatformResultError
+from connector.native import body_encoder
 from connector.observer import DeadLetterReason
-from connector.report import Normalizer, Rejected
+from connector.report import Normalizer
 
 Headers = list[tuple[str, bytes]]
 # Above the broker's message size the transaction would fail for ever while the spool entry
@@ -126,7 +127,7 @@ class RecordBuilder:
         self.headers = record_headers(account, encoder)
         self._normalizer, self._encoder = normalizer, encoder
         self._empty_custid_key = empty_custid_key
-        self._native = native.body_encoder(account, normalizer, encoder, empty_custid_key)
+        self._native = body_encoder(account, normalizer, encoder, empty_custid_key)
 
     def build(self, entry: EntryLike) -> EntryRecords:
         out = EntryRecords()
@@ -139,6 +140,7 @@ class RecordBuilder:
             return out
         if self._native is not None and self._native_build(out, entry):
             return out
+
         try:
             reports = parsed_reports(entry)
         except PlatformError as exc:
@@ -153,7 +155,9 @@ class RecordBuilder:
         out.observed.update((r["rtime"], r["stime"], r["status"]) for r in records)
         salvaged = list(getattr(entry.memo, "rejects", ()))  # bad reports the parser set apart
         for rejected in [*salvaged, *batch.rejected]:
-            self._reject(out, entry, rejected)
+            error = rejected.error
+            reason = DeadLetterReason.INVALID_REPORT
+            self._dead_letter(out, entry, rejected.raw, type(error).__name__, str(error), reason)
         out.unknown_fields = batch.unknown_fields
         return out
 
@@ -161,18 +165,15 @@ class RecordBuilder:
         """The native path (connector.native); False when it leaves this body to Python."""
         if getattr(entry.memo, "rejects", None):
             return False  # the parser set reports apart: the Python path keeps their order
-        body = self._native.encode(entry.body, int(entry.fetched_at * 1000))
+        body = self._native.encode(entry.body, round(entry.fetched_at * 1000))
         if body is None:
             return False
         out.values, out.keys, out.unknown_fields = body.values, body.keys, body.unknown_fields
         out.observed.update(body.observed)
         for rejected in body.rejected:
-            self._reject(out, entry, rejected)
+            error, reason = rejected.error, DeadLetterReason.INVALID_REPORT
+            self._dead_letter(out, entry, rejected.raw, type(error).__name__, str(error), reason)
         return True
-
-    def _reject(self, out: EntryRecords, entry: EntryLike, rejected: Rejected) -> None:
-        error, reason = rejected.error, DeadLetterReason.INVALID_REPORT
-        self._dead_letter(out, entry, rejected.raw, type(error).__name__, str(error), reason)
 
     def _encode(self, out: EntryRecords, entry: EntryLike, records: list[dict]) -> list[dict]:
         """Encode a batch; should a record not fit the schema, dead-letter it, keep the rest."""
