@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 KAFKA  := $(PY) devkafka/devkafka.py
 
-.PHONY: install native lint test demo bench bench-quick chaos kafka-up kafka-down clean
+.PHONY: install lint test demo bench bench-quick chaos kafka-up kafka-down clean
 
 # The native hot path (native/, Rust + PyO3) is built by pip through maturin (from PyPI) with
 # cargo from $(CARGO_HOME)/bin or PATH. If it does not build, the connector runs the
@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt $(NATIVE_SRC)
 
 install: $(STAMP)
 
+.PHONY: native
 native: $(STAMP)
 	$(NATIVE_BUILD)
 
