@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 KAFKA  := $(PY) devkafka/devkafka.py
 
-.PHONY: install lint test demo bench bench-quick chaos kafka-up kafka-down clean
+.PHONY: install lint test demo dashboard-demo bench bench-quick chaos kafka-up kafka-down clean
 
 # The native hot path (native/, Rust + PyO3) is built by pip through maturin (from PyPI) with
 # cargo from $(CARGO_HOME)/bin or PATH. If it does not build, the connector runs the
@@ -41,6 +41,13 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(KAFKA) fetch
 	$(PY) tools/demo.py
+
+# A few minutes of the demo with a Kafka outage and a bad token under a real Prometheus,
+# drawn as the Grafana dashboard into docs/dashboard/ (contact-sheet.png, summary.json, panels/).
+dashboard-demo: $(STAMP)
+	bash tools/ensure-prometheus.sh
+	$(KAFKA) fetch
+	$(PY) tools/dashboard_demo.py $(DASHBOARD_ARGS)
 
 bench: $(STAMP)
 	$(KAFKA) fetch

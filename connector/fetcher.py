@@ -93,8 +93,7 @@ class Handoff:
     def settled(self, timeout: float) -> bool:
         """Fetcher: wait up to `timeout` for the publish loop; True once it is in Kafka."""
         with self._cond:
-            if self._held is _Held.TAKEN:
-                self._cond.wait(timeout)
+            self._cond.wait_for(lambda: self._held is _Held.DONE, timeout)
             if self._held is _Held.DONE:
                 self._item, self._held = None, _Held.NONE
                 return True
@@ -174,13 +173,13 @@ class Fetcher:
             if raw and isinstance(exc, InvalidResponseError | PlatformResultError):
                 self.keep(Unspooled(raw, self._wall(), 0, str(exc), None))
             return self._failed(exc)
-        reports = _reports(fetch)
-        if reports:
-            self.keep(Unspooled(fetch.raw, fetch.fetched_at, len(reports), None, _memo(fetch)))
-        outcome = PollOutcome.OK if reports else PollOutcome.EMPTY
-        delay = self._schedule.after_batch(len(reports))
+        count = fetch.body.count  # every report handed out, good or rejected
+        if count:
+            self.keep(Unspooled(fetch.raw, fetch.fetched_at, count, None, fetch.body))
+        outcome = PollOutcome.OK if count else PollOutcome.EMPTY
+        delay = self._schedule.after_batch(count)
         self._observer.polled(
-            outcome, duration=fetch.duration, reports=len(reports), attempt=0, next_in=delay
+            outcome, duration=fetch.duration, reports=count, attempt=0, next_in=delay
         )
         self._observer.state(AccountState.POLLING)
         return delay
@@ -246,15 +245,3 @@ def _state_after(error: PlatformError) -> AccountState:
     if isinstance(error, AuthError):
         return AccountState.AUTH_PAUSED
     return AccountState.BACKOFF
-
-
-def _reports(fetch: object) -> list:
-    body = getattr(fetch, "body", None)  # platform stream's Fetch.body: ParsedBody
-    if body is not None:
-        return list(body.reports) + list(body.rejects)
-    return list(fetch.reports)
-
-
-def _memo(fetch: object) -> object:
-    body = getattr(fetch, "body", None)
-    return body if body is not None else list(fetch.reports)

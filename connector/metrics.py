@@ -1,17 +1,16 @@
 """Prometheus metrics: every `rpt_*` series, kept in one CollectorRegistry.
 
-The pipeline calls `Metrics` once per poll and once per committed Kafka transaction, never per
-report: per-report values (lag, delivery latency, status) arrive as `{value: count}` maps and
-go into `BatchHistogram`, which adds a count to a bucket instead of looping `observe()`.
+The pipeline calls `Metrics` (through its `AccountObserver`) once per poll, per spool change and
+per committed Kafka transaction, never per report: per-report values (lag, delivery latency,
+status) arrive as `{value: count}` maps and go into `BatchHistogram`, which adds a count to a
+bucket instead of looping `observe()`. Every labelled series of a known account exists from the
+start at 0, so `increase()` and alerts see the first event.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,25 +20,25 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from connector import __version__
+from connector.collectors import (
+    BatchHistogram,
+    ProducerStatsCollector,
+    UncommittedAgeCollector,
+)
+from connector.health_metrics import HealthSeries
+from connector.observer import DeadLetterReason, PollOutcome, SpoolLevel
+
+__all__ = ["BatchHistogram", "Metrics", "batch_size_buckets"]
 
 # The text format would expose every `_created` timestamp as its own gauge series, doubling the
 # series count for a value nothing here queries.
 disable_created_metrics()
 
-POLL_OUTCOMES = (
-    "ok",
-    "empty",
-    "retriable_error",
-    "auth_error",
-    "platform_error",
-    "invalid_response",
-)
+POLL_OUTCOMES = tuple(o.value for o in PollOutcome)
+DEAD_LETTER_REASONS = tuple(r.value for r in DeadLetterReason)
 REPORT_STATUSES = ("delivered", "failed", "unknown")
 
 # The platform stamps rtime to the second, so sub-second lag buckets only tell "fresh".
@@ -64,133 +63,6 @@ def batch_size_buckets(capacities: Iterable[int]) -> tuple[float, ...]:
     return tuple(sorted(bounds))
 
 
-class BatchHistogram(Collector):
-    """A labelled histogram fed `{value: count}` maps; thread-safe, O(distinct values)."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        buckets: Sequence[float],
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._bounds = (*(float(b) for b in sorted(buckets)), float("inf"))
-        self._les = tuple(floatToGoString(b) for b in self._bounds)
-        self._lock = threading.Lock()
-        # labels → [per-bucket (non-cumulative) counts..., sum]
-        self._series: dict[tuple[str, ...], list[float]] = {}
-        if registry is not None:
-            registry.register(self)
-
-    def observe_many(self, labels: Sequence[str], values: Mapping[float, int]) -> None:
-        """Observe each value `count` times."""
-        key = self._key(labels)
-        with self._lock:
-            series = self._series.setdefault(key, [0.0] * (len(self._bounds) + 1))
-            for value, count in values.items():
-                series[bisect_left(self._bounds, value)] += count
-                series[-1] += value * count
-
-    def ensure(self, labels: Sequence[str]) -> None:
-        """Expose the series at zero before its first observation, so rate() sees the start."""
-        self.observe_many(labels, {})
-
-    def describe(self) -> Iterator[HistogramMetricFamily]:
-        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        with self._lock:
-            snapshot = [(key, list(series)) for key, series in self._series.items()]
-        for key, series in snapshot:
-            cumulative, buckets = 0.0, []
-            for le, count in zip(self._les, series, strict=False):
-                cumulative += count
-                buckets.append((le, cumulative))
-            family.add_metric(key, buckets, series[-1])
-        yield family
-
-    def _key(self, labels: Sequence[str]) -> tuple[str, ...]:
-        if len(labels) != len(self._labelnames):
-            raise ValueError(f"{self._name} takes labels {self._labelnames}, got {labels!r}")
-        return tuple(labels)
-
-
-class ProducerStatsCollector(Collector):
-    """The last librdkafka statistics per account, exposed as a few bounded-cardinality series."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._lock = threading.Lock()
-        self._stats: dict[str, dict] = {}
-        registry.register(self)
-
-    def update(self, account: str, stats_json: str) -> None:
-        try:
-            stats = json.loads(stats_json)
-        except ValueError:
-            return  # librdkafka wrote something unexpected: keep the last good snapshot
-        brokers = {
-            name: (b.get("state") == "UP", b.get("rtt", {}).get("avg", 0) / 1e6, b.get("txerrs", 0))
-            for name, b in stats.get("brokers", {}).items()
-            if b.get("nodeid", -1) >= 0  # bootstrap placeholders have nodeid -1
-        }
-        summary = {"msg_cnt": stats.get("msg_cnt", 0), "msg_size": stats.get("msg_size", 0)}
-        with self._lock:
-            self._stats[account] = {**summary, "brokers": brokers}
-
-    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        return iter(self._families())
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        families = self._families()
-        queue_msgs, queue_bytes, up, rtt, errors = families
-        with self._lock:
-            items = list(self._stats.items())
-        for account, stats in items:
-            queue_msgs.add_metric([account], stats["msg_cnt"])
-            queue_bytes.add_metric([account], stats["msg_size"])
-            for broker, (is_up, rtt_s, txerrs) in stats["brokers"].items():
-                up.add_metric([account, broker], 1.0 if is_up else 0.0)
-                rtt.add_metric([account, broker], rtt_s)
-                errors.add_metric([account, broker], txerrs)
-        return iter(families)
-
-    @staticmethod
-    def _families() -> list[GaugeMetricFamily | CounterMetricFamily]:
-        per_broker = ["account", "broker"]
-        return [
-            GaugeMetricFamily(
-                "rpt_producer_queue_messages",
-                "Messages in the producer queue, waiting for delivery.",
-                labels=["account"],
-            ),
-            GaugeMetricFamily(
-                "rpt_producer_queue_bytes",
-                "Bytes of messages in the producer queue.",
-                labels=["account"],
-            ),
-            GaugeMetricFamily(
-                "rpt_broker_up",
-                "1 while the producer's broker connection is up.",
-                labels=per_broker,
-            ),
-            GaugeMetricFamily(
-                "rpt_broker_rtt_seconds",
-                "Average broker round-trip time over the last statistics window.",
-                labels=per_broker,
-            ),
-            CounterMetricFamily(
-                "rpt_broker_request_errors",
-                "Request transmission errors to the broker since the producer started.",
-                labels=per_broker,
-            ),
-        ]
-
-
 class Metrics:
     """All rpt_* metrics, in one CollectorRegistry. Called per poll / per committed batch."""
 
@@ -199,48 +71,55 @@ class Metrics:
         registry: CollectorRegistry | None = None,
         *,
         accounts: Iterable[str] = (),
-        batch_capacities: Iterable[int] = (500,),
+        batch_capacities: Iterable[int] | Mapping[str, int] = (500,),
         clock: Callable[[], float] = time.time,
+        stats_interval: float = 15.0,
     ) -> None:
+        """`batch_capacities`: the retsizes, or better `{account: retsize}`, which also sets
+        `rpt_batch_capacity{account}` (a full batch = the platform holds a backlog)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        capacities = dict(batch_capacities) if isinstance(batch_capacities, Mapping) else {}
+        retsizes = capacities.values() if capacities else batch_capacities
         ProcessCollector(registry=r)
         Info("rpt_build", "Version of the running connector.", registry=r).info(
             {"version": __version__}
         )
-        self._polls = Counter(
-            "rpt_polls", "get-rpt calls by outcome.", ["account", "outcome"], registry=r
+        self._init_counters(r)
+        self._init_histograms(r, retsizes)
+        self._init_gauges(r)
+        self._producer = ProducerStatsCollector(r, interval=stats_interval, clock=clock)
+        self._oldest = UncommittedAgeCollector(r, clock=clock)
+        self.health = HealthSeries(r)
+        started = clock()
+        for account in accounts:
+            self._ensure(account, started)
+        for account, capacity in capacities.items():
+            self._batch_capacity.labels(account).set(capacity)
+
+    def _init_counters(self, r: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, ["account", *labels], registry=r)
+
+        self._polls = counter("rpt_polls", "get-rpt calls by outcome.", "outcome")
+        self._fetched = counter("rpt_reports_fetched", "Reports taken from the platform.")
+        self._published = counter(
+            "rpt_records_published", "Report records committed to the data topic."
         )
-        self._fetched = Counter(
-            "rpt_reports_fetched", "Reports taken from the platform.", ["account"], registry=r
-        )
-        self._published = Counter(
-            "rpt_records_published",
-            "Report records committed to the data topic.",
-            ["account"],
-            registry=r,
-        )
-        self._dead_letters = Counter(
+        self._dead_letters = counter(
             "rpt_dead_letters",
             "Reports or responses sent to the dead-letter topic, by reason.",
-            ["account", "reason"],
-            registry=r,
+            "reason",
         )
-        self._by_status = Counter(
-            "rpt_reports_by_status",
-            "Committed reports by delivery status.",
-            ["account", "status"],
-            registry=r,
+        self._by_status = counter(
+            "rpt_reports_by_status", "Committed reports by delivery status.", "status"
         )
-        self._spool_write_errors = Counter(
-            "rpt_spool_write_errors", "Failed spool appends.", ["account"], registry=r
+        self._spool_write_errors = counter("rpt_spool_write_errors", "Failed spool appends.")
+        self._unknown_fields = counter(
+            "rpt_unknown_fields", "Report fields not in the schema (dropped)."
         )
-        self._unknown_fields = Counter(
-            "rpt_unknown_fields",
-            "Report fields not in the schema (dropped).",
-            ["account"],
-            registry=r,
-        )
+
+    def _init_histograms(self, r: CollectorRegistry, retsizes: Iterable[int]) -> None:
         self._poll_duration = Histogram(
             "rpt_poll_duration_seconds",
             "Duration of one get-rpt call, including reading the body.",
@@ -259,7 +138,7 @@ class Metrics:
             "rpt_batch_size",
             "Reports per successful poll; a full batch means a backlog on the platform.",
             ["account"],
-            buckets=batch_size_buckets(batch_capacities),
+            buckets=batch_size_buckets(retsizes),
             registry=r,
         )
         self._lag = BatchHistogram(
@@ -276,18 +155,23 @@ class Metrics:
             DELIVERY_LATENCY_BUCKETS,
             registry=r,
         )
-        self._init_gauges(r)
-        self._producer = ProducerStatsCollector(r)
-        started = clock()
-        for account in accounts:
-            self._ensure(account, started)
 
     def _init_gauges(self, r: CollectorRegistry) -> None:
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, ["account"], registry=r)
 
-        self._spool_records = gauge("rpt_spool_pending_records", "Spooled, uncommitted reports.")
+        self._spool_records = gauge(
+            "rpt_spool_pending_records", "Uncommitted reports in the spool (reports, not answers)."
+        )
+        self._spool_entries = gauge(
+            "rpt_spool_pending_entries", "Uncommitted get-rpt answers (spool entries)."
+        )
         self._spool_bytes = gauge("rpt_spool_bytes", "Bytes held by the spool.")
+        self._spool_capacity = gauge(
+            "rpt_spool_capacity_bytes",
+            "Room left in the spool: min(spool.max_bytes - bytes, filesystem free space); "
+            "absent until the spool is open.",
+        )
         self._last_success = gauge(
             "rpt_last_success_timestamp_seconds",
             "When the last get-rpt call succeeded (process start before the first).",
@@ -298,21 +182,28 @@ class Metrics:
         self._retry_attempt = gauge(
             "rpt_poll_retry_attempt", "Consecutive failed get-rpt attempts (0 after a success)."
         )
+        self._batch_capacity = gauge(
+            "rpt_batch_capacity", "The account's retsize: the most reports one get-rpt returns."
+        )
 
     def _ensure(self, account: str, started: float) -> None:
         """Create every series of a known account at zero, so the first increase is seen."""
         for outcome in POLL_OUTCOMES:
             self._polls.labels(account, outcome)
+        for reason in DEAD_LETTER_REASONS:
+            self._dead_letters.labels(account, reason)
         for status in REPORT_STATUSES:
             self._by_status.labels(account, status)
         for metric in (
             self._fetched, self._published, self._spool_write_errors, self._unknown_fields,
             self._poll_duration, self._txn_duration, self._batch_size, self._spool_records,
-            self._spool_bytes, self._committed_seq, self._retry_attempt,
+            self._spool_entries, self._spool_bytes, self._committed_seq, self._retry_attempt,
         ):  # fmt: skip
             metric.labels(account)
         self._lag.ensure([account])
         self._delivery_latency.ensure([account])
+        self._oldest.set_oldest(account, None)
+        self.health.ensure(account)
         # Without a success yet, "no success for 5 minutes" counts from the start.
         self._last_success.labels(account).set(started)
 
@@ -343,9 +234,12 @@ class Metrics:
         unknown = set(statuses) - set(REPORT_STATUSES)
         if unknown:
             raise ValueError(f"unknown report statuses {sorted(unknown)}")
+        bad_reasons = set(dead_letters) - set(DEAD_LETTER_REASONS)
+        if bad_reasons:
+            raise ValueError(f"unknown dead-letter reasons {sorted(bad_reasons)}")
         self._published.labels(account).inc(records)
         for reason, count in dead_letters.items():
-            self._dead_letters.labels(account, reason).inc(count)
+            self._dead_letters.labels(account, str(reason)).inc(count)
         for status, count in statuses.items():
             self._by_status.labels(account, status).inc(count)
         self._txn_duration.labels(account).observe(duration)
@@ -357,9 +251,20 @@ class Metrics:
     def poll_succeeded(self, account: str, when: float) -> None:
         self._last_success.labels(account).set(when)
 
+    def committed_sequence(self, account: str, sequence: int) -> None:
+        self._committed_seq.labels(account).set(sequence)
+
     def spool(self, account: str, pending_records: int, pending_bytes: int) -> None:
+        """Before the observer: the pipeline's own count. Prefer `spool_level`."""
         self._spool_records.labels(account).set(pending_records)
         self._spool_bytes.labels(account).set(pending_bytes)
+
+    def spool_level(self, account: str, level: SpoolLevel) -> None:
+        self._spool_records.labels(account).set(level.reports)
+        self._spool_entries.labels(account).set(level.entries)
+        self._spool_bytes.labels(account).set(level.bytes)
+        self._spool_capacity.labels(account).set(level.capacity_bytes)
+        self._oldest.set_oldest(account, level.oldest_fetched_at if level.entries else None)
 
     def spool_write_failed(self, account: str) -> None:
         self._spool_write_errors.labels(account).inc()

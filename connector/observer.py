@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 
 class AccountState(StrEnum):
@@ -120,3 +120,18 @@ class AccountObserver(Protocol):
 
     def recovered(self, committed_sequence: int, level: SpoolLevel) -> None:
         """Progress read from Kafka at start or after a producer restart."""
+
+
+# --- the concrete observer (observability stream): connector/account_observer.py ---------------
+
+
+def make_observer(metrics: Metrics, board: StatusBoard, account: str) -> AccountObserver:
+    """The observer `service.py` hands each account's pipeline: metrics and /status at once."""
+    from connector.account_observer import MetricsAndStatus  # it imports this module
+
+    return MetricsAndStatus(metrics, board, account)
+
+
+if TYPE_CHECKING:
+    from connector.metrics import Metrics
+    from connector.status import StatusBoard

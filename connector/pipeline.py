@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connector.checkpoint import Checkpoint
-from connector.errors import ConnectorError, Disposition, FencedError, SpoolWriteError
+from connector.errors import ConnectorError, Disposition
 from connector.fetcher import Fetcher, Handoff, Hooks, Unspooled
-from connector.observer import AccountObserver, AccountState, SpoolLevel
+from connector.observer import AccountObserver, AccountState
 from connector.records import EntryRecords, RecordBuilder
 from connector.retry import Backoff, Clock, Deadline
 from connector.session import Session
@@ -83,9 +83,9 @@ class AccountPipeline:
         self._deadline = Deadline.never(parts.clock)  # set by stop(): the shutdown budget
         self._drain_until = Deadline.never(parts.clock)
         self._session = Session(name, limits, parts, self._stop)
+        self._retry = parts.backoff(self._stop)  # Kafka calls that may succeed when repeated
         self._threads: list[threading.Thread] = []
 
-    # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         thread = threading.Thread(target=self.run, name=f"publish-{self.name}", daemon=True)
         self._threads.append(thread)
@@ -116,7 +116,8 @@ class AccountPipeline:
             self._start_fetcher()
             self._publish_loop()
         except ConnectorError as exc:
-            if exc.disposition == Disposition.STOP_ACCOUNT or not self._stop.is_set():
+            self._fenced = exc.disposition == Disposition.STOP_ACCOUNT  # no get-rpt from now on
+            if self._fenced or not self._stop.is_set():
                 self._fail(str(exc))  # a shutdown that interrupts a reconnect is no failure
         except Exception as exc:  # a bug must stop the account visibly, not end a thread quietly
             log.exception("account %s: publishing failed unexpectedly", self.name)
@@ -125,7 +126,6 @@ class AccountPipeline:
             self._stop.set()
             self._close()
 
-    # --- the publish side ------------------------------------------------------------------
     def _publish_loop(self) -> None:
         """Publish what the spool holds; after stop(), drain it once the fetcher is done."""
         ckpt = self._checkpoint()
@@ -181,9 +181,10 @@ class AccountPipeline:
         began = self.parts.clock()
         self._session.publisher.commit(ckpt.last_seq, self._call_deadline())
         self._session.committed = ckpt.last_seq
-        self._release(ckpt.last_seq)
+        self._session.release(ckpt.last_seq, self._deadline)
+        self._retry.reset()
         summary = ckpt.summary(self.parts.clock() - began, self.parts.wall_clock())
-        self._observer.committed(summary, self._level())
+        self._observer.committed(summary, self._session.spool.level())
 
     def _send_unspooled(self) -> None:
         """A body the spool could not take, in a transaction of its own. Its progress record
@@ -202,70 +203,37 @@ class AccountPipeline:
         self._handoff.finish(sent=True)
         ckpt.add(self._session.committed, built, self.parts.clock())
         ckpt.last_seq = self._session.committed
-        self._observer.committed(ckpt.summary(0.0, self.parts.wall_clock()), self._level())
+        self._observer.committed(
+            ckpt.summary(0.0, self.parts.wall_clock()), self._session.spool.level()
+        )
         log.warning("account %s: a body the spool could not take is in Kafka", self.name)
-
-    def _release(self, seq: int) -> None:
-        """Release the spool; a write failure backs off and retries (the progress record in
-        Kafka already says what is done, so a restart never re-sends released entries)."""
-        backoff = self.parts.backoff(self._stop)
-        while True:
-            try:
-                self._session.spool.release_through(seq)
-                self._observer.spooled(self._level())
-                return
-            except SpoolWriteError as exc:
-                self._observer.spool_write_failed(str(exc))
-                log.error("account %s: %s; retrying the release", self.name, exc)
-                if (backoff.wait() or self._stop.is_set()) and self._deadline.expired:
-                    return  # shutting down: the floor from Kafka releases it at the next start
 
     def _handle(self, error: ConnectorError, ckpt: Checkpoint) -> Checkpoint:
         """Act on an error's disposition; returns the checkpoint to go on with."""
         disposition = error.disposition
         if disposition == Disposition.STOP_ACCOUNT:
-            self._fenced = isinstance(error, FencedError)
             raise error
         if disposition == Disposition.RETRY:
             log.warning("account %s: %s; retrying", self.name, error)
             self._session.publisher.reachability.check(pending=True)
-            if self.parts.backoff(self._stop).wait() and self._deadline.expired:
+            if self._retry.wait() and self._deadline.expired:
                 raise error
             return ckpt  # same open transaction; a commit is called again, not re-produced
         if disposition == Disposition.ABORT_TRANSACTION:
             log.warning("account %s: %s; sending the spool entries again", self.name, error)
-            try:
-                self._session.publisher.abort(self._call_deadline())
-                self._observer.aborted(str(error))
-                self._wake.set()
+            failed = self._session.abort(str(error), self._call_deadline())
+            self._wake.set()
+            if failed is None:
                 return self._checkpoint()
-            except ConnectorError as abort_error:
-                if abort_error.disposition == Disposition.STOP_ACCOUNT:
-                    raise
-                error = abort_error  # even the abort failed: start over with a new producer
+            error = failed  # even the abort failed: start over with a new producer
         log.error("account %s: %s; recreating the producer", self.name, error)
         self._session.restart(str(error))
         self._wake.set()
         return self._checkpoint()
 
-    # --- helpers ---------------------------------------------------------------------------
     def _start_fetcher(self) -> None:
-        fetcher = Fetcher(
-            client=self.parts.client,
-            spool=self._session.spool,
-            schedule=self.parts.schedule,
-            observer=self._observer,
-            owns=self.owns,
-            stop=self._stop,
-            wake=self._wake,
-            handoff=self._handoff,
-            max_response_bytes=self.limits.max_response_bytes,
-            retry_backoff=lambda: self.parts.backoff(threading.Event()),
-            on_failure=self._fetcher_failed,
-            hooks=self.parts.hooks,
-            wall_clock=self.parts.wall_clock,
-        )
-        thread = threading.Thread(target=fetcher.run, name=f"fetch-{self.name}", daemon=True)
+        thread = threading.Thread(target=_fetcher(self).run, name=f"fetch-{self.name}")
+        thread.daemon = True
         self._threads.append(thread)
         thread.start()
 
@@ -283,9 +251,6 @@ class AccountPipeline:
         """Kafka calls give up at the shutdown deadline, or when Kafka stays silent too long."""
         ordinary = Deadline.after(self.limits.unreachable_after, self.parts.clock)
         return ordinary.earliest(self._deadline)
-
-    def _level(self) -> SpoolLevel:
-        return self._session.spool.level()
 
     @property
     def committed(self) -> int:
@@ -305,3 +270,22 @@ class AccountPipeline:
         self._session.close(self._deadline.earliest(Deadline.after(5.0, self.parts.clock)))
         if self.failed is None:
             self._observer.state(AccountState.STOPPED)
+
+
+def _fetcher(p: AccountPipeline) -> Fetcher:
+    """The fetch side of a pipeline, sharing its stop, wake-up, hand-off and spool."""
+    return Fetcher(
+        client=p.parts.client,
+        spool=p._session.spool,
+        schedule=p.parts.schedule,
+        observer=p.parts.observer,
+        owns=p.owns,
+        stop=p._stop,
+        wake=p._wake,
+        handoff=p._handoff,
+        max_response_bytes=p.limits.max_response_bytes,
+        retry_backoff=lambda: p.parts.backoff(threading.Event()),  # a stop must not end it
+        on_failure=p._fetcher_failed,
+        hooks=p.parts.hooks,
+        wall_clock=p.parts.wall_clock,
+    )

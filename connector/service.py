@@ -17,12 +17,12 @@ from collections.abc import Callable
 from connector import __version__
 from connector.avro_codec import make_value_encoder
 from connector.cluster import Membership
-from connector.config import AccountView, Settings, load_settings
+from connector.config import Settings, load_settings
 from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
-from connector.logs import setup_logging
+from connector.logs import RepeatSummary, setup_logging
 from connector.metrics import Metrics
-from connector.observer_adapter import BoardObserver
+from connector.observer import AccountState, make_observer
 from connector.pipeline import AccountPipeline, Limits, Parts
 from connector.platform import PlatformClient, PollSchedule
 from connector.publisher import AccountPublisher, Reachability
@@ -33,6 +33,7 @@ from connector.spool import Spool, failpoints_from_env, spool_id
 from connector.spool_io import SpoolHooks
 from connector.status import EndpointServer, StatusBoard
 from connector.topics import ensure_topics
+from connector.views import AccountView
 
 log = logging.getLogger("connector.service")
 
@@ -78,6 +79,7 @@ def build_pipeline(
     client = PlatformClient(platform, view.account, view.index)
     encoder = make_value_encoder(kafka, settings.schema_registry, view.topic)
     reachability = Reachability(kafka.unreachable_after, observer.kafka_reachable)
+    connection_errors = RepeatSummary()
     the_spool_id = spool_id(directory)
 
     def new_publisher(stop: threading.Event) -> AccountPublisher:
@@ -88,6 +90,7 @@ def build_pipeline(
             reachability=reachability,
             stop=stop,
             on_stats=observer.producer_statistics,
+            connection_errors=connection_errors,
         )
 
     def open_spool(floor_seq: int) -> Spool:
@@ -134,12 +137,22 @@ def build_pipeline(
 
 
 class Service:
-    def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: dict[str, str] | None = None,
+        *,
+        topics: Callable[..., None] = ensure_topics,  # creates missing topics; tests fake it
+    ) -> None:
         self.settings = settings
+        self._ensure = topics
         names = [a.name for a in settings.accounts]
-        retsizes = {v.retsize for v in settings.views}
-        self.metrics = Metrics(accounts=names, batch_capacities=sorted(retsizes))
+        self.metrics = Metrics(
+            accounts=names, batch_capacities={v.name: v.retsize for v in settings.views}
+        )
         self.board = StatusBoard(names)
+        # One observer per account: its metrics and /status move together (also not_owned).
+        self.observers = {n: make_observer(self.metrics, self.board, n) for n in names}
         self.pipelines: dict[str, AccountPipeline] = {}
         self.failed: dict[str, str] = {}  # accounts that stopped with an error, and why
         environ = dict(os.environ if environ is None else environ)
@@ -189,7 +202,8 @@ class Service:
             self._own([a.name for a in self.settings.accounts])
             return
         for account in self.settings.accounts:
-            self.board.update(account.name, owned=False, state="not_owned")
+            self.board.update(account.name, owned=False)
+            self.observers[account.name].state(AccountState.NOT_OWNED)
         self._membership = Membership(self.settings, self._own, self._release)
         self._membership.start()
 
@@ -198,7 +212,7 @@ class Service:
         backoff = Backoff(1.0, 30.0, stop=self._stopping)
         while True:
             try:
-                ensure_topics(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
+                self._ensure(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
                 self.board.set_kafka_reachable(True)
                 return
             except ConnectorError as exc:
@@ -220,8 +234,9 @@ class Service:
     def _own(self, names: list[str]) -> None:
         views = {v.name: v for v in self.settings.views}
         for name in names:
-            self.board.update(name, owned=True, state="starting")
-            observer = BoardObserver(self.metrics, self.board, name)
+            self.board.update(name, owned=True)
+            observer = self.observers[name]
+            observer.state(AccountState.STARTING)
             owns = self._owner_check(name)
             try:
                 pipeline = build_pipeline(
@@ -234,7 +249,7 @@ class Service:
                 )
             except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)
-                self.board.update(name, state="failed", last_error=str(exc))
+                observer.state(AccountState.FAILED, error=str(exc))
                 self.failed[name] = str(exc)
                 continue
             self.failed.pop(name, None)
@@ -256,7 +271,8 @@ class Service:
                 pipeline.name,
             )
         for name in names:
-            self.board.update(name, owned=False, state="not_owned")
+            self.board.update(name, owned=False)
+            self.observers[name].state(AccountState.NOT_OWNED)
 
     def _stop_all(self, pipelines: list[AccountPipeline]) -> list[AccountPipeline]:
         """Stop pipelines together within one shutdown_timeout; return those still running."""

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from connector.errors import ConnectorError, Disposition, FencedError
+from connector.errors import ConnectorError, Disposition, FencedError, SpoolWriteError
 from connector.observer import AccountState
 from connector.retry import Deadline
 
@@ -27,6 +27,33 @@ class Session:
         self.publisher = None
         self.spool = None
         self.committed = 0
+        self._found = None  # the progress found at start (another spool's, after a move)
+
+    def release(self, seq: int, deadline: Deadline) -> None:
+        """Release the spool; a write failure backs off and retries (the progress record in
+        Kafka already says what is done, so a restart never re-sends released entries)."""
+        backoff = self._parts.backoff(self._stop)
+        while True:
+            try:
+                self.spool.release_through(seq)
+                self._parts.observer.spooled(self.spool.level())
+                return
+            except SpoolWriteError as exc:
+                self._parts.observer.spool_write_failed(str(exc))
+                log.error("account %s: %s; retrying the release", self._name, exc)
+                if (backoff.wait() or self._stop.is_set()) and deadline.expired:
+                    return  # shutting down: the floor from Kafka releases it at the next start
+
+    def abort(self, reason: str, deadline: Deadline) -> ConnectorError | None:
+        """Abort the open transaction; the error if even that failed (a new producer is due)."""
+        try:
+            self.publisher.abort(deadline)
+        except ConnectorError as exc:
+            if exc.disposition == Disposition.STOP_ACCOUNT:
+                raise
+            return exc
+        self._parts.observer.aborted(reason)
+        return None
 
     def close(self, deadline: Deadline) -> None:
         if self.publisher is not None:
@@ -46,7 +73,7 @@ class Session:
         instance runs the account (fencing it back would start a ping-pong)."""
         if not self._parts.owns():
             raise FencedError(f"account {self._name}: no longer assigned to this instance")
-        if progress.spool_id not in ("", self._limits.spool_id):
+        if progress.spool_id not in ("", self._limits.spool_id) and progress != self._found:
             raise FencedError(
                 f"account {self._name}: another instance (spool {progress.spool_id}) committed "
                 f"sequence {progress.sequence}; it owns the account now"
@@ -55,7 +82,7 @@ class Session:
     # --- recovery --------------------------------------------------------------------------
     def recover(self) -> None:
         self._parts.observer.state(AccountState.RECOVERING)
-        progress = self._connect()
+        progress = self._found = self._connect()
         self.committed = progress.sequence
         # The committed sequence numbers this spool's entries only if this spool committed it
         # (or nothing has): after the account ran on another instance with its own spool, the

@@ -7,6 +7,7 @@ promtool comes from Debian's `prometheus` package (`bash tools/ensure-prometheus
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,13 @@ import httpx
 import pytest
 
 from connector.metrics import Metrics
+from connector.observer import (
+    AccountState,
+    DeadLetterReason,
+    PauseReason,
+    PollOutcome,
+    SpoolLevel,
+)
 from connector.status import EndpointServer, StatusBoard
 
 pytestmark = pytest.mark.integration
@@ -43,13 +51,13 @@ def run(promtool: str, *args: str, stdin: bytes | None = None) -> str:
 @pytest.fixture
 def served_metrics() -> Iterator[str]:
     """A Metrics with every family populated, served over a real socket."""
-    metrics = Metrics(accounts=["a", "b"])
+    metrics = Metrics(accounts=["a", "b"], batch_capacities={"a": 500, "b": 200})
     metrics.poll("a", "ok", 0.3, 500)
     metrics.poll("b", "retriable_error", 5.0, 0)
     metrics.committed(
         "a",
         records=498,
-        dead_letters={"bad_msgid": 1, "bad_time": 1},
+        dead_letters={"invalid_report": 1, "invalid_response": 1},
         duration=0.08,
         sequence=12,
         commit_time=1_700_000_100.0,
@@ -58,7 +66,12 @@ def served_metrics() -> Iterator[str]:
         statuses={"delivered": 450, "failed": 47, "unknown": 1},
     )
     metrics.poll_succeeded("a", 1_700_000_099.0)
-    metrics.spool("a", 500, 1_048_576)
+    metrics.spool_level("a", SpoolLevel(2, 500, 1_048_576, 1_700_000_000.0, 9 << 20))
+    metrics.health.state("b", AccountState.BACKOFF)
+    metrics.health.paused("b", PauseReason.DISK_FULL)
+    metrics.health.reachable("a", True)
+    metrics.health.aborted("a")
+    metrics.health.producer_restarted("a")
     metrics.spool_write_failed("b")
     metrics.retry_attempt("b", 3)
     metrics.unknown_fields("a", 2)
@@ -78,11 +91,33 @@ def test_metrics_output_passes_promtool_lint(promtool: str, served_metrics: str)
 
 
 def test_alert_rules_are_valid(promtool: str) -> None:
-    assert "SUCCESS: 7 rules found" in run(promtool, "check", "rules", "alerts.yml")
+    assert "SUCCESS: 11 rules found" in run(promtool, "check", "rules", "alerts.yml")
 
 
 def test_alert_rule_unit_tests_pass(promtool: str) -> None:
     assert "SUCCESS" in run(promtool, "test", "rules", "alerts_test.yml")
+
+
+def test_every_alert_has_a_rule_test() -> None:
+    alerts = set(re.findall(r"^\s+- alert: (\w+)$", (CONFIG / "alerts.yml").read_text(), re.M))
+    tested = set(re.findall(r"alertname: (\w+)", (CONFIG / "alerts_test.yml").read_text()))
+    assert len(alerts) == 11
+    assert alerts - tested == set()
+
+
+LABEL_VALUES = {
+    "reason": {r.value for r in DeadLetterReason} | {r.value for r in PauseReason},
+    "state": {s.value for s in AccountState},
+    "outcome": {o.value for o in PollOutcome},
+}
+
+
+def test_rule_test_inputs_use_label_values_the_code_emits() -> None:
+    """A test series the connector never exposes (reason="bad_msgid") proves nothing."""
+    text = (CONFIG / "alerts_test.yml").read_text()
+    used = re.findall(r'\b(reason|state|outcome)="([a-z_]+)"', text)
+    assert used
+    assert [(k, v) for k, v in used if v not in LABEL_VALUES[k]] == []
 
 
 def test_scrape_config_is_valid(promtool: str) -> None:

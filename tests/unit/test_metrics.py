@@ -20,6 +20,7 @@ from connector.metrics import (
     Metrics,
     batch_size_buckets,
 )
+from connector.observer import AccountState, DeadLetterReason, PauseReason, PollOutcome, SpoolLevel
 
 # name (as exposed, without _total/_bucket suffixes) → (type, label names)
 CONTRACT = {
@@ -46,6 +47,16 @@ CONTRACT = {
     "rpt_broker_up": ("gauge", {"account", "broker"}),
     "rpt_broker_rtt_seconds": ("gauge", {"account", "broker"}),
     "rpt_broker_request_errors": ("counter", {"account", "broker"}),
+    # issue 16
+    "rpt_spool_pending_entries": ("gauge", {"account"}),
+    "rpt_spool_capacity_bytes": ("gauge", {"account"}),
+    "rpt_oldest_uncommitted_age_seconds": ("gauge", {"account"}),
+    "rpt_kafka_reachable": ("gauge", {"account"}),
+    "rpt_transaction_aborts": ("counter", {"account"}),
+    "rpt_producer_restarts": ("counter", {"account"}),
+    "rpt_account_state": ("gauge", {"account", "state"}),
+    "rpt_fetch_paused": ("gauge", {"account", "reason"}),
+    "rpt_batch_capacity": ("gauge", {"account"}),
 }
 
 STATS = {
@@ -74,7 +85,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 def commit(metrics: Metrics, account: str = "a", **overrides: object) -> None:
     args: dict = {
         "records": 3,
-        "dead_letters": {"bad_msgid": 1},
+        "dead_letters": {"invalid_report": 1},
         "duration": 0.04,
         "sequence": 17,
         "commit_time": 1_000.0,
@@ -87,12 +98,13 @@ def commit(metrics: Metrics, account: str = "a", **overrides: object) -> None:
 
 @pytest.fixture
 def metrics() -> Metrics:
-    m = Metrics(accounts=["a"], batch_capacities=[500, 200], clock=lambda: 1234.5)
+    m = Metrics(accounts=["a"], batch_capacities={"a": 500, "b": 200}, clock=lambda: 1234.5)
     m.poll("a", "ok", 0.2, 500)
     m.poll("a", "auth_error", 0.1, 0)
     commit(m)
     m.poll_succeeded("a", 2000.0)
-    m.spool("a", 40, 8192)
+    m.spool_level("a", SpoolLevel(3, 40, 8192, 1200.0, 10_000))
+    m.health.reachable("a", True)
     m.spool_write_failed("a")
     m.retry_attempt("a", 2)
     m.unknown_fields("a", 5)
@@ -126,12 +138,16 @@ def test_values_after_a_poll_and_a_commit(metrics: Metrics) -> None:
     assert value(r, "rpt_polls_total", account="a", outcome="retriable_error") == 0
     assert value(r, "rpt_reports_fetched_total", account="a") == 500
     assert value(r, "rpt_records_published_total", account="a") == 3
-    assert value(r, "rpt_dead_letters_total", account="a", reason="bad_msgid") == 1
+    assert value(r, "rpt_dead_letters_total", account="a", reason="invalid_report") == 1
     assert value(r, "rpt_reports_by_status_total", account="a", status="delivered") == 2
     assert value(r, "rpt_reports_by_status_total", account="a", status="unknown") == 0
     assert value(r, "rpt_committed_sequence", account="a") == 17
     assert value(r, "rpt_last_success_timestamp_seconds", account="a") == 2000.0
     assert value(r, "rpt_spool_pending_records", account="a") == 40
+    assert value(r, "rpt_spool_pending_entries", account="a") == 3
+    assert value(r, "rpt_spool_capacity_bytes", account="a") == 10_000
+    assert value(r, "rpt_oldest_uncommitted_age_seconds", account="a") == 34.5
+    assert value(r, "rpt_batch_capacity", account="a") == 500
     assert value(r, "rpt_spool_bytes", account="a") == 8192
     assert value(r, "rpt_spool_write_errors_total", account="a") == 1
     assert value(r, "rpt_poll_retry_attempt", account="a") == 2
@@ -295,3 +311,97 @@ def test_alerts_and_dashboard_name_only_exposed_metrics(metrics: Metrics, path: 
     referenced = set(re.findall(r"\brpt_[a-z_]+[a-z]", (REPO / path).read_text()))
     assert referenced
     assert referenced - exposed == set()
+
+
+# --- issue 16: series that tell the truth during an incident ---------------------------------
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_every_labelled_counter_exists_at_zero_for_every_label_value_the_code_emits() -> None:
+    r = Metrics(accounts=["x"]).registry
+    for reason in DeadLetterReason:
+        assert value(r, "rpt_dead_letters_total", account="x", reason=reason.value) == 0
+    for outcome in PollOutcome:
+        assert value(r, "rpt_polls_total", account="x", outcome=outcome.value) == 0
+    assert value(r, "rpt_transaction_aborts_total", account="x") == 0
+    assert value(r, "rpt_producer_restarts_total", account="x") == 0
+    for reason in PauseReason:
+        assert value(r, "rpt_fetch_paused", account="x", reason=reason.value) == 0
+    assert value(r, "rpt_account_state", account="x", state="starting") == 1
+
+
+def test_unknown_dead_letter_reason_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="dead-letter reasons"):
+        commit(Metrics(), dead_letters={"bad_msgid": 1})
+
+
+def test_exactly_one_account_state_is_one() -> None:
+    m = Metrics(accounts=["x"])
+    m.health.state("x", AccountState.TLS_PAUSED)
+    states = {
+        dict(labels)["state"]: v
+        for (name, labels), v in samples(m.registry).items()
+        if name == "rpt_account_state"
+    }
+    assert set(states) == {s.value for s in AccountState}
+    assert {s for s, v in states.items() if v == 1} == {"tls_paused"}
+    assert sum(states.values()) == 1
+
+
+def test_fetch_paused_marks_one_reason_and_clears_on_resume() -> None:
+    m = Metrics(accounts=["x"])
+    m.health.paused("x", PauseReason.DISK_FULL)
+    assert value(m.registry, "rpt_fetch_paused", account="x", reason="disk_full") == 1
+    assert value(m.registry, "rpt_fetch_paused", account="x", reason="spool_full") == 0
+    m.health.paused("x", None)
+    assert value(m.registry, "rpt_fetch_paused", account="x", reason="disk_full") == 0
+
+
+def test_oldest_uncommitted_age_grows_at_scrape_time_until_a_commit_empties_the_spool() -> None:
+    clock = Clock(1000.0)
+    m = Metrics(accounts=["x"], clock=clock)
+    assert value(m.registry, "rpt_oldest_uncommitted_age_seconds", account="x") == 0
+    m.spool_level("x", SpoolLevel(2, 900, 4096, 990.0, 1 << 20))
+    assert value(m.registry, "rpt_oldest_uncommitted_age_seconds", account="x") == 10
+    clock.now += 60  # nothing commits: no call at all, the age still grows
+    assert value(m.registry, "rpt_oldest_uncommitted_age_seconds", account="x") == 70
+    m.spool_level("x", SpoolLevel(0, 0, 0, None, 1 << 20))
+    assert value(m.registry, "rpt_oldest_uncommitted_age_seconds", account="x") == 0
+
+
+def test_capacity_and_reachability_are_absent_until_known() -> None:
+    m = Metrics(accounts=["x"])
+    names = {name for name, labels in samples(m.registry) if ("account", "x") in labels}
+    assert "rpt_kafka_reachable" not in names
+    assert "rpt_spool_capacity_bytes" not in names
+    m.health.reachable("x", False)
+    assert value(m.registry, "rpt_kafka_reachable", account="x") == 0
+
+
+def test_stale_producer_statistics_are_dropped_not_repeated() -> None:
+    clock = Clock(1000.0)
+    m = Metrics(accounts=["x"], clock=clock, stats_interval=15.0)
+    m.producer_statistics("x", json.dumps(STATS))
+    clock.now += 30.0  # 2 × statistics.interval.ms: still the latest window
+    assert value(m.registry, "rpt_broker_up", account="x", broker="localhost:9092/1") == 1
+    clock.now += 0.5
+    exposed = {name for name, _ in samples(m.registry)}
+    assert not exposed & {
+        "rpt_broker_up", "rpt_producer_queue_messages", "rpt_broker_rtt_seconds",
+    }  # fmt: skip
+    m.producer_statistics("x", json.dumps(STATS))  # fresh again
+    assert value(m.registry, "rpt_producer_queue_messages", account="x") == 12
+
+
+def test_a_broker_librdkafka_does_not_see_up_is_zero() -> None:
+    m = Metrics(accounts=["x"])
+    down = {"brokers": {"k:9092/1": {"nodeid": 1, "state": "TRY_CONNECT", "rtt": {"avg": 0}}}}
+    m.producer_statistics("x", json.dumps(down))
+    assert value(m.registry, "rpt_broker_up", account="x", broker="k:9092/1") == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import json
 import socket
 from collections.abc import Iterator
@@ -67,6 +69,10 @@ def test_unreachable_kafka_makes_the_instance_not_ready() -> None:
         ({"state": "starting"}, False),
         ({"state": "recovering"}, False),
         ({"state": "auth_paused"}, False),
+        ({"state": "tls_paused"}, False),
+        # Paused fetching is not ready whatever the state says.
+        ({"state": "polling", "paused": "disk_full"}, False),
+        ({"state": "polling", "paused": "tls"}, False),
         ({"state": "spool_full"}, False),
         ({"state": "spool_error"}, False),
         ({"state": "failed"}, False),
@@ -82,6 +88,52 @@ def test_readiness_by_account_state(fields: dict, ready: bool) -> None:
     is_ready, reason = board.readiness()
     assert is_ready is ready
     assert ("b" in reason["accounts_not_ready"]) is not ready
+
+
+def test_one_account_losing_kafka_makes_the_instance_not_ready() -> None:
+    board = ready_board()
+    board.set_kafka_reachable(False, "Local: All broker connections are down", account="b")
+    ready, reason = board.readiness()
+    assert not ready
+    assert reason["kafka"] == {
+        "reachable": False,
+        "reason": "account b: Local: All broker connections are down",
+    }
+    assert board.snapshot()["accounts"]["b"]["kafka_reachable"] is False
+    board.set_kafka_reachable(True, account="b")
+    assert board.readiness()[0]
+    assert board.snapshot()["accounts"]["b"]["kafka_error"] is None
+
+
+def test_an_account_not_owned_here_says_nothing_about_kafka() -> None:
+    board = ready_board()
+    board.update("b", owned=False, state="not_owned")
+    board.set_kafka_reachable(False, "down", account="b")
+    assert board.readiness()[0]
+
+
+def test_process_readiness_is_the_loop_and_startup_not_the_accounts() -> None:
+    clock = FakeClock()
+    board = ready_board(clock)
+    assert board.process_readiness()[1] == {
+        "ready": False,
+        "scope": "process",
+        "alive": True,
+        "started": False,
+        "every_owned_account_failed": False,
+    }
+    board.heartbeat()
+    board.update("a", state="auth_paused")
+    board.set_kafka_reachable(False, "down")
+    assert board.process_readiness()[0]  # a bad token or Kafka do not make the pod unready
+    board.update("b", state="failed")
+    assert board.process_readiness()[0]
+    board.update("a", state="failed")
+    ready, reason = board.process_readiness()
+    assert (ready, reason["every_owned_account_failed"]) == (False, True)
+    board.update("a", state="polling")
+    clock.now += 31  # the main loop stalled
+    assert board.process_readiness()[1]["alive"] is False
 
 
 def test_long_backoff_reason_names_the_attempts() -> None:
@@ -119,6 +171,10 @@ def test_snapshot_has_every_account_field() -> None:
         last_success=990.0,
         last_error="HTTP 503",
         spool_pending=7,
+        spool_pending_entries=2,
+        spool_bytes=4096,
+        spool_capacity_bytes=1 << 20,
+        oldest_uncommitted_at=995.0,
         committed_sequence=41,
         next_poll_in=2.5,
     )
@@ -130,6 +186,14 @@ def test_snapshot_has_every_account_field() -> None:
         "last_success": 990.0,
         "last_error": "HTTP 503",
         "spool_pending": 7,
+        "spool_pending_entries": 2,
+        "spool_bytes": 4096,
+        "spool_capacity_bytes": 1 << 20,
+        "oldest_uncommitted_at": 995.0,
+        "oldest_uncommitted_age_s": 10.0,
+        "paused": None,
+        "kafka_reachable": None,
+        "kafka_error": None,
         "committed_sequence": 41,
         "attempt": 0,
         "next_poll_in": 2.5,
@@ -208,6 +272,49 @@ def test_metrics_endpoint_speaks_openmetrics_when_asked(served) -> None:
     response = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
+
+
+def test_metrics_endpoint_gzips_when_the_scraper_accepts_it(served) -> None:
+    client, _, metrics = served
+    metrics.poll("a", "ok", 0.1, 12)
+    url = client.base_url
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=5)
+    connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+    response = connection.getresponse()
+    wire = response.read()  # http.client does not decode: these are the bytes sent
+    connection.close()
+    assert response.getheader("Content-Encoding") == "gzip"
+    assert int(response.getheader("Content-Length")) == len(wire)
+    text = gzip.decompress(wire)
+    assert b'rpt_reports_fetched_total{account="a"} 12.0' in text
+    assert len(wire) < len(text)
+    plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz", "/status", "/nope"])
+def test_head_answers_like_get_without_a_body(served, path: str) -> None:
+    client, _, _ = served
+    head, get = client.head(path), client.get(path)
+    assert head.status_code == get.status_code
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.content == b""
+    # Same connection, next request: the empty HEAD body did not desynchronise it.
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_scope_process_ignores_account_health(served) -> None:
+    client, board, _ = served
+    assert client.get("/readyz?scope=process").status_code == 503  # not started yet
+    board.heartbeat()
+    board.update("a", state="auth_paused")
+    response = client.get("/readyz?scope=process")
+    assert (response.status_code, response.json()["scope"]) == (200, "process")
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/readyz?scope=connector").status_code == 503
+    bad = client.get("/readyz?scope=everything")
+    assert bad.status_code == 400
+    assert "scope=process" in bad.text
 
 
 def test_healthz_follows_the_heartbeat(served, clock: FakeClock) -> None:
