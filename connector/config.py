@@ -87,7 +87,8 @@ class PlatformSettings(_Section):
     connect_timeout: Duration = 5.0
     read_timeout: Duration = 30.0
     # Total time for one get-rpt call (logins included): read_timeout is per socket read, so a
-    # server dripping a byte at a time would hold a call for ever. Must be < shutdown_timeout.
+    # server dripping a byte at a time would hold a call for ever. Must be < shutdown_timeout;
+    # unset, 20s or 2/3 of a shorter shutdown_timeout (Settings._request_timeout_default).
     request_timeout: Duration = Field(20.0, gt=0)
     verify_tls: bool = True
     ca_bundle: Path | None = None
@@ -244,6 +245,27 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = ClusterSettings()
     log: LogSettings = LogSettings()
     shutdown_timeout: Duration = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _request_timeout_default(cls, data: Any) -> Any:
+        """Unset, platform.request_timeout is 20s, or 2/3 of a shorter shutdown_timeout, so
+        that a configuration valid before the key existed stays valid."""
+        if not isinstance(data, dict):
+            return data
+        platform = data.get("platform", {})
+        if isinstance(platform, PlatformSettings):
+            if "request_timeout" in platform.model_fields_set:
+                return data
+            platform = platform.model_dump(exclude_unset=True)
+        if not isinstance(platform, dict) or "request_timeout" in platform:
+            return data
+        try:
+            shutdown = parse_duration(data.get("shutdown_timeout", 30.0))
+        except ValueError:
+            return data  # the field's own validation names the problem
+        default = min(PlatformSettings.model_fields["request_timeout"].default, shutdown * 2 / 3)
+        return {**data, "platform": {**platform, "request_timeout": default}}
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -47,11 +47,17 @@ class Deadline:
 
 
 class SocketWatch:
-    """Remembers the socket of the client's one connection; can shut it down from any thread."""
+    """Remembers the socket of the client's one connection; can shut it down from any thread.
+
+    Once the current exchange's deadline has passed (`expire`), a connection made after that
+    moment is shut down as soon as it is known: a deadline that falls during the TCP connect
+    must not leave the rest of the exchange unwatched.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
+        self._expired = False
 
     def trace(self, event: str, info: dict) -> None:
         """httpcore `trace` extension: note the socket when a connection is made."""
@@ -60,9 +66,22 @@ class SocketWatch:
             sock = stream.get_extra_info("socket") if stream is not None else None
             with self._lock:
                 self._socket = sock
+                expired = self._expired
+            if expired:
+                self.shut_down()
+
+    def arm(self) -> None:
+        """A new exchange begins: its deadline has not passed."""
+        with self._lock:
+            self._expired = False
+
+    def expire(self) -> None:
+        """The deadline passed: wake any read blocked on the connection (it then fails)."""
+        with self._lock:
+            self._expired = True
+        self.shut_down()
 
     def shut_down(self) -> None:
-        """Wake any read blocked on the connection (it then fails; httpcore drops it)."""
         with self._lock:
             sock = self._socket
         if sock is None:
@@ -83,8 +102,9 @@ def watchdog(deadline: Deadline, watch: SocketWatch) -> Iterator[threading.Event
             if done:
                 return
             fired.set()
-            watch.shut_down()
+            watch.expire()
 
+    watch.arm()
     timer = threading.Timer(deadline.remaining(), expire)
     timer.daemon = True
     timer.start()
@@ -94,6 +114,7 @@ def watchdog(deadline: Deadline, watch: SocketWatch) -> Iterator[threading.Event
         with guard:
             done = True
         timer.cancel()
+        watch.arm()  # a connection kept in the pool is not to be shut down later
 
 
 def request_timeout(base: httpx.Timeout, deadline: Deadline) -> httpx.Timeout:

@@ -1,10 +1,12 @@
 """The get-rpt client: one pooled HTTP/1.1 connection per account, login, classification, backoff.
 
-`classify` is the one place that decides what an answer means: reports, or which `PlatformError`.
-Transport failures (timeouts, refused or reset connections) become `RetriableError` at the
-boundary. A 2xx answer whose body cannot be read or parsed becomes `InvalidResponseError` and
-still carries the bytes that did arrive: get-rpt is destructive, so the platform may already
-count those reports as delivered and the pipeline must keep them.
+`classify` is the one place that decides what an answer means: reports, or which `PlatformError`
+(the body itself is judged by `connector.body.parse_body`). Transport failures (timeouts,
+refused or reset connections) become `RetriableError` at the boundary. Each call has a total
+deadline, `platform.request_timeout` (`connector.exchange`). A 2xx answer whose body is cut off,
+late, too big or unparseable becomes `InvalidResponseError` and still carries the bytes that did
+arrive: get-rpt is destructive, so the platform may already count those reports as delivered and
+the fetcher must keep them.
 
 `PollSchedule` says how long to wait before the next call; the caller does the waiting.
 """
@@ -67,7 +69,7 @@ class Fetch:
 
     @property
     def reports(self) -> list:
-        """Deprecated (until the fetcher uses `body`): good reports, then the `Rejected` ones.
+        """Deprecated (use `body`): the good reports, then the `Rejected` ones.
 
         `Normalizer.normalize_batch` routes a `Rejected` entry to its rejects as it is.
         """
@@ -75,7 +77,8 @@ class Fetch:
 
 
 def parse_response(raw: bytes) -> list:
-    """Deprecated alias kept only until pipeline.py uses `report.parse_body`: see Fetch.reports."""
+    """Deprecated alias, kept only while tests/fuzz/fuzz_response.py calls it: use
+    `report.parse_body`. Returns the good reports, then the `Rejected` ones (see Fetch.reports)."""
     body = parse_body(raw)
     return body.reports + body.rejects if body.rejects else body.reports
 

@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -166,10 +167,12 @@ class HostilePlatform:
         token: str,
         log_file: Path | None = None,
         script_logins: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.script = list(script)
         self.token = token
         self.script_logins = script_logins  # logins get scripted answers too (else: the token)
+        self._tls = tls  # a server-side context: https:// instead of http://
         self.log_file = log_file
         self.handed_out: list[Answer] = []  # in the order they were sent
         self.empty_answers = 0
@@ -179,7 +182,8 @@ class HostilePlatform:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self._threads: list[threading.Thread] = []
-        self.base_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        scheme = "https" if tls is not None else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def start(self) -> HostilePlatform:
         self._spawn(self._accept_loop)
@@ -222,6 +226,13 @@ class HostilePlatform:
             self._spawn(self._serve, conn)
 
     def _serve(self, conn: socket.socket) -> None:
+        if self._tls is not None:
+            conn.settimeout(10)
+            try:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                conn.close()
+                return  # the client refused the certificate, or went away
         with conn:
             conn.settimeout(0.5)
             buffer = b""

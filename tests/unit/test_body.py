@@ -232,3 +232,79 @@ def test_a_huge_desc_is_cut_in_the_message() -> None:
     with pytest.raises(PlatformResultError) as caught:
         parse_body(hostile.batch([], result=500, desc="busy" * 50_000))
     assert len(str(caught.value)) < 400
+
+
+blank = st.sampled_from(["", " ", "\n  ", "\t", "\r\n"])
+pair_keys = st.sampled_from(["msgid", "status", "errdesc", "a\\u0062", "ab"])  # "a\u0062" is "ab"
+pair_values = st.sampled_from(["1", '"x"', '"he said \\": no"', '"a : b"', "[1, 2]"])
+
+
+def render(pairs: list[tuple[str, str]], sep) -> str:
+    members = [f'"{key}"{sep()}:{sep()}{value}' for key, value in pairs]
+    return "{" + sep() + ("," + sep()).join(members) + sep() + "}"
+
+
+@given(st.lists(st.lists(st.tuples(pair_keys, pair_values), max_size=5), max_size=4), st.data())
+def test_repeated_keys_are_found_whatever_the_blanks_and_values(reports: list, data) -> None:
+    sep = lambda: data.draw(blank)  # noqa: E731
+    body = '{"result":0,' + sep() + '"rpts":' + sep() + "["
+    body += ",".join(render(pairs, sep) for pairs in reports) + "]}"
+    canonical = [[key.replace("\\u0062", "b") for key, _ in pairs] for pairs in reports]
+    repeated = any(len(keys) != len(set(keys)) for keys in canonical)
+    if repeated:
+        with pytest.raises(InvalidResponseError, match="repeats the key"):
+            parse_body(body.encode())
+    else:
+        assert parse_body(body.encode()).count == len(reports)
+
+
+CORRUPTIONS = {
+    # name: (field it breaks, how the report's JSON is changed)
+    "lone_surrogate": (
+        "errdesc",
+        lambda t: t.replace(b'"errdesc": "success"', b'"errdesc": "\\udc00"'),
+    ),
+    "leading_zero": ("pknum", lambda t: t.replace(b'"pknum": 1', b'"pknum": 00')),
+    "bad_utf8": ("mobile", lambda t: t.replace(b'"mobile": "13800138000"', b'"mobile": "\xff1"')),
+    "nan": ("status", lambda t: t.replace(b'"status": 0', b'"status": NaN')),
+}
+
+
+@given(
+    st.lists(st.sampled_from([None, *CORRUPTIONS]), min_size=1, max_size=12),
+    st.sampled_from([b",", b", ", b",\n  "]),
+    st.booleans(),
+)
+def test_salvage_keeps_every_report_exactly_once(
+    plan: list[str | None], separator: bytes, bom: bool
+) -> None:
+    made = hostile.Reports()
+    items, broken = [], {}
+    for corruption in plan:
+        item = hostile.encode([made.one()])[1:-1]
+        if corruption is not None:
+            field, change = CORRUPTIONS[corruption]
+            item = change(item)
+            broken[hostile.msgids_in(item)[0]] = field
+        items.append(item)
+    raw = (hostile.BOM if bom else b"") + b'{"result":0,"rpts":[' + separator.join(items) + b"]}"
+    parsed = parse_body(raw)
+    assert sorted(all_msgids(parsed)) == sorted(
+        m for item in items for m in hostile.msgids_in(item)
+    )
+    assert {hostile.msgids_in(r.raw)[0]: r.error.field for r in parsed.rejects} == broken
+    assert all(type(r["msgid"]) is int for r in parsed.reports)
+    assert [r.raw for r in parsed.rejects] == [
+        i for i in items if hostile.msgids_in(i)[0] in broken
+    ]
+
+
+def test_byte_offsets_in_reasons_count_from_the_start_of_the_body_bom_included() -> None:
+    raw = hostile.BOM + b'{"result":01,"rpts":[]}'
+    with pytest.raises(InvalidResponseError) as caught:
+        parse_body(raw)
+    assert (
+        str(caught.value)
+        == "get-rpt 'result' is not valid JSON at byte 13: a number with leading zeros"
+    )
+    assert raw[13:15] == b"01"

@@ -8,15 +8,24 @@ the bounds below are loose.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import socket
+import ssl
 import time
+from pathlib import Path
 
 import hostile_platform as hostile
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from connector.config import AccountSettings, PlatformSettings, settings_from_dict
 from connector.errors import ConfigError, Disposition, InvalidResponseError, RetriableError
-from connector.exchange import Deadline
+from connector.exchange import Deadline, SocketWatch, watchdog
 from connector.platform import PlatformClient
 
 TOKEN = "drip-token-1"
@@ -147,6 +156,30 @@ def test_request_timeout_defaults_below_shutdown_timeout() -> None:
     assert settings.platform.request_timeout < settings.shutdown_timeout
 
 
+@pytest.mark.parametrize(("shutdown", "expected"), [("20s", 40 / 3), (6, 4.0), ("1m", 20.0)])
+def test_unset_request_timeout_fits_a_short_shutdown_timeout(
+    shutdown: object, expected: float
+) -> None:
+    # A configuration written before the key existed stays valid.
+    settings = settings_from_dict({**MINIMAL, "shutdown_timeout": shutdown})
+    assert settings.platform.request_timeout == pytest.approx(expected)
+
+
+def test_the_environment_counts_for_the_default_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RPT_SHUTDOWN_TIMEOUT", "9")
+    assert settings_from_dict(MINIMAL).platform.request_timeout == pytest.approx(6.0)
+    monkeypatch.setenv("RPT_PLATFORM__REQUEST_TIMEOUT", "3s")
+    assert settings_from_dict(MINIMAL).platform.request_timeout == 3.0
+
+
+def test_a_platform_section_given_as_an_object_keeps_its_request_timeout() -> None:
+    platform = PlatformSettings(request_timeout=2)
+    settings = settings_from_dict({**MINIMAL, "platform": platform, "shutdown_timeout": 3})
+    assert settings.platform.request_timeout == 2.0
+    unset = settings_from_dict({**MINIMAL, "platform": PlatformSettings(), "shutdown_timeout": 3})
+    assert unset.platform.request_timeout == 2.0  # 2/3 of 3s
+
+
 @pytest.mark.parametrize(
     ("platform", "shutdown"), [({"request_timeout": "30s"}, "30s"), ({"request_timeout": 45}, 10)]
 )
@@ -160,3 +193,98 @@ def test_request_timeout_must_be_below_shutdown_timeout(platform: dict, shutdown
 def test_request_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigError, match=r"platform\.request_timeout"):
         settings_from_dict({**MINIMAL, "platform": {"request_timeout": 0}})
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+
+    def get_extra_info(self, name: str) -> object:
+        return self.sock if name == "socket" else None
+
+
+def test_a_connection_made_after_the_deadline_is_shut_down_at_once() -> None:
+    # The deadline fell during the TCP connect: the socket becomes known only afterwards.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        watch = SocketWatch()
+        watch.arm()
+        watch.expire()  # nothing to shut down yet
+        stream = FakeStream()
+        stream.sock.connect(listener.getsockname())
+        watch.trace("connection.connect_tcp.complete", {"return_value": stream})
+        stream.sock.settimeout(5)
+        assert stream.sock.recv(1) == b""  # shut down: a read returns at once, nothing blocks
+        stream.sock.close()
+
+
+def test_after_an_exchange_a_pooled_connection_is_left_alone() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        watch = SocketWatch()
+        stream = FakeStream()
+        stream.sock.connect(listener.getsockname())
+        with watchdog(Deadline(60.0), watch):
+            watch.trace("connection.connect_tcp.complete", {"return_value": stream})
+        watch.trace("connection.connect_tcp.complete", {"return_value": stream})
+        stream.sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):  # still open: nothing shut it down
+            stream.sock.recv(1)
+        stream.sock.close()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 that is its own CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(
+    ("builder", "error", "reason"),
+    [
+        (hostile.drip, InvalidResponseError, "get-rpt body cut off after"),
+        (hostile.drip_headers, RetriableError, "get-rpt: no answer within"),  # the watchdog
+    ],
+)
+def test_the_deadline_holds_over_tls(
+    builder, error: type, reason: str, account: AccountSettings, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    answer = builder(hostile.Reports(), 20, interval=0.05)
+    with (
+        hostile.HostilePlatform([answer], token=TOKEN, tls=server_side) as server,
+        client(server, account, ca_bundle=cert) as c,
+    ):
+        assert server.base_url.startswith("https://")
+        started = time.monotonic()
+        with pytest.raises(error) as caught:
+            c.fetch()
+        assert time.monotonic() - started < LOOSE
+    assert str(caught.value).startswith(reason)
+    assert "request_timeout 1.5s" in str(caught.value)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,34 +14,24 @@ import httpx
 import msgspec
 import pytest
 from fixtures import GET_RPT_PATH, LOGIN_PATH, SEED_RESPONSE
-from hypothesis import given
-from hypothesis import strategies as st
 
 from connector.config import AccountSettings, PlatformSettings
 from connector.errors import (
     AuthError,
     ConfigError,
-    Disposition,
     InvalidResponseError,
-    PlatformError,
     PlatformResultError,
     RetriableError,
-    TLSVerificationError,
 )
 from connector.platform import (
     TOKEN_HEADER,
     PlatformClient,
-    PollSchedule,
-    classify,
-    parse_retry_after,
 )
-from connector.report import ParsedBody, parse_body
 
 STATIC_TOKEN = "static-tok-4vL4rcNGNcgx5v0RLCcFew"
 SECRET = "login-secret-Zx9qW"
 OK_DESC = "%e6%88%90%e5%8a%9f"
 AUTH_DESC_UTF8 = quote("身份认证失败")
-BUSY_DESC_GB2312 = quote("系统繁忙".encode("gb2312"))
 
 
 def body(rpts: list | None = None, result: object = 0, desc: str = OK_DESC) -> bytes:
@@ -105,125 +93,6 @@ def client_for(
 ) -> PlatformClient:
     platform = kwargs.pop("platform", settings())
     return PlatformClient(platform, account, 0, transport=httpx.MockTransport(fake), **kwargs)
-
-
-# --- parse_response / classify ------------------------------------------------------------
-
-
-def test_the_seed_answer_parses_with_its_msgid_exact() -> None:
-    reports = parse_body(SEED_RESPONSE).reports
-    assert len(reports) == 1
-    assert reports[0]["msgid"] == 9223372045854775808
-    assert type(reports[0]["msgid"]) is int
-    assert reports[0]["errcode"] == "DELIVRD"
-
-
-def test_an_empty_batch_is_an_empty_list() -> None:
-    assert classify(200, {}, body([])) == ParsedBody([], [])
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b"",
-        b"<html>502 Bad Gateway</html>",
-        SEED_RESPONSE[:-40],
-        b'{"desc":"ok","rpts":[]}',
-        b'{"result":0,"rpts":{"msgid":1}}',
-        b'{"result":0,"rpts":"[]"}',
-        b'[{"result":0,"rpts":[]}]',
-        b'{"result":"zero","rpts":[]}',
-        b'{"result":0.0,"rpts":[]}',
-    ],
-)
-def test_a_200_that_is_not_a_get_rpt_answer_is_invalid_and_keeps_the_bytes(raw: bytes) -> None:
-    with pytest.raises(InvalidResponseError) as caught:
-        classify(200, {}, raw)
-    assert caught.value.raw == raw
-
-
-@pytest.mark.parametrize("result", [401, "401"])
-def test_result_401_is_an_auth_error_with_the_decoded_desc(result: object) -> None:
-    with pytest.raises(AuthError, match="身份认证失败"):
-        classify(200, {}, body(result=result, desc=AUTH_DESC_UTF8))
-
-
-def test_another_result_is_a_platform_result_error_with_the_gb2312_desc_decoded() -> None:
-    with pytest.raises(PlatformResultError) as caught:
-        classify(200, {}, body(result="500", desc=BUSY_DESC_GB2312))
-    assert (caught.value.result, caught.value.desc) == (500, "系统繁忙")
-    assert caught.value.desc_raw == BUSY_DESC_GB2312  # the form as sent, kept
-    assert "系统繁忙" in str(caught.value)
-    assert caught.value.raw is None  # no reports came with it: nothing to keep
-
-
-def test_a_string_result_zero_is_success() -> None:
-    assert classify(200, {}, body([{"msgid": "7"}], result="0")).reports == [{"msgid": "7"}]
-
-
-@pytest.mark.parametrize("status", [401, 403])
-def test_http_401_and_403_are_auth_errors(status: int) -> None:
-    with pytest.raises(AuthError):
-        classify(status, {}, b"")
-
-
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
-def test_throttling_and_server_errors_are_retriable(status: int) -> None:
-    with pytest.raises(RetriableError, match=str(status)) as caught:
-        classify(status, {}, b"<html>oops</html>")
-    assert caught.value.retry_after is None
-
-
-def test_retry_after_seconds_is_carried() -> None:
-    with pytest.raises(RetriableError) as caught:
-        classify(429, {"retry-after": "7"}, b"")
-    assert caught.value.retry_after == 7.0
-
-
-def test_retry_after_http_date_is_relative_to_now() -> None:
-    now = 1_700_000_000.0
-    headers = {"retry-after": formatdate(now + 30, usegmt=True)}
-    with pytest.raises(RetriableError) as caught:
-        classify(503, headers, b"", now=now)
-    assert caught.value.retry_after == 30.0
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [(None, None), ("", None), ("soon", None), ("-5", 0.0), ("inf", None), ("1.5", 1.5)],
-)
-def test_retry_after_odd_values(value: str | None, expected: float | None) -> None:
-    assert parse_retry_after(value, now=0.0) == expected
-
-
-def test_a_past_http_date_means_no_wait() -> None:
-    assert parse_retry_after("Thu, 01 Jan 2015 00:00:00 GMT", now=1_700_000_000.0) == 0.0
-
-
-@pytest.mark.parametrize("status", [400, 404, 405, 302])
-def test_other_statuses_are_fatal_platform_errors(status: int) -> None:
-    with pytest.raises(PlatformError, match=f"HTTP {status}") as caught:
-        classify(status, {}, b"")
-    assert not isinstance(caught.value, RetriableError | AuthError)
-
-
-# --- precision (desc decoding: tests/unit/test_desc.py) ---------------------------------
-
-
-@given(st.integers(min_value=-(10**30), max_value=10**30))
-def test_msgids_of_any_size_survive_as_exact_ints(msgid: int) -> None:
-    raw = b'{"result":0,"rpts":[{"msgid":%d},{"msgid":"%d"}]}' % (msgid, msgid)
-    as_number, as_string = parse_body(raw).reports
-    assert type(as_number["msgid"]) is int
-    assert as_number["msgid"] == msgid
-    assert as_string["msgid"] == str(msgid)
-
-
-@pytest.mark.parametrize(
-    "msgid", [9223372045854775808, -9223372036854775809, 18446744073709551615, 10**40 + 1]
-)
-def test_known_hard_msgids(msgid: int) -> None:
-    assert parse_body(body([{"msgid": msgid}])).reports[0]["msgid"] == msgid
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -441,96 +310,31 @@ def test_secrets_never_reach_logs_reprs_or_messages(
             assert secret not in text
 
 
-# --- the schedule ----------------------------------------------------------------------------
-
-
-class FixedRandom(random.Random):
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
-
-
-def schedule(value: float = 0.999999, **overrides: float) -> PollSchedule:
-    params = {
-        "retsize": 500, "poll_interval": 5.0, "min_request_interval": 0.05,
-        "backoff_initial": 0.5, "backoff_max": 60.0, "auth_failure_pause": 600.0,
-    }  # fmt: skip
-    return PollSchedule(**{**params, **overrides}, rng=FixedRandom(value))
-
-
-def test_a_full_batch_polls_again_at_once_and_a_short_one_waits() -> None:
-    s = schedule()
-    assert s.after_batch(500) == 0.05
-    assert s.after_batch(499) == 5.0
-    assert s.after_batch(0) == 5.0
-
-
-def test_backoff_doubles_up_to_the_cap_and_a_batch_resets_it() -> None:
-    s = schedule()
-    delays = [s.after_error(RetriableError("x")) for _ in range(9)]
-    assert [round(d, 3) for d in delays] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
-    assert s.attempt == 9
-    s.after_batch(3)
-    assert s.attempt == 0
-    assert round(s.after_error(PlatformResultError(500, "busy")), 3) == 0.5
-
-
-def test_full_jitter_can_go_down_to_the_minimum_request_interval() -> None:
-    assert schedule(0.0).after_error(RetriableError("x")) == 0.05
-
-
-def test_retry_after_is_a_floor_but_never_past_backoff_max() -> None:
-    assert schedule(0.0).after_error(RetriableError("x", retry_after=3.0)) == 3.0
-    assert schedule(0.0).after_error(RetriableError("x", retry_after=86400.0)) == 60.0
-
-
-def test_an_auth_failure_pauses_the_account() -> None:
-    s = schedule()
-    assert s.after_error(AuthError("no")) == 600.0
-    assert s.attempt == 1
-
-
-def test_a_tls_verification_failure_pauses_too_not_backs_off() -> None:
-    # Its disposition is PAUSE: the trust store must change; a retry in seconds cannot help.
-    s = schedule(0.0)  # a backoff would come out as the 0.05 s minimum here
-    error = TLSVerificationError("get-rpt: TLS verification failed")
-    assert error.disposition is Disposition.PAUSE
-    assert [s.after_error(error) for _ in range(3)] == [600.0, 600.0, 600.0]
-
-
-@pytest.mark.parametrize(
-    "error",
-    [InvalidResponseError("cut", b"{"), PlatformResultError(501, "busy", raw=b"{}")],
-)
-def test_bad_bodies_back_off_like_other_failures(error: PlatformError) -> None:
-    assert schedule(0.0).after_error(error) == 0.05
-
-
-def test_many_failures_do_not_overflow() -> None:
-    s = schedule()
-    for _ in range(3000):
-        delay = s.after_error(InvalidResponseError("x", b""))
-    assert delay == pytest.approx(60.0, rel=1e-5)
-
-
-def test_retries_are_logged_with_the_attempt_count(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="connector.platform")
-    s = PollSchedule(
-        retsize=500, poll_interval=5, min_request_interval=0, backoff_initial=1,
-        backoff_max=10, auth_failure_pause=60, rng=random.Random(1), account="acct7",
-    )  # fmt: skip
-    for _ in range(3):
-        s.after_error(RetriableError("get-rpt HTTP 503"))
-    assert "acct7" in caplog.text
-    assert "attempt 3" in caplog.text
-
-
 def test_fetch_result_is_immutable(static_account: AccountSettings) -> None:
     with client_for(static_account, FakePlatform()) as client:
         fetch = client.fetch()
     with pytest.raises(AttributeError):
         fetch.raw = b""  # type: ignore[misc]
     assert msgspec.json.decode(fetch.raw)["rpts"] == fetch.reports
+
+
+def test_a_fetch_carries_the_salvaged_body(static_account: AccountSettings) -> None:
+    raw = b'{"result":0,"rpts":[{"msgid":1,"status":0},{"msgid":2,"pknum":01},{"msgid":3}]}'
+    fake = FakePlatform(lambda: httpx.Response(200, content=raw))
+    with client_for(static_account, fake) as client:
+        fetch = client.fetch()
+    assert fetch.raw == raw
+    assert [r["msgid"] for r in fetch.body.reports] == [1, 3]
+    (rejected,) = fetch.body.rejects
+    assert (rejected.raw, rejected.error.field) == (b'{"msgid":2,"pknum":01}', "pknum")
+    assert fetch.reports == [*fetch.body.reports, rejected]  # the deprecated view, still whole
+
+
+def test_a_failure_code_with_reports_hands_the_body_to_the_caller(
+    static_account: AccountSettings,
+) -> None:
+    raw = body([{"msgid": 5}], result=501, desc=quote("系统忙".encode("gb2312")))
+    fake = FakePlatform(lambda: httpx.Response(200, content=raw))
+    with client_for(static_account, fake) as client, pytest.raises(PlatformResultError) as caught:
+        client.fetch()
+    assert (caught.value.result, caught.value.desc, caught.value.raw) == (501, "系统忙", raw)
