@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from connector import native
 from connector.avro_codec import AvroEncoder, decode_single_object, single_object_encoder
 from connector.records import EntryRecords, RecordBuilder
-from connector.report import FIELDS, Normalizer
+from connector.report import FIELDS, Normalizer, parse_body
 
 pytestmark = pytest.mark.skipif(native.rpt_native is None, reason="rpt_native is not built")
 
@@ -126,15 +126,17 @@ def same(fast: RecordBuilder, slow: RecordBuilder, entry: Entry) -> EntryRecords
     confluent=st.booleans(),
     empty=st.sampled_from(["msgid", "null"]),
     ascii_escapes=st.booleans(),
+    memo=st.booleans(),
 )
 def test_native_and_python_build_the_same_records(
-    reports: list, zone: str, confluent: bool, empty: str, ascii_escapes: bool
+    reports: list, zone: str, confluent: bool, empty: str, ascii_escapes: bool, memo: bool
 ) -> None:
     encoder = CONFLUENT if confluent else single_object_encoder()
     fast, slow = builders(zone, encoder, empty)
     raw = body(reports, ensure_ascii=ascii_escapes)
     assert fast._native.encode(raw, 0) is not None  # flat objects: always the native path
-    same(fast, slow, Entry(raw))
+    # With the fetcher's parsed body (the live path) and without (read back from disk).
+    same(fast, slow, Entry(raw, memo=parse_body(raw) if memo else None))
 
 
 @settings(max_examples=100)
