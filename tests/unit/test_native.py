@@ -174,6 +174,18 @@ def test_good_bodies_take_the_native_path(raw: bytes) -> None:
     assert decode_single_object(got.values[0])["msgid"] == "123"
 
 
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_a_body_that_is_not_bytes_is_read_all_the_same(kind: type) -> None:
+    fast, _ = builders("Asia/Shanghai", single_object_encoder(), "msgid")
+    raw = body([GOOD, {**GOOD, "msgid": "x"}])
+    got, want = fast._native.encode(kind(raw), 0), fast._native.encode(raw, 0)
+    assert (got.values, got.keys, got.observed) == (want.values, want.keys, want.observed)
+    assert len(got.values) == 1
+    assert [(r.raw, str(r.error)) for r in got.rejected] == [
+        (r.raw, str(r.error)) for r in want.rejected
+    ]
+
+
 def test_a_broken_report_inside_a_good_body_is_python_s_reject_in_its_place() -> None:
     reports = [GOOD, {**GOOD, "msgid": "12a"}, {**GOOD, "stime": "2024-02-30 00:00:00"}, GOOD]
     fast, slow = builders("Asia/Shanghai", single_object_encoder(), "msgid")
