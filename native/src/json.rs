@@ -192,7 +192,9 @@ impl<'a> Parser<'a> {
             return Ok(Scalar::Other);
         }
         // Literals are ASCII by construction.
-        Ok(Scalar::Int(std::str::from_utf8(&self.b[start..self.i]).map_err(|_| Bail)?))
+        Ok(Scalar::Int(
+            std::str::from_utf8(&self.b[start..self.i]).map_err(|_| Bail)?,
+        ))
     }
 
     fn digits(&mut self) {

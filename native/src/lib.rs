@@ -19,7 +19,7 @@ type Observed = HashMap<(Option<i64>, Option<i64>, i32), u64>;
 
 /// What one body became, before any Python object exists (built without the GIL).
 struct Encoded {
-    buf: Vec<u8>,                   // every value, back to back
+    buf: Vec<u8>,                        // every value, back to back
     values: Vec<Option<(usize, usize)>>, // per report: its value's span in buf, None = slow
     keys: Vec<Option<(usize, usize)>>,   // per report: its key's span in key_buf
     key_buf: Vec<u8>,
@@ -130,7 +130,9 @@ impl BodyEncoder {
                 e.key_buf.extend_from_slice(k.as_bytes());
                 (at, e.key_buf.len())
             }));
-            *e.observed.entry((record.rtime, record.stime, record.status)).or_default() += 1;
+            *e.observed
+                .entry((record.rtime, record.stime, record.status))
+                .or_default() += 1;
         }
         Ok(e)
     }
@@ -141,7 +143,9 @@ fn spans<'py>(
     buf: &[u8],
     spans: &[Option<(usize, usize)>],
 ) -> PyResult<Bound<'py, PyList>> {
-    let items = spans.iter().map(|s| s.map(|(a, b)| PyBytes::new(py, &buf[a..b])));
+    let items = spans
+        .iter()
+        .map(|s| s.map(|(a, b)| PyBytes::new(py, &buf[a..b])));
     PyList::new(py, items)
 }
 
@@ -152,8 +156,19 @@ impl BodyEncoder {
     /// offset, from_local: the zone's fixed UTC offset (s) and the first local wall-clock
     /// second (epoch-based) from which it holds.
     #[new]
-    fn new(account: String, prefix: Vec<u8>, key_msgid: bool, offset: i64, from_local: i64) -> Self {
-        BodyEncoder { account, prefix, key_msgid, zone: Zone { offset, from_local } }
+    fn new(
+        account: String,
+        prefix: Vec<u8>,
+        key_msgid: bool,
+        offset: i64,
+        from_local: i64,
+    ) -> Self {
+        BodyEncoder {
+            account,
+            prefix,
+            key_msgid,
+            zone: Zone { offset, from_local },
+        }
     }
 
     /// None when the body is not for the native path; else (values, keys, slow, observed,

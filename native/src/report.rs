@@ -10,8 +10,20 @@ use crate::json::{Bail, Parser, Res, Scalar};
 
 /// Field order of the schema (and of connector.report.FIELDS).
 pub const FIELDS: [&str; 14] = [
-    "msgid", "custid", "pknum", "pktotal", "mobile", "countrycode", "spno", "exno", "stime",
-    "rtime", "status", "errcode", "errdesc", "exdata",
+    "msgid",
+    "custid",
+    "pknum",
+    "pktotal",
+    "mobile",
+    "countrycode",
+    "spno",
+    "exno",
+    "stime",
+    "rtime",
+    "status",
+    "errcode",
+    "errdesc",
+    "exdata",
 ];
 const MSGID_MAX_DIGITS: usize = 64;
 /// Integer literals longer than this anywhere in a report send it to Python.
@@ -39,7 +51,11 @@ pub fn read_report<'a>(p: &mut Parser<'a>) -> Res<RawReport<'a>> {
     p.ws();
     if p.peek() == Some(b'}') {
         p.i += 1;
-        return Ok(RawReport { values, unknown: 0, odd });
+        return Ok(RawReport {
+            values,
+            unknown: 0,
+            odd,
+        });
     }
     loop {
         let key = p.string()?;
@@ -69,7 +85,11 @@ pub fn read_report<'a>(p: &mut Parser<'a>) -> Res<RawReport<'a>> {
             break;
         }
     }
-    Ok(RawReport { values, unknown: unknown_keys.len(), odd })
+    Ok(RawReport {
+        values,
+        unknown: unknown_keys.len(),
+        odd,
+    })
 }
 
 /// Python's str.isspace(), exactly (str.strip() removes these at both ends).
@@ -207,9 +227,9 @@ fn local_time(text: &str, zone: Zone) -> Slow<i64> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = &b[r];
-        part.iter().all(u8::is_ascii_digit).then(|| {
-            part.iter().fold(0i64, |n, c| n * 10 + i64::from(c - b'0'))
-        })
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0i64, |n, c| n * 10 + i64::from(c - b'0')))
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -252,10 +272,7 @@ pub fn normalize<'v>(r: &'v RawReport, zone: Zone) -> Slow<Record<'v>> {
         return None;
     }
     let v = &r.values;
-    let status = match opt_int(&v[10])? {
-        Some(n) => n,
-        None => return None, // missing: Python rejects it
-    };
+    let status = opt_int(&v[10])??; // slow, or missing (Python rejects it)
     Some(Record {
         msgid: msgid(&v[0])?,
         strs: [
