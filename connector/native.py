@@ -79,7 +79,7 @@ class BodyEncoder:
 
     def encode(self, body: bytes, fetched_at_ms: int) -> NativeBody | None:
         """The body's records, or None: the caller takes the Python path for this body."""
-        if type(body) is not bytes:  # rpt_native reads bytes only (a memoryview from a spool)
+        if type(body) is not bytes:  # rpt_native reads bytes only (e.g. not a memoryview)
             body = bytes(body)
         out = self._encode_body(body, fetched_at_ms)
         if out is None:
