@@ -7,13 +7,26 @@ KAFKA  := $(PY) devkafka/devkafka.py
 
 .PHONY: install lint test fuzz demo bench bench-quick chaos kafka-up kafka-down clean
 
-$(STAMP): pyproject.toml constraints.txt
+# The native hot path (native/, Rust + PyO3) is built by pip through maturin (from PyPI) with
+# cargo from $(CARGO_HOME)/bin or PATH. If it does not build, the connector runs the
+# pure-Python path and logs that once at start; `make native` retries.
+CARGO_HOME ?= $(HOME)/.cargo
+NATIVE_SRC := native/Cargo.toml native/pyproject.toml $(wildcard native/src/*.rs)
+NATIVE_BUILD = PATH="$(CARGO_HOME)/bin:$$PATH" $(PY) -m pip install --quiet ./native \
+	|| echo "*** rpt_native did not build: the connector will run the pure-Python path ***"
+
+$(STAMP): pyproject.toml constraints.txt $(NATIVE_SRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(NATIVE_BUILD)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+.PHONY: native
+native: $(STAMP)
+	$(NATIVE_BUILD)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

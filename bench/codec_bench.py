@@ -8,7 +8,10 @@ second (rtime), each sent 1 to `--max-delay` seconds earlier (stime), so every b
 timestamp strings (their count per batch is printed). A fresh Normalizer per run starts with a
 cold cache. Prints reports/s (and µs/report) of CPU time of this process, i.e. on one core, so
 a busy machine distorts it less than wall time (median, min and max of the runs), for
-normalize, encode and both.
+normalize, encode and both; then, in the same run, a whole spool entry turned into Kafka keys,
+values and observations (`RecordBuilder.build`) on the pure-Python path (normalize + encode
+from the fetcher's parsed body) and on the native path (rpt_native, from the raw bytes), and
+the fetcher's parse (`report.parse_body`), which stays in Python on the fetch thread.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from connector import native
 from connector.avro_codec import single_object_encoder
-from connector.report import Normalizer
+from connector.records import RecordBuilder
+from connector.report import Normalizer, parse_body
 
 BATCH_SIZE = 500
 START = datetime(2016, 8, 4, 17, 38, 55)
@@ -76,6 +81,43 @@ def run_once(bodies: list[bytes]) -> tuple[float, float]:
     return t_norm, t_enc
 
 
+class Entry:
+    """A spool entry as the publisher gets it: the raw body and the fetcher's parsed memo."""
+
+    def __init__(self, seq: int, body: bytes) -> None:
+        self.seq, self.fetched_at, self.body, self.note = seq, 1470303600.0, body, None
+        self.memo = parse_body(body)
+
+
+def run_builders(bodies: list[bytes]) -> dict[str, float]:
+    """Seconds of `parse_body` and of `RecordBuilder.build`, Python and native, per run."""
+    entries = [Entry(seq, body) for seq, body in enumerate(bodies)]
+    builders = {
+        "build, Python": RecordBuilder("bench-account", Normalizer("bench-account"),
+                                       single_object_encoder(), "msgid"),
+        "build, native": RecordBuilder("bench-account", Normalizer("bench-account"),
+                                       single_object_encoder(), "msgid"),
+    }  # fmt: skip
+    builders["build, Python"]._native = None
+    out = {}
+    t0 = time.process_time()
+    for body in bodies:
+        parse_body(body)
+    out["parse (fetcher)"] = time.process_time() - t0
+    for label, builder in builders.items():
+        t0 = time.process_time()
+        for entry in entries:
+            assert not builder.build(entry).dead_letters
+        out[label] = time.process_time() - t0
+    return out
+
+
+def report(label: str, rates: list[float], runs: int) -> None:
+    median = statistics.median(rates)
+    print(f"{label:>17}: {median:>9,.0f} reports/s = {1e6 / median:.2f} µs/report "
+          f"(median of {runs}; min {min(rates):,.0f}, max {max(rates):,.0f})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40)
@@ -94,10 +136,13 @@ def main() -> None:
         ("encode", lambda r: r[1]),
         ("normalize+encode", lambda r: r[0] + r[1]),
     ):
-        rates = [n / pick(r) for r in results]
-        median = statistics.median(rates)
-        print(f"{label:>17}: {median:>9,.0f} reports/s = {1e6 / median:.2f} µs/report "
-              f"(median of {args.runs}; min {min(rates):,.0f}, max {max(rates):,.0f})")  # fmt: skip
+        report(label, [n / pick(r) for r in results], args.runs)
+    if native.rpt_native is None:
+        print("rpt_native is not installed: no native figures")
+        return
+    built = [run_builders(bodies) for _ in range(args.runs)]
+    for label in built[0]:
+        report(label, [n / b[label] for b in built], args.runs)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from connector.avro_codec import ValueEncoder, record_headers, record_keys
 from connector.errors import CodecError, PlatformError, PlatformResultError
+from connector.native import body_encoder
 from connector.observer import DeadLetterReason
 from connector.report import Normalizer, ParsedBody, parse_body
 
@@ -124,6 +125,7 @@ class RecordBuilder:
         self.headers = record_headers(account, encoder)
         self._normalizer, self._encoder = normalizer, encoder
         self._empty_custid_key = empty_custid_key
+        self._native = body_encoder(account, normalizer, encoder, empty_custid_key)
 
     def build(self, entry: EntryLike) -> EntryRecords:
         out = EntryRecords()
@@ -134,6 +136,9 @@ class RecordBuilder:
                 error = "PlatformResultError"
             self._dead_letter(out, entry, entry.body, error, entry.note, reason)
             return out
+        if self._native is not None and self._native_build(out, entry):
+            return out
+
         try:
             parsed = parsed_body(entry)
         except PlatformError as exc:
@@ -152,6 +157,20 @@ class RecordBuilder:
             self._dead_letter(out, entry, rejected.raw, type(error).__name__, str(error), reason)
         out.unknown_fields = batch.unknown_fields
         return out
+
+    def _native_build(self, out: EntryRecords, entry: EntryLike) -> bool:
+        """The native path (connector.native); False when it leaves this body to Python."""
+        if getattr(entry.memo, "rejects", None):
+            return False  # the parser set reports apart: the Python path keeps their order
+        body = self._native.encode(entry.body, round(entry.fetched_at * 1000))
+        if body is None:
+            return False
+        out.values, out.keys, out.unknown_fields = body.values, body.keys, body.unknown_fields
+        out.observed.update(body.observed)
+        for rejected in body.rejected:
+            error, reason = rejected.error, DeadLetterReason.INVALID_REPORT
+            self._dead_letter(out, entry, rejected.raw, type(error).__name__, str(error), reason)
+        return True
 
     def _encode(self, out: EntryRecords, entry: EntryLike, records: list[dict]) -> list[dict]:
         """Encode a batch; should a record not fit the schema, dead-letter it, keep the rest."""

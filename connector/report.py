@@ -71,6 +71,11 @@ class Normalizer:
         self._times = LocalTimes(ZoneInfo(timezone))
         self._cached_time = self._times.millis.get
 
+    @property
+    def zone(self) -> ZoneInfo:
+        """The platform's time zone (connector.native converts in it where it is exact)."""
+        return self._times._zone
+
     def normalize_body(self, body: ParsedBody, fetched_at_ms: int) -> Batch:
         """A parsed body's records; its rejects (bad at the JSON level) come first."""
         batch = self.normalize_batch(body.reports, fetched_at_ms)

@@ -1,0 +1,203 @@
+//! rpt-connector's native hot path: one call per get-rpt body, raw bytes in, Kafka keys and
+//! Avro values out. connector/native.py wraps it; connector/report.py and avro_codec.py stay
+//! the reference (the tests compare byte for byte) and judge every report this code leaves.
+
+mod json;
+mod report;
+
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use json::{Bail, Parser, Res};
+use report::{RawReport, Zone};
+
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+type Observed = HashMap<(Option<i64>, Option<i64>, i32), u64>;
+
+/// What one body became, before any Python object exists (built without the GIL).
+struct Encoded {
+    buf: Vec<u8>,                        // every value, back to back
+    values: Vec<Option<(usize, usize)>>, // per report: its value's span in buf, None = slow
+    keys: Vec<Option<(usize, usize)>>,   // per report: its key's span in key_buf
+    key_buf: Vec<u8>,
+    slow: Vec<(usize, usize, usize)>, // (report index, body start, body end)
+    observed: Observed,
+    unknown: usize,
+}
+
+/// The envelope: `result` exactly 0, `rpts` an array of flat objects, other members scalars.
+fn reports<'a>(p: &mut Parser<'a>) -> Res<Vec<(usize, usize, RawReport<'a>)>> {
+    let mut out = Vec::new();
+    let mut names: Vec<std::borrow::Cow<'a, str>> = Vec::new();
+    let (mut result, mut rpts) = (false, false);
+    p.expect(b'{')?;
+    loop {
+        let name = p.string()?;
+        if names.contains(&name) {
+            return Err(Bail);
+        }
+        p.expect(b':')?;
+        match name.as_ref() {
+            "rpts" => {
+                rpts = true;
+                p.expect(b'[')?;
+                p.ws();
+                if p.peek() == Some(b']') {
+                    p.i += 1;
+                } else {
+                    loop {
+                        p.ws();
+                        let start = p.i;
+                        let raw = report::read_report(p)?;
+                        out.push((start, p.i, raw));
+                        if !p.next_or_end(b']')? {
+                            break;
+                        }
+                    }
+                }
+            }
+            "result" => {
+                result = matches!(p.scalar()?, Some(json::Scalar::Int("0")));
+                if !result {
+                    return Err(Bail);
+                }
+            }
+            _ => match p.scalar()? {
+                // msgspec refuses some floats (1e400) and very long integers: Python decides.
+                Some(json::Scalar::Other) => return Err(Bail),
+                Some(json::Scalar::Int(text)) if text.len() > 64 => return Err(Bail),
+                _ => {}
+            },
+        }
+        names.push(name);
+        if !p.next_or_end(b'}')? {
+            break;
+        }
+    }
+    p.ws();
+    if p.i != p.b.len() || !result || !rpts {
+        return Err(Bail);
+    }
+    Ok(out)
+}
+
+#[pyclass(frozen, module = "rpt_native")]
+struct BodyEncoder {
+    account: String,
+    prefix: Vec<u8>,
+    key_msgid: bool,
+    zone: Zone,
+}
+
+impl BodyEncoder {
+    fn encode(&self, body: &[u8], fetched_at_ms: i64) -> Res<Encoded> {
+        let text = body.strip_prefix(BOM).unwrap_or(body);
+        let offset = body.len() - text.len();
+        let mut p = Parser::new(text);
+        let raws = reports(&mut p)?;
+        let tail = report::tail(&self.account, fetched_at_ms);
+        let mut e = Encoded {
+            buf: Vec::with_capacity(raws.len() * (self.prefix.len() + 160)),
+            values: Vec::with_capacity(raws.len()),
+            keys: Vec::with_capacity(raws.len()),
+            key_buf: Vec::with_capacity(raws.len() * 16),
+            slow: Vec::new(),
+            observed: HashMap::with_capacity(raws.len()),
+            unknown: 0,
+        };
+        for (index, (start, end, raw)) in raws.iter().enumerate() {
+            e.unknown += raw.unknown;
+            let Some(record) = report::normalize(raw, self.zone) else {
+                e.values.push(None);
+                e.keys.push(None);
+                e.slow.push((index, start + offset, end + offset));
+                continue;
+            };
+            let at = e.buf.len();
+            e.buf.extend_from_slice(&self.prefix);
+            report::write(&mut e.buf, &record, &tail);
+            e.values.push(Some((at, e.buf.len())));
+            let key = match record.strs[0] {
+                Some(custid) => Some(custid),
+                None if self.key_msgid => Some(record.msgid.as_str()),
+                None => None,
+            };
+            e.keys.push(key.map(|k| {
+                let at = e.key_buf.len();
+                e.key_buf.extend_from_slice(k.as_bytes());
+                (at, e.key_buf.len())
+            }));
+            *e.observed
+                .entry((record.rtime, record.stime, record.status))
+                .or_default() += 1;
+        }
+        Ok(e)
+    }
+}
+
+fn spans<'py>(
+    py: Python<'py>,
+    buf: &[u8],
+    spans: &[Option<(usize, usize)>],
+) -> PyResult<Bound<'py, PyList>> {
+    let items = spans
+        .iter()
+        .map(|s| s.map(|(a, b)| PyBytes::new(py, &buf[a..b])));
+    PyList::new(py, items)
+}
+
+#[pymethods]
+impl BodyEncoder {
+    /// account: the record's `account`; prefix: magic + fingerprint or schema id;
+    /// key_msgid: a report without custid is keyed by its msgid (else no key);
+    /// offset, from_local: the zone's fixed UTC offset (s) and the first local wall-clock
+    /// second (epoch-based) from which it holds.
+    #[new]
+    fn new(
+        account: String,
+        prefix: Vec<u8>,
+        key_msgid: bool,
+        offset: i64,
+        from_local: i64,
+    ) -> Self {
+        BodyEncoder {
+            account,
+            prefix,
+            key_msgid,
+            zone: Zone { offset, from_local },
+        }
+    }
+
+    /// None when the body is not for the native path; else (values, keys, slow, observed,
+    /// unknown_fields): values/keys per report (None where the report is slow), slow as
+    /// (index, start, end) byte spans of those reports in `body`, observed as
+    /// {(rtime, stime, status): count} over the encoded reports.
+    fn encode_body<'py>(
+        &self,
+        py: Python<'py>,
+        body: &[u8],
+        fetched_at_ms: i64,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Ok(e) = py.allow_threads(|| self.encode(body, fetched_at_ms)) else {
+            return Ok(None);
+        };
+        let values = spans(py, &e.buf, &e.values)?;
+        let keys = spans(py, &e.key_buf, &e.keys)?;
+        let slow = PyList::new(py, e.slow.iter())?;
+        let observed = PyDict::new(py);
+        for (key, count) in e.observed {
+            observed.set_item(key, count)?;
+        }
+        let out = (values, keys, slow, observed, e.unknown);
+        out.into_pyobject(py).map(Some)
+    }
+}
+
+#[pymodule]
+fn rpt_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<BodyEncoder>()?;
+    Ok(())
+}
