@@ -12,7 +12,7 @@ import pytest
 from connector.errors import InvalidResponseError
 from connector.replay import ProgressBar, ReplayParts, replay_archive
 from connector.replay_cli import Gauges
-from tests.fakes import ScriptedPlatform, kafka_error, report
+from tests.fakes import FaultySpool, ScriptedPlatform, kafka_error, report
 from tests.unit.pipeline_kit import ACCOUNT, SPOOL_ID, make_rig
 
 RAW = "sms.status-reports.raw"
@@ -72,6 +72,25 @@ def test_a_body_that_is_a_dead_letter_is_archived_too(tmp_path) -> None:
     rig.wait_for(lambda: len(rig.msgids()) == 1 and len(rig.kafka.visible(RAW)) == 2)
     rig.stop()
     assert rig.kafka.visible(RAW)[0].value == b'{"result":0,"rpts":[{'
+
+
+def test_a_body_the_spool_could_not_take_is_archived_with_sequence_0(tmp_path) -> None:
+    broken = FaultySpool
+    rig = make_rig(
+        tmp_path, ScriptedPlatform(bodies(4)), spool_wrapper=lambda s: failing(broken(s))
+    )
+    with_archive(rig).pipeline.start()
+    rig.wait_for(lambda: len(rig.msgids()) == 4 and rig.kafka.visible(RAW))
+    rig.stop()
+    [record] = rig.kafka.visible(RAW)
+    assert archived_msgids(rig) == [[0, 1, 2, 3]]
+    assert dict(record.headers)["spool.sequence"] == b"0"
+
+
+def failing(spool: object) -> FaultySpool:
+    wrapped = FaultySpool(spool)
+    wrapped.append_failures = 10**6  # the disk stays broken
+    return wrapped
 
 
 def test_no_archive_topic_no_archive_records(tmp_path) -> None:
