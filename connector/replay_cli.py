@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from connector.config import load_settings
-from connector.errors import ConfigError
+from connector.errors import ConfigError, ConnectorError
 from connector.logs import setup_logging
 from connector.replay import ProgressBar, ReplayParts, Summary, Window, parse_time
 from connector.replay_loop import LoopHooks, hooks_from_env
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+# What ends a replay early: Kafka refusing or away (TimeoutError: no progress for 30 s). The
+# open transaction is aborted by the broker; the same command resumes from committed offsets.
+_RUNTIME_ERRORS = (ConnectorError, KafkaException, RuntimeError, TimeoutError)
 
 
 def add_arguments(replay: argparse.ArgumentParser, command: object) -> None:
@@ -101,6 +106,8 @@ def _archive(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    except _RUNTIME_ERRORS as exc:
+        return _failed("replay archive", exc)
     finally:
         bar.close()
     return _report(args, "replay archive", summary)
@@ -117,6 +124,14 @@ def _dlq(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    except _RUNTIME_ERRORS as exc:
+        return _failed("replay dlq", exc)
     finally:
         bar.close()
     return _report(args, "replay dlq", summary)
+
+
+def _failed(what: str, exc: Exception) -> int:
+    print(f"rpt-connector: {what} stopped: {exc}; run the same command again to resume",
+          file=sys.stderr)  # fmt: skip
+    return EXIT_FAILURE
