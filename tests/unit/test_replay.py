@@ -14,7 +14,7 @@ from connector.archive import archive_records, chunk_of
 from connector.avro_codec import single_object_encoder
 from connector.config import settings_from_dict
 from connector.replay import ArchiveTransform, Builders, Summary, Window, parse_time
-from connector.replay_dlq import as_body
+from connector.replay_dlq import DeadLetterTransform, as_body
 from connector.replay_loop import LoopHooks, TransactionalCopy
 from connector.report import Normalizer
 from connector.topics import _new_topic
@@ -266,3 +266,39 @@ def test_cli_replay_arguments(capsys: pytest.CaptureFixture) -> None:
     assert (args.since, args.account, args.until, args.dry_run) == (1000, "a", None, False)
     dlq = cli.build_parser().parse_args(["replay", "dlq", "-c", "c", "--reason", "invalid_report"])
     assert dlq.reason == "invalid_report" and dlq.to_topic is None
+
+
+def dead_letter(value: bytes, reason: str, **extra: bytes) -> Message:
+    headers = [("reason", reason.encode()), ("account", b"a"), ("spool.sequence", b"3")]
+    return Message(value, headers + list(extra.items()), 0, 42)
+
+
+def dlq_transform(summary: Summary, reason: str = "invalid_response") -> DeadLetterTransform:
+    settings = settings_from_dict(
+        {"accounts": [{"name": "a", "token_env": "T", "topic": "a-data"}],
+         "kafka": {"producer": {"bootstrap.servers": "x:1"}}}
+    )  # fmt: skip
+    builders = Builders(Normalizer, single_object_encoder(), "msgid")
+    return DeadLetterTransform(builders, settings, reason, None, False, summary)
+
+
+def test_a_fixed_whole_body_goes_to_the_accounts_data_topic() -> None:
+    summary = Summary()
+    [out] = dlq_transform(summary)(dead_letter(BODY, "invalid_response"))
+    assert out.topic == "a-data" and summary.records == 1 and summary.left == {}
+
+
+def test_what_still_fails_is_written_again_marked_and_counted() -> None:
+    summary = Summary()
+    outs = dlq_transform(summary)(dead_letter(b'{"result":0,"rpts":[', "invalid_response"))
+    assert [o.topic for o in outs] == ["sms.status-reports.dlq"]
+    assert dict(outs[0].headers)["replayed.from"] == b"archive/0/42"
+    assert summary.left == {"invalid_response": 1} and summary.dead_letters == 1
+
+
+def test_other_reasons_and_chunks_are_not_taken() -> None:
+    summary = Summary()
+    transform = dlq_transform(summary)
+    assert transform(dead_letter(BODY, "invalid_report")) == []
+    assert transform(dead_letter(BODY, "invalid_response", chunk=b"1/2")) == []
+    assert summary.left == {"invalid_response": 1} and summary.bodies == 0
