@@ -124,6 +124,7 @@ class TransactionalCopy:
     clock: Callable[[], float] = time.monotonic
     commits: int = 0
     messages: int = 0
+    _open: bool = False  # a transaction is begun and not yet committed
 
     def run(self, transform: Transform) -> None:
         self.producer.init_transactions(30)
@@ -131,7 +132,7 @@ class TransactionalCopy:
         total = sum(p.end - p.start for p in partitions.values())
         pending = 0
         last_activity = self.clock()
-        self.producer.begin_transaction()
+        self._begin()
         while not all(p.done for p in partitions.values()):
             message = self.consumer.poll(_POLL)
             if message is None:
@@ -145,7 +146,8 @@ class TransactionalCopy:
             if pending >= self.batch_messages:
                 self._commit(partitions)
                 pending = 0
-        self._commit(partitions)
+        if self._open:  # not when the last batch's commit already reached the end
+            self._commit(partitions)
 
     def _assign(self) -> dict[int, _Partition]:
         metadata = self.consumer.list_topics(self.source, timeout=10).topics[self.source]
@@ -210,5 +212,10 @@ class TransactionalCopy:
             self.producer.send_offsets_to_transaction(offsets, metadata, 30)
             self.producer.commit_transaction(60)
         self.commits += 1
+        self._open = False
         if not all(p.done for p in partitions.values()):
-            self.producer.begin_transaction()
+            self._begin()
+
+    def _begin(self) -> None:
+        self.producer.begin_transaction()
+        self._open = True

@@ -21,15 +21,17 @@ from harness import (
     stop_everything,
     write_config,
 )
-from kafka_helpers import ConsumedRecord, consume_all
+from kafka_helpers import ConsumedRecord, consume_all, create_topic, produce
 from test_pipeline_e2e import crash_after_fetching, drain_and_stop
 
+from connector.archive import archive_records
 from connector.avro_codec import decode_single_object
 from connector.config import load_settings
-from connector.replay import ReplayParts, replay_archive
+from connector.replay import ArchivedBody, ReplayParts, replay_archive
 from connector.replay_dlq import replay_dlq
 from connector.replay_loop import CRASH_BEFORE_COMMIT_ENV
 from connector.report import Normalizer
+from tests.fakes import report
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +197,38 @@ def test_replay_dlq_moves_the_fixed_dead_letters_into_the_data_topic_once(
     still = [r for r in consume_all(kafka_bootstrap, topics.dlq, timeout=60)]
     rewritten = [r for r in still if "replayed.from" in dict(r.headers)]
     assert len(rewritten) == 2 * (len(dead) - len(fixable))  # once per run that retried them
+
+
+def test_replay_joins_bodies_split_into_chunks_across_its_transactions(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Archive records written in chunks (as the connector does above 900 KiB; here 300 B),
+    replayed two messages a transaction: every body whole, every report once."""
+    topics = Topics.fresh()
+    archive = f"{topics.data}.raw"
+    create_topic(kafka_bootstrap, archive, partitions=2)
+    expected, records = set(), []
+    for n in range(6):
+        reports = [report(10 * n + i) for i in range(4)]
+        expected |= {str(r["msgid"]) for r in reports}
+        entry = ArchivedBody(n + 1, 1.7e9 + n, json.dumps({"result": 0, "rpts": reports}).encode())
+        account = ("main", "other")[n % 2]
+        for part in archive_records(entry, account, "spool-x", max_bytes=300):
+            records.append((part.key, part.value, part.headers))
+    assert len(records) > 12  # every body is in several chunks
+    produce(kafka_bootstrap, archive, records)
+    config = write_config(
+        tmp_path / "c.toml", base_url="http://127.0.0.1:9", bootstrap=kafka_bootstrap,
+        topics=topics, spool=tmp_path / "spool",
+    )  # fmt: skip
+    config.write_text(
+        config.read_text().replace("[kafka]\n", f'[kafka]\narchive_topic = "{archive}"\n', 1)
+    )
+    settings = load_settings(config)
+    target = f"{topics.data}.chunked"
+    summary = replay_archive(
+        settings, ReplayParts.from_settings(settings), to_topic=target, batch=2
+    )
+    assert (summary.bodies, summary.records, summary.dead_letters) == (6, 24, 0)
+    got = Counter(json.loads(text)["msgid"] for _key, text in records_of(kafka_bootstrap, target))
+    assert set(got) == expected and max(got.values()) == 1

@@ -125,14 +125,17 @@ class FakeProducer:
 
     def send_offsets_to_transaction(self, offsets: list, metadata: object, timeout: float) -> None:
         assert metadata == "group-metadata"
+        assert self.in_txn, "Operation not valid in state Ready"
         self._open_offsets = [tp.offset for tp in offsets]
 
     def commit_transaction(self, timeout: float) -> None:
+        assert self.in_txn, "Operation not valid in state Ready"
         self.visible += self._open
         self.offsets.append(self._open_offsets)
         self._open, self._open_offsets, self.in_txn = [], [], False
 
     def abort_transaction(self, timeout: float) -> None:
+        assert self.in_txn, "Operation not valid in state Ready"
         self._open, self._open_offsets, self.in_txn = [], [], False
 
     def poll(self, timeout: float) -> None: ...
@@ -231,7 +234,14 @@ def test_the_fail_point_runs_before_each_commit() -> None:
     hooks = LoopHooks(before_commit=calls.append)
     log = [archived(BODY, 1000, offset=i)[0] for i in range(3)]
     TransactionalCopy(FakeConsumer(log), FakeProducer(), "archive", 1, hooks=hooks).run(transform())
-    assert calls == [1, 2, 3, 4]  # one per message, then the final (empty) one
+    assert calls == [1, 2, 3]  # one per message; the last one reached the end: no empty one
+
+
+def test_a_batch_that_ends_exactly_at_the_end_commits_once() -> None:
+    log = [archived(BODY, 1000, offset=i)[0] for i in range(4)]
+    producer = FakeProducer()
+    TransactionalCopy(FakeConsumer(log), producer, "archive", batch_messages=2).run(transform())
+    assert producer.offsets == [[2], [4]] and len(producer.visible) == 4
 
 
 def test_dead_letters_become_bodies_by_reason() -> None:
