@@ -195,6 +195,12 @@ def test_a_large_body_is_split_into_numbered_chunks_and_joined_back() -> None:
     assert [o.topic for o in outputs[-1]] == ["out"] and replay.summary.records == 1
 
 
+def test_a_body_whose_first_chunks_are_gone_is_skipped() -> None:
+    replay = transform()
+    assert [replay(m) for m in archived(BODY, 10)[3:]] == [[]] * 6
+    assert replay.summary.skipped == 1 and replay.summary.bodies == 0
+
+
 def test_window_and_dry_run_count_but_do_not_produce() -> None:
     outside = transform(Window(since_ms=2_000_000_000_000))
     assert outside(archived(BODY, 1000)[0]) == [] and outside.summary.skipped == 1
