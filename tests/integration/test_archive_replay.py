@@ -67,6 +67,7 @@ def setup(tmp_path: Path, kafka_bootstrap: str, *sim_args: str) -> tuple:
         topics=topics, spool=tmp_path / "spool",
     )  # fmt: skip
     text = config.read_text().replace("[kafka]\n", f'[kafka]\narchive_topic = "{archive}"\n', 1)
+    assert f'archive_topic = "{archive}"' in text  # a fresh archive topic, or the test is void
     config.write_text(text)
     return topics, archive, simulator, config
 
