@@ -175,6 +175,16 @@ class KafkaSettings(_Section):
     archive_retention: Duration = Field(30 * 86400.0, gt=0)  # the archive topic's retention.ms
 
     @model_validator(mode="after")
+    def _archive_apart(self) -> KafkaSettings:
+        # Raw bodies in the data, dead-letter or progress topic would break its consumers.
+        if self.archive_topic in (self.topic, self.dlq_topic, self.progress_topic):
+            raise ValueError(
+                f"kafka.archive_topic ({self.archive_topic!r}) must differ from topic, "
+                'dlq_topic and progress_topic (or be "" for no archive)'
+            )
+        return self
+
+    @model_validator(mode="after")
     def _producer_settings(self) -> KafkaSettings:
         if "bootstrap.servers" not in self.producer:
             raise ValueError('kafka.producer needs "bootstrap.servers"')

@@ -13,6 +13,7 @@ from connector import cli
 from connector.archive import archive_records, chunk_of
 from connector.avro_codec import single_object_encoder
 from connector.config import settings_from_dict
+from connector.errors import ConfigError
 from connector.replay import ArchiveTransform, Builders, Summary, Window, parse_time
 from connector.replay_dlq import DeadLetterTransform, as_body
 from connector.replay_loop import LoopHooks, TransactionalCopy
@@ -267,6 +268,8 @@ def test_archive_is_on_by_default_created_with_zstd_and_its_retention() -> None:
     }  # fmt: skip
     off = settings_from_dict(base | {"kafka": kafka | {"archive_topic": ""}})
     assert "" not in off.topics and len(off.topics) == 3
+    with pytest.raises(ConfigError, match=r"kafka.archive_topic .* must differ"):
+        settings_from_dict(base | {"kafka": kafka | {"archive_topic": "sms.status-reports"}})
 
 
 def test_cli_replay_arguments(capsys: pytest.CaptureFixture) -> None:
