@@ -276,10 +276,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=int, help="length of the 5,000/s scenario")
     parser.add_argument("--skip", default="", help="comma list of: floor,serve,latency")
     parser.add_argument("--no-markdown", action="store_true", help="leave BENCHMARKS.md alone")
+    parser.add_argument(
+        "--archive", choices=["on", "off", "both"], default="both",
+        help="exactly_once runs with the raw archive topic, without it, or both",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.reports = args.reports or (100_000 if args.quick else 1_000_000)
     args.latency_seconds = args.latency_seconds or (10 if args.quick else 30)
     return args
+
+
+ARCHIVE_ENV = "RPT_KAFKA__ARCHIVE_TOPIC"
+
+
+def archive_runs(delivery: str, choice: str, run: int) -> list[tuple[str, str]]:
+    """(result key, kafka.archive_topic) per connector run: exactly_once with and/or without
+    the archive ("exactly_once+archive" is with it); other modes without."""
+    on = (f"{delivery}+archive", f"bench.raw-{run}-{uuid.uuid4().hex[:6]}")
+    if delivery != "exactly_once" or choice == "off":
+        return [(delivery, "")]
+    return [on] if choice == "on" else [(delivery, ""), on]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,12 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         # Connector and floor runs alternate, so a change in the machine's load hits both.
         payloads = None if "floor" in skip else floor.make_payloads(args.reports)
         for i in range(args.runs):
-            for mode in args.modes.split(","):
-                run = connector_run(bootstrap, broker.pid, args.reports, mode)
-                results["connector"].setdefault(mode, []).append(run)
-                print(f"run {i + 1} {mode}: {run['reports_per_s']:,.0f} reports/s, "
-                      f"{run['cpu_us_per_report']:.1f} µs CPU/report, "
-                      f"{run['commits']:.0f} commits", flush=True)  # fmt: skip
+            for delivery in args.modes.split(","):
+                for mode, archive in archive_runs(delivery, args.archive, i):
+                    os.environ[ARCHIVE_ENV] = archive  # the connector's env overrides its file
+                    run = connector_run(bootstrap, broker.pid, args.reports, delivery)
+                    results["connector"].setdefault(mode, []).append(run)
+                    print(f"run {i + 1} {mode}: {run['reports_per_s']:,.0f} reports/s, "
+                          f"{run['cpu_us_per_report']:.1f} µs CPU/report, "
+                          f"{run['commits']:.0f} commits", flush=True)  # fmt: skip
             if payloads is not None:
                 for kind, run in floor_once(bootstrap, payloads).items():
                     results.setdefault("floor", {}).setdefault(kind, []).append(run)

@@ -100,6 +100,10 @@ class MetricsAndStatus:
                 delivery_latency_s=latencies,
                 statuses=statuses,
             )
+            if summary.archive_records:
+                self._metrics.archived(
+                    self._account, summary.archive_records, summary.archive_bytes
+                )
             self._board.update(self._account, committed_sequence=summary.last_seq)
             self._level(level)
             self._reachable(True, None)  # a commit is a Kafka request that succeeded

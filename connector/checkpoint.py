@@ -24,6 +24,8 @@ class Checkpoint:
     records: int = 0
     dead_letters: Counter = field(default_factory=Counter)  # DeadLetterReason → count
     observed: Counter = field(default_factory=Counter)  # (rtime, stime, status) → reports
+    archive_records: int = 0  # bodies written to the archive topic
+    archive_bytes: int = 0
 
     @property
     def empty(self) -> bool:
@@ -44,6 +46,8 @@ class Checkpoint:
         self.records += len(built.values)
         self.dead_letters.update(built.reasons)
         self.observed.update(built.observed)
+        self.archive_records += built.archive_records
+        self.archive_bytes += built.archive_bytes
 
     def summary(self, duration: float, committed_at: float) -> CommitSummary:
         return CommitSummary(
@@ -53,6 +57,8 @@ class Checkpoint:
             observed=Counter(self.observed),
             duration=duration,
             committed_at=committed_at,
+            archive_records=self.archive_records,
+            archive_bytes=self.archive_bytes,
         )
 
     def fresh(self) -> Checkpoint:

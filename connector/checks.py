@@ -73,9 +73,7 @@ def _check_kafka(settings: Settings) -> str | None:
     except KafkaException as exc:
         return f"Kafka at {bootstrap}: {exc.args[0].str()}"
     print(f"ok   Kafka at {bootstrap} answers")
-    topics = [kafka.topic, kafka.dlq_topic, kafka.progress_topic]
-    topics += [a.topic for a in settings.accounts if a.topic]
-    for topic in dict.fromkeys(topics):
+    for topic in settings.topics:  # data, dead letters, progress, per-account, archive
         if topic in existing:
             print(f"ok   topic {topic} exists")
         elif kafka.create_topics:

@@ -23,6 +23,8 @@ EPILOG = """examples:
   rpt-connector schema > status_report.avsc
   rpt-connector simulate --port 0 --token demo-token --reports 10000
   rpt-connector spool inspect --config connector.toml
+  rpt-connector replay archive --config connector.toml --to-topic sms.status-reports.v2
+  rpt-connector replay dlq --config connector.toml --reason invalid_report
 
 exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 130 forced exit"""
 
@@ -72,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         spool_commands, "inspect", "show pending spool entries per account (read-only)", _inspect
     )
     _config_arguments(inspect)
+
+    from connector import replay_cli
+
+    replay = _command(commands, "replay", "derive records again: from the archive, or DLQ", None)
+    replay_cli.add_arguments(replay, _command)
     return parser
 
 

@@ -171,6 +171,19 @@ class KafkaSettings(_Section):
     producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
     # Seconds without any successful Kafka request while work is pending → "not reachable".
     unreachable_after: Duration = 30.0
+    # Every raw get-rpt body, in the transaction of its records ("" = none; connector.archive).
+    archive_topic: str = "sms.status-reports.raw"
+    archive_retention: Duration = Field(30 * 86400.0, gt=0)  # the archive topic's retention.ms
+
+    @model_validator(mode="after")
+    def _archive_apart(self) -> KafkaSettings:
+        # Raw bodies in the data, dead-letter or progress topic would break its consumers.
+        if self.archive_topic in (self.topic, self.dlq_topic, self.progress_topic):
+            raise ValueError(
+                f"kafka.archive_topic ({self.archive_topic!r}) must differ from topic, "
+                'dlq_topic and progress_topic (or be "" for no archive)'
+            )
+        return self
 
     @model_validator(mode="after")
     def _producer_settings(self) -> KafkaSettings:
@@ -299,10 +312,11 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> list[str]:
         """Every topic the connector writes: data (shared and per account), dead letters,
-        progress; in this order, without repeats."""
+        progress, archive; in this order, without repeats."""
         k = self.kafka
         own = [a.topic for a in self.accounts if a.topic]
-        return list(dict.fromkeys([k.topic, k.dlq_topic, k.progress_topic, *own]))
+        archive = [k.archive_topic] if k.archive_topic else []
+        return list(dict.fromkeys([k.topic, k.dlq_topic, k.progress_topic, *own, *archive]))
 
     @classmethod
     def settings_customise_sources(

@@ -118,6 +118,9 @@ class Metrics:
         self._unknown_fields = counter(
             "rpt_unknown_fields", "Report fields not in the schema (dropped)."
         )
+        # The raw archive topic (connector.archive): bodies and their raw bytes, per commit.
+        self._archive_records = counter("rpt_archive_records", "get-rpt bodies archived.")
+        self._archive_bytes = counter("rpt_archive_bytes", "Raw bytes of the archived bodies.")
 
     def _init_histograms(self, r: CollectorRegistry, retsizes: Iterable[int]) -> None:
         self._poll_duration = Histogram(
@@ -247,6 +250,11 @@ class Metrics:
         lags = ((commit_time - rtime_ms / 1000, n) for rtime_ms, n in rtimes_ms.items())
         self._lag.observe_many([account], _clamped(lags))
         self._delivery_latency.observe_many([account], _clamped(delivery_latency_s.items()))
+
+    def archived(self, account: str, records: int, raw_bytes: int) -> None:
+        """Bodies (and their raw bytes) one committed transaction wrote to the archive."""
+        self._archive_records.labels(account).inc(records)
+        self._archive_bytes.labels(account).inc(raw_bytes)
 
     def poll_succeeded(self, account: str, when: float) -> None:
         self._last_success.labels(account).set(when)

@@ -73,6 +73,8 @@ class CommitSummary:
     observed: Counter = field(default_factory=Counter)  # (rtime ms, stime ms, status) → reports
     duration: float = 0.0  # seconds from begin to the end of the commit call
     committed_at: float = 0.0  # epoch seconds
+    archive_records: int = 0  # get-rpt bodies written to the archive topic (connector.archive)
+    archive_bytes: int = 0  # their raw size
 
 
 @dataclass(frozen=True)

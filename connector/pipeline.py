@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from connector.archive import archive_entry
 from connector.checkpoint import Checkpoint
 from connector.errors import ConnectorError, Disposition
 from connector.fetcher import Fetcher, Handoff, Hooks, Unspooled
@@ -49,6 +50,7 @@ class Limits:
     max_response_bytes: int
     unreachable_after: float
     shutdown_timeout: float
+    archive_topic: str = ""  # kafka.archive_topic; "" = no archive
 
 
 @dataclass
@@ -175,6 +177,9 @@ class AccountPipeline:
             publisher.produce_many(self.limits.topic, built.values, built.keys, headers)
         for letter in built.dead_letters:
             publisher.produce(self.limits.dlq_topic, letter.value, None, letter.headers)
+        if self.limits.archive_topic:  # the raw body, in the same transaction
+            archive = self.limits.archive_topic, self.name, self.limits.spool_id
+            archive_entry(publisher, *archive, entry, built)
         return built
 
     def _commit(self, ckpt: Checkpoint) -> None:

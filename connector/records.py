@@ -58,6 +58,8 @@ class EntryRecords:
     reasons: Counter = field(default_factory=Counter)  # DeadLetterReason → dead letters
     observed: Counter = field(default_factory=Counter)  # (rtime, stime, status) → reports
     unknown_fields: int = 0
+    archive_records: int = 0  # bodies archived with this entry (connector.archive)
+    archive_bytes: int = 0
 
 
 def dead_letters(

@@ -132,6 +132,7 @@ def build_pipeline(
         max_response_bytes=platform.max_response_bytes,
         unreachable_after=kafka.unreachable_after,
         shutdown_timeout=settings.shutdown_timeout,
+        archive_topic=kafka.archive_topic,
     )
     return AccountPipeline(view.name, limits, parts)
 

@@ -108,6 +108,12 @@ def _new_topic(kafka: KafkaSettings, topic: str) -> NewTopic:
             "segment.ms": "600000",
             "min.cleanable.dirty.ratio": "0.1",
         }
+    elif topic == kafka.archive_topic:  # raw JSON bodies: zstd makes them small (README)
+        config = {
+            "compression.type": "zstd",
+            "cleanup.policy": "delete",
+            "retention.ms": str(round(kafka.archive_retention * 1000)),
+        }
     return NewTopic(
         topic,
         num_partitions=kafka.topic_partitions,

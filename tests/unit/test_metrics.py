@@ -41,6 +41,8 @@ CONTRACT = {
     "rpt_build": ("info", {"version"}),
     "rpt_spool_write_errors": ("counter", {"account"}),
     "rpt_unknown_fields": ("counter", {"account"}),
+    "rpt_archive_records": ("counter", {"account"}),
+    "rpt_archive_bytes": ("counter", {"account"}),
     "rpt_poll_retry_attempt": ("gauge", {"account"}),
     "rpt_producer_queue_messages": ("gauge", {"account"}),
     "rpt_producer_queue_bytes": ("gauge", {"account"}),
@@ -108,6 +110,7 @@ def metrics() -> Metrics:
     m.spool_write_failed("a")
     m.retry_attempt("a", 2)
     m.unknown_fields("a", 5)
+    m.archived("a", 2, 4096)
     m.producer_statistics("a", json.dumps(STATS))
     return m
 
