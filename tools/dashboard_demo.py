@@ -133,7 +133,7 @@ def simulator_command(rate: float) -> list[str]:
     tokens = [a for name, token in TOKENS.items() for a in ("--token", f"{name}={token}")]
     return [
         sys.executable, "-m", "connector", "simulate", "--port", "0", *tokens,
-        "--reports", "main=30000", "--reports", "partner=3000", "--rate", str(rate),
+        "--reports", "main=4000", "--reports", "partner=1000", "--rate", str(rate),
         "--malformed-rate", "0.002", "--seed", "16",
     ]  # fmt: skip
 
