@@ -113,6 +113,7 @@ def test_every_panel_is_drawn_from_the_real_scrape(scraped, tmp_path: Path) -> N
     assert panels["Oldest uncommitted report age"]["a"]["max"] >= 2  # grew while away
     assert panels["Account state"]["a polling"]["max"] == 1
     assert panels["Batch fill (mean batch ÷ retsize)"]["a"]["max"] == pytest.approx(0.75)
+    assert 0 < panels["Spool fill (held ÷ (held + room))"]["a"]["max"] < 0.1
     assert panels["Reports fetched and published per second"]["fetched a"]["max"] > 0
     assert panels["Dead letters"]["a invalid_report"]["max"] > 0
     # Nothing fed librdkafka statistics: those panels say "no data", not a flat line.
