@@ -12,9 +12,8 @@ import functools
 import os
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -87,6 +86,9 @@ class PlatformSettings(_Section):
     timezone: str = "Asia/Shanghai"
     connect_timeout: Duration = 5.0
     read_timeout: Duration = 30.0
+    # Total time for one get-rpt call (logins included): read_timeout is per socket read, so a
+    # server dripping a byte at a time would hold a call for ever. Must be < shutdown_timeout.
+    request_timeout: Duration = Field(20.0, gt=0)
     verify_tls: bool = True
     ca_bundle: Path | None = None
     max_response_bytes: Size = 16 * 2**20
@@ -255,6 +257,12 @@ class Settings(BaseSettings):
                 f"platform.max_response_bytes ({self.platform.max_response_bytes}): the spool "
                 "must have room for the largest answer before a (destructive) get-rpt"
             )
+        if self.platform.request_timeout >= self.shutdown_timeout:
+            raise ValueError(
+                f"platform.request_timeout ({self.platform.request_timeout:g}s) must be less than "
+                f"shutdown_timeout ({self.shutdown_timeout:g}s): a stop waits for the call in "
+                "flight, then must still spool and commit what it brought"
+            )
         if self.kafka.value_format == "confluent" and self.schema_registry is None:
             raise ValueError('kafka.value_format = "confluent" needs a [schema_registry] section')
         return self
@@ -262,6 +270,8 @@ class Settings(BaseSettings):
     @functools.cached_property
     def views(self) -> tuple[AccountView, ...]:
         """Each account with its defaults resolved once (the pipeline reads nothing else)."""
+        from connector.views import account_view  # it imports this module
+
         return tuple(account_view(self, index) for index in range(len(self.accounts)))
 
     @property
@@ -283,32 +293,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment overrides the file, which is passed in as init values.
         return env_settings, init_settings
-
-
-@dataclass(frozen=True)
-class AccountView:
-    """One account as the pipeline sees it: every per-account default already applied."""
-
-    name: str
-    index: int  # position in [[accounts]], for error messages naming the key
-    topic: str
-    retsize: int
-    poll_interval: float
-    account: AccountSettings  # the credential source; read when the account starts
-
-
-def account_view(settings: Settings, index: int) -> AccountView:
-    account, platform = settings.accounts[index], settings.platform
-    return AccountView(
-        name=account.name,
-        index=index,
-        topic=account.topic or settings.kafka.topic,
-        retsize=account.retsize or platform.retsize,
-        poll_interval=platform.poll_interval
-        if account.poll_interval is None
-        else account.poll_interval,
-        account=account,
-    )
 
 
 def load_settings(path: Path | str) -> Settings:
@@ -395,3 +379,7 @@ def registry_password(registry: SchemaRegistrySettings) -> SecretStr | None:
         return None
     key = "schema_registry." + ("password_env" if registry.password_env else "password_file")
     return read_secret(registry.password_env, registry.password_file, key)
+
+
+if TYPE_CHECKING:
+    from connector.views import AccountView

@@ -93,8 +93,7 @@ class Handoff:
     def settled(self, timeout: float) -> bool:
         """Fetcher: wait up to `timeout` for the publish loop; True once it is in Kafka."""
         with self._cond:
-            if self._held is _Held.TAKEN:
-                self._cond.wait(timeout)
+            self._cond.wait_for(lambda: self._held is _Held.DONE, timeout)
             if self._held is _Held.DONE:
                 self._item, self._held = None, _Held.NONE
                 return True
@@ -131,9 +130,11 @@ class Fetcher:
         handoff: Handoff,
         max_response_bytes: int,
         retry_backoff: Callable[[], Backoff],
+        on_failure: Callable[[str], None],
         hooks: Hooks | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._on_failure = on_failure
         self._client, self._spool, self._schedule = client, spool, schedule
         self._observer, self._owns = observer, owns
         self._stop, self._wake, self._handoff = stop, wake, handoff
@@ -145,8 +146,14 @@ class Fetcher:
 
     def run(self) -> None:
         delay = 0.0
-        while not self._stop.wait(delay):
-            delay = self.step()
+        try:
+            while not self._stop.wait(delay):
+                delay = self.step()
+        except Exception as exc:  # a bug must stop the account visibly, not end a thread quietly
+            log.exception("fetch failed unexpectedly")
+            self._on_failure(f"fetch failed unexpectedly: {type(exc).__name__}: {exc}")
+        finally:
+            self._wake.set()  # the publish loop drains and ends once the fetcher is done
 
     def step(self) -> float:
         """One turn: check, fetch, keep. Returns the pause before the next turn."""
@@ -154,7 +161,10 @@ class Fetcher:
             return self._pause(PauseReason.NOT_OWNED, AccountState.NOT_OWNED)
         reason = self._spool.room(self._needed)
         if reason is not None:
-            return self._pause(reason, AccountState.SPOOL_FULL)
+            broken = reason == PauseReason.SPOOL_ERROR
+            return self._pause(
+                reason, AccountState.SPOOL_ERROR if broken else AccountState.SPOOL_FULL
+            )
         self._pause(None, None)
         try:
             fetch = self._client.fetch()
@@ -163,13 +173,13 @@ class Fetcher:
             if raw and isinstance(exc, InvalidResponseError | PlatformResultError):
                 self.keep(Unspooled(raw, self._wall(), 0, str(exc), None))
             return self._failed(exc)
-        reports = _reports(fetch)
-        if reports:
-            self.keep(Unspooled(fetch.raw, fetch.fetched_at, len(reports), None, _memo(fetch)))
-        outcome = PollOutcome.OK if reports else PollOutcome.EMPTY
-        delay = self._schedule.after_batch(len(reports))
+        count = fetch.body.count  # every report handed out, good or rejected
+        if count:
+            self.keep(Unspooled(fetch.raw, fetch.fetched_at, count, None, fetch.body))
+        outcome = PollOutcome.OK if count else PollOutcome.EMPTY
+        delay = self._schedule.after_batch(count)
         self._observer.polled(
-            outcome, duration=fetch.duration, reports=len(reports), attempt=0, next_in=delay
+            outcome, duration=fetch.duration, reports=count, attempt=0, next_in=delay
         )
         self._observer.state(AccountState.POLLING)
         return delay
@@ -235,15 +245,3 @@ def _state_after(error: PlatformError) -> AccountState:
     if isinstance(error, AuthError):
         return AccountState.AUTH_PAUSED
     return AccountState.BACKOFF
-
-
-def _reports(fetch: object) -> list:
-    body = getattr(fetch, "body", None)  # platform stream's Fetch.body: ParsedBody
-    if body is not None:
-        return list(body.reports) + list(body.rejects)
-    return list(fetch.reports)
-
-
-def _memo(fetch: object) -> object:
-    body = getattr(fetch, "body", None)
-    return body if body is not None else list(fetch.reports)

@@ -1,7 +1,9 @@
 """Logging: human-readable lines by default, JSON lines with `--log-format json`.
 
 Each pipeline thread is named `fetch-<account>` or `publish-<account>`, so the account of a
-log event comes from the thread name: no call site has to pass it.
+log event comes from the thread name: no call site has to pass it. librdkafka's own lines come
+through `librdkafka_logger` (confluent-kafka calls it on the thread that polls the client, so
+they carry the account too).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(account)s] %(message)s"
 
@@ -51,7 +55,74 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def librdkafka_logger(client: str) -> logging.Logger:
-    """The logger for confluent-kafka's `logger` property (stub: the kafka-faults stream
-    replaces it with one that summarizes repeated connection errors)."""
-    return logging.getLogger(f"connector.librdkafka.{client}")
+# --------------------------------------------------------------------------- librdkafka
+
+# confluent-kafka calls `logger.log(level, "%s [%s] %s", facility, client_name, text)` from the
+# thread that polls the client; these facilities are the connection-level failures librdkafka
+# repeats every reconnect backoff (a few per second per broker) for as long as Kafka is away.
+_CONNECTION_FACILITIES = frozenset({"FAIL", "REQTMOUT", "BROKERFAIL", "CONNECT"})
+SUMMARY_INTERVAL_S = 30.0
+
+
+class RepeatSummary:
+    """One line per `interval` for a repeating event; the line after a quiet spell has a count.
+
+    `admit()` says whether to log this occurrence: None to hold it back, else how many were
+    held back since the last one logged (0 for the first). Also for error_cb handlers that
+    log librdkafka's connection errors themselves.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, interval: float = SUMMARY_INTERVAL_S
+    ) -> None:
+        self._clock = clock
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._logged_at: float | None = None
+        self.held_back = 0
+
+    def admit(self) -> int | None:
+        now = self._clock()
+        with self._lock:
+            if self._logged_at is not None and now - self._logged_at < self.interval:
+                self.held_back += 1
+                return None
+            held_back, self.held_back = self.held_back, 0
+            self._logged_at = now
+            return held_back
+
+
+class _LibrdkafkaLogger(logging.Logger):
+    """Passes librdkafka's lines on; repeated connection errors become one line per interval."""
+
+    def __init__(self, client: str, summary: RepeatSummary) -> None:
+        super().__init__(f"librdkafka.{client}")
+        self.parent = logging.getLogger("librdkafka")
+        self.summary = summary
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        facility = args[0] if len(args) == 3 else None
+        if facility not in _CONNECTION_FACILITIES:
+            super().log(level, msg, *args, **kwargs)
+            return
+        held_back = self.summary.admit()
+        if held_back is None:
+            return
+        if held_back:
+            msg = f"{msg} (+{held_back} more connection errors since the last one logged)"
+        super().log(level, msg, *args, **kwargs)
+
+
+def librdkafka_logger(
+    client: str,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    interval: float = SUMMARY_INTERVAL_S,
+) -> logging.Logger:
+    """A logger for confluent-kafka's `logger` property: librdkafka's lines via Python logging.
+
+    Without it, librdkafka writes `%3|...|FAIL|...` straight to stderr, bypassing the log
+    format (JSON logs stop being JSON). One logger per client instance (named
+    `librdkafka.<client>`), so each client's connection errors are summarized on their own.
+    """
+    return _LibrdkafkaLogger(client, RepeatSummary(clock, interval))

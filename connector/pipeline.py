@@ -25,11 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connector.checkpoint import Checkpoint
-from connector.errors import ConnectorError, Disposition, FencedError, SpoolWriteError
+from connector.errors import ConnectorError, Disposition
 from connector.fetcher import Fetcher, Handoff, Hooks, Unspooled
-from connector.observer import AccountObserver, AccountState, SpoolLevel
-from connector.records import RecordBuilder
+from connector.observer import AccountObserver, AccountState
+from connector.records import EntryRecords, RecordBuilder
 from connector.retry import Backoff, Clock, Deadline
+from connector.session import Session
 
 log = logging.getLogger("connector.pipeline")
 
@@ -75,18 +76,16 @@ class AccountPipeline:
     def __init__(self, name: str, limits: Limits, parts: Parts) -> None:
         self.name, self.limits, self.parts = name, limits, parts
         self.failed: str | None = None
-        self.committed = 0
         self._observer = parts.observer
         self._stop, self._wake = threading.Event(), threading.Event()
         self._handoff = Handoff()
         self._fenced = False
         self._deadline = Deadline.never(parts.clock)  # set by stop(): the shutdown budget
         self._drain_until = Deadline.never(parts.clock)
-        self._spool = None
-        self._publisher = None
+        self._session = Session(name, limits, parts, self._stop)
+        self._retry = parts.backoff(self._stop)  # Kafka calls that may succeed when repeated
         self._threads: list[threading.Thread] = []
 
-    # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         thread = threading.Thread(target=self.run, name=f"publish-{self.name}", daemon=True)
         self._threads.append(thread)
@@ -113,11 +112,12 @@ class AccountPipeline:
     def run(self) -> None:
         """The publish thread: recover, start the fetcher, publish until stopped."""
         try:
-            self._recover()
+            self._session.recover()
             self._start_fetcher()
             self._publish_loop()
         except ConnectorError as exc:
-            if exc.disposition == Disposition.STOP_ACCOUNT or not self._stop.is_set():
+            self._fenced = exc.disposition == Disposition.STOP_ACCOUNT  # no get-rpt from now on
+            if self._fenced or not self._stop.is_set():
                 self._fail(str(exc))  # a shutdown that interrupts a reconnect is no failure
         except Exception as exc:  # a bug must stop the account visibly, not end a thread quietly
             log.exception("account %s: publishing failed unexpectedly", self.name)
@@ -126,7 +126,6 @@ class AccountPipeline:
             self._stop.set()
             self._close()
 
-    # --- the publish side ------------------------------------------------------------------
     def _publish_loop(self) -> None:
         """Publish what the spool holds; after stop(), drain it once the fetcher is done."""
         ckpt = self._checkpoint()
@@ -134,8 +133,8 @@ class AccountPipeline:
             self._wake.wait(self.limits.commit_interval)
             self._wake.clear()
             stopping = self._stop.is_set() and not self._fetcher_alive()
-            pending = not ckpt.empty or self._spool.last_seq > self.committed
-            self._publisher.reachability.check(pending or self._handoff.pending)
+            pending = not ckpt.empty or self._session.spool.last_seq > self._session.committed
+            self._session.publisher.reachability.check(pending or self._handoff.pending)
             try:
                 caught_up = self._publish_pending(ckpt)
                 now = self.parts.clock()
@@ -153,32 +152,39 @@ class AccountPipeline:
         """Produce spool entries into the open transaction; True when none are left."""
         if self._stop.is_set() and self._drain_until.expired:
             return True  # out of shutdown time: commit what is open, leave the rest spooled
-        for entry in self._spool.entries_after(ckpt.last_seq or self.committed, _READ_CHUNK_BYTES):
-            self._publisher.begin()
+        after = ckpt.last_seq or self._session.committed
+        for entry in self._session.spool.entries_after(after, _READ_CHUNK_BYTES):
+            self._session.publisher.begin()
             self._produce(entry, ckpt)
             if ckpt.full:
                 self._wake.set()  # more may be waiting; come straight back after the commit
                 return False
-        return self._spool.last_seq <= max(ckpt.last_seq, self.committed)
+        return self._session.spool.last_seq <= max(ckpt.last_seq, self._session.committed)
 
     def _produce(self, entry: object, ckpt: Checkpoint) -> None:
-        built = self.parts.builder.build(entry)
-        if built.values:
-            headers = self.parts.builder.headers
-            self._publisher.produce_many(self.limits.topic, built.values, built.keys, headers)
-        for letter in built.dead_letters:
-            self._publisher.produce(self.limits.dlq_topic, letter.value, None, letter.headers)
+        built = self._send(entry)
         if built.unknown_fields:
             self._observer.unknown_fields(built.unknown_fields)
         ckpt.add(entry.seq, built, self.parts.clock())
 
+    def _send(self, entry: object) -> EntryRecords:
+        """Produce the records and dead letters of one entry into the open transaction."""
+        built, publisher = self.parts.builder.build(entry), self._session.publisher
+        if built.values:
+            headers = self.parts.builder.headers
+            publisher.produce_many(self.limits.topic, built.values, built.keys, headers)
+        for letter in built.dead_letters:
+            publisher.produce(self.limits.dlq_topic, letter.value, None, letter.headers)
+        return built
+
     def _commit(self, ckpt: Checkpoint) -> None:
         began = self.parts.clock()
-        self._publisher.commit(ckpt.last_seq, self._call_deadline())
-        self.committed = ckpt.last_seq
-        self._release(ckpt.last_seq)
+        self._session.publisher.commit(ckpt.last_seq, self._call_deadline())
+        self._session.committed = ckpt.last_seq
+        self._session.release(ckpt.last_seq, self._deadline)
+        self._retry.reset()
         summary = ckpt.summary(self.parts.clock() - began, self.parts.wall_clock())
-        self._observer.committed(summary, self._level())
+        self._observer.committed(summary, self._session.spool.level())
 
     def _send_unspooled(self) -> None:
         """A body the spool could not take, in a transaction of its own. Its progress record
@@ -188,161 +194,52 @@ class AccountPipeline:
             return
         ckpt = self._checkpoint()
         try:
-            self._publisher.begin()
-            built = self.parts.builder.build(item)
-            headers = self.parts.builder.headers
-            self._publisher.produce_many(self.limits.topic, built.values, built.keys, headers)
-            for letter in built.dead_letters:
-                self._publisher.produce(self.limits.dlq_topic, letter.value, None, letter.headers)
-            self._publisher.commit(self.committed, self._call_deadline())
+            self._session.publisher.begin()
+            built = self._send(item)
+            self._session.publisher.commit(self._session.committed, self._call_deadline())
         except BaseException:
             self._handoff.finish(sent=False)
             raise
         self._handoff.finish(sent=True)
-        ckpt.add(self.committed, built, self.parts.clock())
-        ckpt.last_seq = self.committed
-        self._observer.committed(ckpt.summary(0.0, self.parts.wall_clock()), self._level())
+        ckpt.add(self._session.committed, built, self.parts.clock())
+        ckpt.last_seq = self._session.committed
+        self._observer.committed(
+            ckpt.summary(0.0, self.parts.wall_clock()), self._session.spool.level()
+        )
         log.warning("account %s: a body the spool could not take is in Kafka", self.name)
-
-    def _release(self, seq: int) -> None:
-        """Release the spool; a write failure backs off and retries (the progress record in
-        Kafka already says what is done, so a restart never re-sends released entries)."""
-        backoff = self.parts.backoff(self._stop)
-        while True:
-            try:
-                self._spool.release_through(seq)
-                self._observer.spooled(self._level())
-                return
-            except SpoolWriteError as exc:
-                self._observer.spool_write_failed(str(exc))
-                log.error("account %s: %s; retrying the release", self.name, exc)
-                if (backoff.wait() or self._stop.is_set()) and self._deadline.expired:
-                    return  # shutting down: the floor from Kafka releases it at the next start
 
     def _handle(self, error: ConnectorError, ckpt: Checkpoint) -> Checkpoint:
         """Act on an error's disposition; returns the checkpoint to go on with."""
         disposition = error.disposition
         if disposition == Disposition.STOP_ACCOUNT:
-            self._fenced = isinstance(error, FencedError)
             raise error
         if disposition == Disposition.RETRY:
             log.warning("account %s: %s; retrying", self.name, error)
-            self._publisher.reachability.check(pending=True)
-            if self.parts.backoff(self._stop).wait() and self._deadline.expired:
+            self._session.publisher.reachability.check(pending=True)
+            if self._retry.wait() and self._deadline.expired:
                 raise error
             return ckpt  # same open transaction; a commit is called again, not re-produced
         if disposition == Disposition.ABORT_TRANSACTION:
             log.warning("account %s: %s; sending the spool entries again", self.name, error)
-            try:
-                self._publisher.abort(self._call_deadline())
-                self._observer.aborted(str(error))
-                self._wake.set()
+            failed = self._session.abort(str(error), self._call_deadline())
+            self._wake.set()
+            if failed is None:
                 return self._checkpoint()
-            except ConnectorError as abort_error:
-                if abort_error.disposition == Disposition.STOP_ACCOUNT:
-                    raise
-                error = abort_error  # even the abort failed: start over with a new producer
+            error = failed  # even the abort failed: start over with a new producer
         log.error("account %s: %s; recreating the producer", self.name, error)
-        self._restart_producer(str(error))
+        self._session.restart(str(error))
+        self._wake.set()
         return self._checkpoint()
 
-    def _restart_producer(self, reason: str) -> None:
-        self._publisher.close(Deadline.after(0, self.parts.clock))
-        self._observer.producer_restarted(reason)
-        self.committed = self._connect(check=self._still_ours).sequence
-        self._observer.recovered(self.committed, self._level())
-        self._wake.set()
-
-    def _still_ours(self, progress: object) -> None:
-        """Before a new producer fences whoever holds the transactional.id: is it still ours?
-        Cluster mode asks the group; standalone, a commit from another spool means a newer
-        instance runs the account (fencing it back would start a ping-pong)."""
-        if not self.parts.owns():
-            raise FencedError(f"account {self.name}: no longer assigned to this instance")
-        if progress.spool_id not in ("", self.limits.spool_id):
-            raise FencedError(
-                f"account {self.name}: another instance (spool {progress.spool_id}) committed "
-                f"sequence {progress.sequence}; it owns the account now"
-            )
-
-    # --- recovery --------------------------------------------------------------------------
-    def _recover(self) -> None:
-        self._observer.state(AccountState.RECOVERING)
-        progress = self._connect()
-        self.committed = progress.sequence
-        # The committed sequence numbers this spool's entries only if this spool committed it
-        # (or nothing has): after the account ran on another instance with its own spool, the
-        # entries left here were never published and get numbers above the committed one.
-        own = progress.spool_id in ("", self.limits.spool_id)
-        self._spool = self._open_spool(floor_seq=self.committed if own else 0)
-        if not own and (moved := self._spool.renumber_above(self.committed)):
-            log.warning(
-                "account %s: %d spool entries fetched here before the account moved to another "
-                "instance were never published; they are sent now",
-                self.name,
-                moved,
-            )
-        level = self._level()
-        log.info(
-            "account %s: committed spool sequence %d, %d spool entries to replay",
-            self.name,
-            self.committed,
-            level.entries,
-        )
-        self._observer.recovered(self.committed, level)
-        self._observer.state(AccountState.POLLING)
-        self._wake.set()
-
-    def _open_spool(self, floor_seq: int) -> object:
-        """Open the account's spool, waiting while a previous owner still holds its lock."""
-        backoff = self.parts.backoff(self._stop)
-        while True:
-            try:
-                return self.parts.open_spool(floor_seq)
-            except ConnectorError as exc:
-                if exc.disposition != Disposition.RETRY:
-                    raise
-                log.warning("account %s: %s; retrying", self.name, exc)
-                if backoff.wait():
-                    raise
-
-    def _connect(self, check: Callable[[object], None] | None = None) -> object:
-        """A new producer (fencing older ones): the committed progress. Waits for Kafka."""
-        backoff = self.parts.backoff(self._stop)
-        while True:
-            self._publisher = self.parts.new_publisher(self._stop)
-            try:
-                if check is not None:
-                    check(self._publisher.read_progress())
-                deadline = Deadline.after(self.limits.unreachable_after, self.parts.clock)
-                return self._publisher.init(deadline)
-            except ConnectorError as exc:
-                if exc.disposition == Disposition.STOP_ACCOUNT:
-                    raise
-                log.warning("account %s: Kafka not ready (%s); retrying", self.name, exc)
-                self._publisher.close(Deadline.after(0, self.parts.clock))
-                if backoff.wait():
-                    raise
-
-    # --- helpers ---------------------------------------------------------------------------
     def _start_fetcher(self) -> None:
-        fetcher = Fetcher(
-            client=self.parts.client,
-            spool=self._spool,
-            schedule=self.parts.schedule,
-            observer=self._observer,
-            owns=self.owns,
-            stop=self._stop,
-            wake=self._wake,
-            handoff=self._handoff,
-            max_response_bytes=self.limits.max_response_bytes,
-            retry_backoff=lambda: self.parts.backoff(threading.Event()),
-            hooks=self.parts.hooks,
-            wall_clock=self.parts.wall_clock,
-        )
-        thread = threading.Thread(target=fetcher.run, name=f"fetch-{self.name}", daemon=True)
+        thread = threading.Thread(target=_fetcher(self).run, name=f"fetch-{self.name}")
+        thread.daemon = True
         self._threads.append(thread)
         thread.start()
+
+    def _fetcher_failed(self, reason: str) -> None:
+        self._fail(reason)
+        self.stop()  # the publish loop drains what is spooled, then ends
 
     def _fetcher_alive(self) -> bool:
         return any(t.is_alive() for t in self._threads if t.name.startswith("fetch-"))
@@ -355,8 +252,10 @@ class AccountPipeline:
         ordinary = Deadline.after(self.limits.unreachable_after, self.parts.clock)
         return ordinary.earliest(self._deadline)
 
-    def _level(self) -> SpoolLevel:
-        return self._spool.level()
+    @property
+    def committed(self) -> int:
+        """The spool sequence Kafka holds as committed for this account."""
+        return self._session.committed
 
     def _fail(self, reason: str) -> None:
         self.failed = reason
@@ -368,9 +267,25 @@ class AccountPipeline:
             # It may be mid-call: let it keep the body (bounded even without a shutdown).
             thread.join(self._deadline.earliest(Deadline.after(60.0, self.parts.clock)).remaining())
         self.parts.client.close()
-        if self._publisher is not None:
-            self._publisher.close(self._deadline.earliest(Deadline.after(5.0, self.parts.clock)))
-        if self._spool is not None:
-            self._spool.close()
+        self._session.close(self._deadline.earliest(Deadline.after(5.0, self.parts.clock)))
         if self.failed is None:
             self._observer.state(AccountState.STOPPED)
+
+
+def _fetcher(p: AccountPipeline) -> Fetcher:
+    """The fetch side of a pipeline, sharing its stop, wake-up, hand-off and spool."""
+    return Fetcher(
+        client=p.parts.client,
+        spool=p._session.spool,
+        schedule=p.parts.schedule,
+        observer=p.parts.observer,
+        owns=p.owns,
+        stop=p._stop,
+        wake=p._wake,
+        handoff=p._handoff,
+        max_response_bytes=p.limits.max_response_bytes,
+        retry_backoff=lambda: p.parts.backoff(threading.Event()),  # a stop must not end it
+        on_failure=p._fetcher_failed,
+        hooks=p.parts.hooks,
+        wall_clock=p.parts.wall_clock,
+    )

@@ -18,34 +18,40 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from urllib.parse import unquote_to_bytes
 
 import httpx
 import msgspec
 from pydantic import SecretStr
 
 from connector import __version__
+from connector.body import UNDECODABLE, ParsedBody, parse_body, result_code
 from connector.config import AccountSettings, PlatformSettings, account_secret, account_token
+from connector.desc import decode_desc
 from connector.errors import (
     AuthError,
     ConfigError,
+    Disposition,
     InvalidResponseError,
     PlatformError,
-    PlatformResultError,
     RetriableError,
-    TLSVerificationError,
+)
+from connector.exchange import (
+    Deadline,
+    SocketWatch,
+    read_body,
+    request_timeout,
+    transport_errors,
+    watchdog,
 )
 
 log = logging.getLogger("connector.platform")
 
 TOKEN_HEADER = "Finovy-Access-Token"  # noqa: S105 -- a header name, not a secret
-_AUTH_RESULT = 401
 _MAX_BACKOFF_EXPONENT = 62  # 2**62 * any sane backoff_initial is far past any backoff_max
-# msgspec keeps integers of any size exact (orjson turns big negatives into floats).
+_LOGIN_MAX_BYTES = 64 * 2**10  # a login answer is a token and a message
 _DECODER = msgspec.json.Decoder()
 
 
@@ -54,62 +60,24 @@ class Fetch:
     """One successful get-rpt call."""
 
     raw: bytes  # the response body exactly as received (to be spooled)
-    reports: list[dict]  # the parsed `rpts`, values as msgspec decodes them (str / int / ...)
+    body: ParsedBody  # its reports (values as msgspec decodes them) and rejects
     fetched_at: float  # wall-clock epoch seconds when the response arrived
     duration: float  # seconds the call took, re-login included
     attempts: int = 1  # get-rpt calls made (a re-login retry makes it 2)
 
+    @property
+    def reports(self) -> list:
+        """Deprecated (until the fetcher uses `body`): good reports, then the `Rejected` ones.
 
-# msgspec raises more than DecodeError: invalid UTF-8 inside a string, or absurd nesting.
-_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError)
-
-
-def decode_desc(value: object) -> str:
-    """Percent-decode a `desc`; the bytes are UTF-8 or GB2312/GB18030, else the text is kept."""
-    if value is None:
-        return ""
-    text = str(value)
-    # The platform form-encodes (Java URLEncoder style), where '+' stands for a space.
-    raw = unquote_to_bytes(text.replace("+", " "))
-    for encoding in ("utf-8", "gb18030"):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return text
+        `Normalizer.normalize_batch` routes a `Rejected` entry to its rejects as it is.
+        """
+        return self.body.reports + self.body.rejects if self.body.rejects else self.body.reports
 
 
-def parse_response(raw: bytes) -> list[dict]:
-    """A get-rpt body → its `rpts`; raises InvalidResponseError, AuthError or PlatformResultError.
-
-    Entries of `rpts` are returned as they are; the report normalizer judges each one.
-    """
-    try:
-        body = _DECODER.decode(raw)
-    except _UNDECODABLE as exc:
-        raise InvalidResponseError(f"get-rpt body is not JSON ({type(exc).__name__})", raw) from exc
-    if not isinstance(body, dict) or "result" not in body:
-        raise InvalidResponseError("get-rpt body has no 'result'", raw)
-    result = _result_code(body["result"])
-    if result is None:
-        raise InvalidResponseError(f"get-rpt 'result' is not an integer: {body['result']!r}", raw)
-    if result != 0:
-        desc = decode_desc(body.get("desc"))
-        if result == _AUTH_RESULT:
-            raise AuthError(f"get-rpt result 401: {desc}")
-        raise PlatformResultError(result, desc)
-    reports = body.get("rpts")
-    if not isinstance(reports, list):
-        raise InvalidResponseError("get-rpt answered result 0 without an 'rpts' list", raw)
-    return reports
-
-
-def _result_code(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
+def parse_response(raw: bytes) -> list:
+    """Deprecated alias kept only until pipeline.py uses `report.parse_body`: see Fetch.reports."""
+    body = parse_body(raw)
+    return body.reports + body.rejects if body.rejects else body.reports
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -131,10 +99,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 def classify(
     status: int, headers: Mapping[str, str], body: bytes, *, now: float | None = None
-) -> list[dict]:
+) -> ParsedBody:
     """The one decision on an HTTP answer: its reports, or the PlatformError it amounts to."""
     if 200 <= status < 300:
-        return parse_response(body)
+        return parse_body(body)
     if status in (401, 403):
         raise AuthError(f"get-rpt HTTP {status}: the platform rejected the token")
     if status in (408, 429) or status >= 500:
@@ -142,44 +110,6 @@ def classify(
         retry_after = parse_retry_after(headers.get("retry-after"), now)
         raise RetriableError(f"get-rpt HTTP {status}", retry_after=retry_after)
     raise PlatformError(f"get-rpt HTTP {status}: unexpected status")
-
-
-@contextmanager
-def _transport_errors(what: str) -> Iterator[None]:
-    """Translate httpx transport failures into RetriableError (messages carry no headers)."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise RetriableError(f"{what} timed out ({type(exc).__name__})") from exc
-    except httpx.ConnectError as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            # Retrying cannot help: the trust store (platform.ca_bundle) must change.
-            raise TLSVerificationError(f"{what}: TLS verification failed: {exc}") from exc
-        raise RetriableError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-    except httpx.TransportError as exc:
-        raise RetriableError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _read_body(response: httpx.Response, limit: int) -> bytes:
-    """Stream the body up to `limit` bytes; a 2xx body that is cut off or too big is invalid."""
-    ok = response.is_success
-    buf = bytearray()
-    try:
-        for chunk in response.iter_bytes():
-            buf += chunk
-            if len(buf) > limit:
-                if ok:
-                    raise InvalidResponseError(
-                        f"get-rpt body exceeds max_response_bytes ({limit})", bytes(buf[:limit])
-                    )
-                break  # an error page: its status says enough
-    except httpx.HTTPError as exc:
-        if ok:
-            raise InvalidResponseError(
-                f"get-rpt body cut off after {len(buf)} bytes ({type(exc).__name__})", bytes(buf)
-            ) from exc
-        raise RetriableError(f"get-rpt HTTP {response.status_code}, body cut off") from exc
-    return bytes(buf)
 
 
 def _ssl_verify(platform: PlatformSettings) -> ssl.SSLContext | bool:
@@ -218,6 +148,7 @@ class PlatformClient:
         # One exchange at a time: the one connection allows no more, and httpcore 1.0.9's sync
         # pool can close a connection it already gave a waiting thread (encode/httpcore#1110).
         self._exchange = threading.Lock()
+        self._watch = SocketWatch()  # the connection's socket, for the deadline's watchdog
         self._secret: SecretStr | None = None
         self._token: SecretStr | None = None
         self._token_at = 0.0
@@ -251,90 +182,118 @@ class PlatformClient:
         self.close()
 
     def fetch(self) -> Fetch:
-        """One get-rpt call (plus one re-login and retry if a login token was rejected)."""
+        """One get-rpt call (plus one re-login and retry if a login token was rejected).
+
+        Returns or raises within `platform.request_timeout`, logins included.
+        """
         started = self._clock()
-        token = self._current_token()
+        deadline = Deadline(self._platform.request_timeout, self._clock)
+        token = self._current_token(deadline)
         attempts = 1
         try:
-            raw, reports = self._get_rpt(token)
+            raw, body = self._get_rpt(token, deadline)
         except AuthError:
             if self._secret is None:
                 raise
             log.warning("account %s: token rejected, logging in again (attempt 2)", self.account)
-            token = self._relogin(stale=token)
+            token = self._relogin(stale=token, deadline=deadline)
             attempts = 2
-            raw, reports = self._get_rpt(token)
-        return Fetch(raw, reports, self._wall_clock(), self._clock() - started, attempts)
+            raw, body = self._get_rpt(token, deadline)
+        return Fetch(raw, body, self._wall_clock(), self._clock() - started, attempts)
 
     def close(self) -> None:
         self._http.close()
 
-    def _get_rpt(self, token: SecretStr) -> tuple[bytes, list[dict]]:
+    def _get_rpt(self, token: SecretStr, deadline: Deadline) -> tuple[bytes, ParsedBody]:
         path, headers = self._platform.path, {TOKEN_HEADER: token.get_secret_value()}
         if self._platform.method == "GET":
-            request = self._http.build_request(
-                "GET", path, params={"retsize": self._retsize}, headers=headers
-            )
+            options: dict = {"params": {"retsize": self._retsize}}
         else:
-            request = self._http.build_request(
-                "POST", path, json={"retsize": self._retsize}, headers=headers
-            )
+            options = {"json": {"retsize": self._retsize}}
         with self._exchange:
-            with _transport_errors("get-rpt"):
+            status, answer_headers, raw = self._send(
+                "get-rpt", "POST" if "json" in options else "GET", path, headers, options,
+                self._platform.max_response_bytes, deadline,
+            )  # fmt: skip
+        return raw, classify(status, answer_headers, raw, now=self._wall_clock())
+
+    def _send(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        options: dict,
+        limit: int,
+        deadline: Deadline,
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """One request and its streamed body, all within `deadline` (see connector.exchange)."""
+        with watchdog(deadline, self._watch) as fired:
+            request = self._http.build_request(
+                method, path, headers=headers,
+                timeout=request_timeout(self._http.timeout, deadline),
+                extensions={"trace": self._watch.trace}, **options,
+            )  # fmt: skip
+            with transport_errors(what, deadline, fired):
                 response = self._http.send(request, stream=True)
             try:
-                body = _read_body(response, self._platform.max_response_bytes)
+                raw = read_body(response, limit, deadline, fired, what)
             finally:
                 response.close()
-        reports = classify(response.status_code, response.headers, body, now=self._wall_clock())
-        return body, reports
+        return response.status_code, response.headers, raw
 
-    def _current_token(self) -> SecretStr:
+    def _current_token(self, deadline: Deadline) -> SecretStr:
         if self._secret is None:
             assert self._token is not None
             return self._token
         with self._lock:
             expired = self._clock() - self._token_at >= self._platform.token_ttl
             if self._token is None or expired:
-                self._store_token(self._login())
+                self._store_token(self._login(deadline))
             return self._token
 
-    def _relogin(self, stale: SecretStr) -> SecretStr:
+    def _relogin(self, stale: SecretStr, deadline: Deadline) -> SecretStr:
         """Single-flight: whoever takes the lock first logs in; the others reuse its token."""
         with self._lock:
             assert self._token is not None
             if self._token.get_secret_value() == stale.get_secret_value():
-                self._store_token(self._login())
+                self._store_token(self._login(deadline))
             return self._token
 
     def _store_token(self, token: SecretStr) -> None:
         self._token, self._token_at = token, self._clock()
 
-    def _login(self) -> SecretStr:
+    def _login(self, deadline: Deadline) -> SecretStr:
         assert self._secret is not None
         payload = {"uuid": self._uuid, "secret": self._secret.get_secret_value()}
-        with self._exchange, _transport_errors("login"):
-            response = self._http.post(self._platform.login_path, json=payload)
-        if response.status_code == 429 or response.status_code >= 500:
-            retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
-            raise RetriableError(f"login HTTP {response.status_code}", retry_after=retry_after)
-        token = _login_token(response)
+        try:
+            with self._exchange:
+                status, headers, raw = self._send(
+                    "login", "POST", self._platform.login_path, {}, {"json": payload},
+                    _LOGIN_MAX_BYTES, deadline,
+                )  # fmt: skip
+        except InvalidResponseError as exc:  # nothing destructive about a login: just retry
+            raise RetriableError(str(exc)) from exc
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(headers.get("retry-after"), self._wall_clock())
+            raise RetriableError(f"login HTTP {status}", retry_after=retry_after)
+        token = _login_token(status, raw)
         log.info("account %s: logged in", self.account)
         return token
 
 
-def _login_token(response: httpx.Response) -> SecretStr:
+def _login_token(status: int, raw: bytes) -> SecretStr:
     """The token from a login answer `{"code": 0, "data": "<token>", ...}`, else AuthError."""
-    if response.status_code != 200:
-        raise AuthError(f"login HTTP {response.status_code}")
+    if status != 200:
+        raise AuthError(f"login HTTP {status}")
     try:
-        body = _DECODER.decode(response.content)
-    except _UNDECODABLE as exc:
+        body = _DECODER.decode(raw)
+    except UNDECODABLE as exc:
         raise AuthError("login answer is not JSON") from exc
     if not isinstance(body, dict):
         raise AuthError("login answer is not a JSON object")
     token = body.get("data")
-    if _result_code(body.get("code")) != 0 or not isinstance(token, str) or not token:
+    if result_code(body.get("code")) != 0 or not isinstance(token, str) or not token:
         message = decode_desc(body.get("msg"))[:200]
         raise AuthError(f"login failed: code {body.get('code')!r}: {message}")
     return SecretStr(token)
@@ -373,9 +332,15 @@ class PollSchedule:
         return max(self._poll_interval, self._min_interval)
 
     def after_error(self, error: PlatformError) -> float:
-        """AuthError → auth_failure_pause; others → full jitter, at least a (capped) Retry-After."""
+        """A PAUSE error → auth_failure_pause; others → full jitter, at least a (capped)
+        Retry-After.
+
+        PAUSE is AuthError and TLSVerificationError: retrying soon cannot help (the credential
+        or the trust store must change), so they wait the long, fixed pause — the fetcher shows
+        each as a state of its own (auth_paused, tls_paused), which readiness reflects.
+        """
         self.attempt += 1
-        if isinstance(error, AuthError | TLSVerificationError):
+        if error.disposition is Disposition.PAUSE:
             delay = self._auth_pause
         else:
             exponent = min(self.attempt - 1, _MAX_BACKOFF_EXPONENT)

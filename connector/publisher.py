@@ -36,6 +36,7 @@ from connector.errors import (
     TransactionAbortedError,
     TransactionTimedOutError,
 )
+from connector.logs import RepeatSummary
 from connector.progress import Progress, ProgressTopic
 from connector.records import Headers, progress_partition, progress_value
 from connector.retry import Backoff, Clock, Deadline
@@ -100,6 +101,28 @@ class Reachability:
         return self._clock() - self.last_ok
 
 
+def translate(
+    error: KafkaError, account: str, silent_for: float, txn_timeout: float
+) -> PublishError:
+    """What a librdkafka error means. `silent_for`: how long our open transaction, or Kafka's
+    silence, has lasted. A fence after that outlived the transaction timeout is the broker
+    aborting our transaction, not a newer instance: a live newer instance fences a producer
+    that is still answering, inside the timeout."""
+    text = error.str()
+    if error.code() in _FENCE_CODES:
+        if silent_for >= txn_timeout:
+            return TransactionTimedOutError(
+                f"account {account}: transaction aborted by the broker after {silent_for:.0f}s "
+                f"(transaction.timeout.ms is {txn_timeout:.0f}s): {text}"
+            )
+        return FencedError(f"account {account}: fenced by a newer instance ({text})")
+    if error.txn_requires_abort():
+        return TransactionAbortedError(f"account {account}: transaction must abort: {text}")
+    if error.code() in _UNREACHABLE_CODES and not error.fatal():
+        return KafkaUnreachableError(f"account {account}: {text}")
+    return PublishError(f"account {account}: Kafka error: {text}")
+
+
 class AccountPublisher:
     """The producer of one account, in either delivery mode. No I/O until `init()`."""
 
@@ -116,8 +139,11 @@ class AccountPublisher:
         stop: threading.Event | None = None,
         rng: random.Random | None = None,
         on_stats: Callable[[str], None] | None = None,
+        connection_errors: RepeatSummary | None = None,
     ) -> None:
         self.account = account
+        # Shared by the account's successive producers: one line per 30 s while Kafka is away.
+        self._connection_errors = connection_errors or RepeatSummary()
         self.spool_id = spool_id  # the spool folder whose sequence numbers this producer commits
         self.transactional = kafka.delivery == "exactly_once"
         self.reachability = reachability
@@ -275,37 +301,24 @@ class AccountPublisher:
                     raise KafkaUnreachableError(f"account {self.account}: stopped") from exc
 
     def _translate(self, error: KafkaError) -> PublishError:
-        if self._fence_seen is not None or error.code() in _FENCE_CODES:
-            return self._fence(self._fence_seen or error)
-        if error.txn_requires_abort():
-            return TransactionAbortedError(
-                f"account {self.account}: transaction must abort: {error.str()}"
-            )
-        if error.code() in _UNREACHABLE_CODES and not error.fatal():
-            return KafkaUnreachableError(f"account {self.account}: {error.str()}")
-        return PublishError(f"account {self.account}: Kafka error: {error.str()}")
-
-    def _fence(self, error: KafkaError) -> PublishError:
-        """A fence after our own transaction (or Kafka's silence) outlived the transaction
-        timeout is the broker aborting it, not a newer instance: a live newer instance fences
-        a producer that is still answering, inside the timeout."""
         now = self._clock()
         open_for = now - self._txn_began if self._txn_began is not None else 0.0
-        silent_for = self.reachability.silent_for()
-        if max(open_for, silent_for) >= self._txn_timeout:
-            return TransactionTimedOutError(
-                f"account {self.account}: transaction aborted by the broker after "
-                f"{max(open_for, silent_for):.0f}s (transaction.timeout.ms is "
-                f"{self._txn_timeout:.0f}s): {error.str()}"
-            )
-        return FencedError(f"account {self.account}: fenced by a newer instance ({error.str()})")
+        silent = max(open_for, self.reachability.silent_for())
+        return translate(self._fence_seen or error, self.account, silent, self._txn_timeout)
 
     def _on_error(self, error: KafkaError) -> None:
         # A fatal fencing shows up here first; later calls only say "Local: Fatal error".
         if error.fatal() and error.code() in _FENCE_CODES:
             self._fence_seen = error
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN,):
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.reachability.failed(error.str())
+        if error.code() in _UNREACHABLE_CODES:
+            held_back = self._connection_errors.admit()
+            if held_back is None:
+                return
+            more = f" (+{held_back} more since the last one logged)" if held_back else ""
+            log.warning("account %s: Kafka: %s%s", self.account, error.str(), more)
+            return
         log.warning("account %s: Kafka: %s", self.account, error.str())
 
     def _on_delivery(self, error: KafkaError | None, _message: object) -> None:

@@ -20,11 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from connector import platform
 from connector.avro_codec import ValueEncoder, record_headers, record_keys
 from connector.errors import CodecError, PlatformError, PlatformResultError
 from connector.observer import DeadLetterReason
-from connector.report import Normalizer
+from connector.report import Normalizer, ParsedBody, parse_body
 
 Headers = list[tuple[str, bytes]]
 # Above the broker's message size the transaction would fail for ever while the spool entry
@@ -107,13 +106,12 @@ def rejected_reason(raw: bytes) -> DeadLetterReason:
     return DeadLetterReason.INVALID_RESPONSE
 
 
-def parsed_reports(entry: EntryLike) -> list:
+def parsed_body(entry: EntryLike) -> ParsedBody:
     """The reports of an entry: the fetcher's memo, or the body parsed again (same bytes, same
     reports). Raises PlatformError when the body is not a get-rpt answer."""
-    memo = entry.memo
-    if memo is not None:
-        return list(getattr(memo, "reports", memo))  # ParsedBody, or a plain list of reports
-    return platform.parse_response(entry.body)
+    if isinstance(entry.memo, ParsedBody):
+        return entry.memo
+    return parse_body(entry.body)
 
 
 class RecordBuilder:
@@ -137,19 +135,18 @@ class RecordBuilder:
             self._dead_letter(out, entry, entry.body, error, entry.note, reason)
             return out
         try:
-            reports = parsed_reports(entry)
+            parsed = parsed_body(entry)
         except PlatformError as exc:
             reason = DeadLetterReason.INVALID_RESPONSE
             if isinstance(exc, PlatformResultError):
                 reason = DeadLetterReason.REJECTED_RESULT
             self._dead_letter(out, entry, entry.body, type(exc).__name__, str(exc), reason)
             return out
-        batch = self._normalizer.normalize_batch(reports, int(entry.fetched_at * 1000))
+        batch = self._normalizer.normalize_batch(parsed.reports, round(entry.fetched_at * 1000))
         records = self._encode(out, entry, batch.records)
         out.keys = record_keys(records, self._empty_custid_key)
         out.observed.update((r["rtime"], r["stime"], r["status"]) for r in records)
-        salvaged = list(getattr(entry.memo, "rejects", ()))  # bad reports the parser set apart
-        for rejected in [*salvaged, *batch.rejected]:
+        for rejected in [*parsed.rejects, *batch.rejected]:  # the parser's, the normalizer's
             error = rejected.error
             reason = DeadLetterReason.INVALID_REPORT
             self._dead_letter(out, entry, rejected.raw, type(error).__name__, str(error), reason)

@@ -16,6 +16,9 @@ string means "absent" (null). Rules, per field kind (the schema's `doc` says the
 
 A report that breaks a rule is rejected with a `ReportError` naming the field; the rest of its
 batch goes on. Keys this module does not know are ignored and counted per batch.
+
+The body itself (strict parsing, salvage, duplicated keys) is `connector.body`, the `desc`
+decoding `connector.desc`; both are re-exported here: `report.parse_body`, `report.decode_desc`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from connector.body import ParsedBody, Rejected, parse_body
+from connector.desc import DecodedDesc, decode_desc, read_desc
 from connector.errors import ReportError
+
+__all__ = [
+    "FIELDS", "Batch", "DecodedDesc", "LocalTimes", "Normalizer", "ParsedBody", "Rejected",
+    "decode_desc", "parse_body", "read_desc",
+]  # fmt: skip
 
 FIELDS = (
     "msgid", "custid", "pknum", "pktotal", "mobile", "countrycode", "spno", "exno",
@@ -42,14 +52,6 @@ _LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d", re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 _MILLISECOND = timedelta(milliseconds=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A report that could not be normalized, as JSON bytes, with the reason."""
-
-    raw: bytes
-    error: ReportError
 
 
 @dataclass(slots=True)
@@ -69,10 +71,19 @@ class Normalizer:
         self._times = LocalTimes(ZoneInfo(timezone))
         self._cached_time = self._times.millis.get
 
+    def normalize_body(self, body: ParsedBody, fetched_at_ms: int) -> Batch:
+        """A parsed body's records; its rejects (bad at the JSON level) come first."""
+        batch = self.normalize_batch(body.reports, fetched_at_ms)
+        batch.rejected[:0] = body.rejects
+        return batch
+
     def normalize_batch(self, reports: list, fetched_at_ms: int) -> Batch:
         records: list[dict] = []
         rejected: list[Rejected] = []
         for report in reports:
+            if type(report) is Rejected:  # rejected while parsing (the legacy `Fetch.reports`)
+                rejected.append(report)
+                continue
             try:
                 records.append(self._record(report, fetched_at_ms))
             except ReportError as exc:

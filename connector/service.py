@@ -17,10 +17,10 @@ from collections.abc import Callable
 from connector import __version__
 from connector.avro_codec import make_value_encoder
 from connector.cluster import Membership
-from connector.config import AccountView, Settings, load_settings
-from connector.errors import ConnectorError, Disposition
+from connector.config import Settings, load_settings
+from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
-from connector.logs import setup_logging
+from connector.logs import RepeatSummary, setup_logging
 from connector.metrics import Metrics
 from connector.observer import AccountState, make_observer
 from connector.pipeline import AccountPipeline, Limits, Parts
@@ -29,10 +29,11 @@ from connector.publisher import AccountPublisher, Reachability
 from connector.records import RecordBuilder
 from connector.report import Normalizer
 from connector.retry import Backoff, Deadline
-from connector.spool import spool_id
-from connector.spool_compat import EntrySpool
+from connector.spool import Spool, failpoints_from_env, spool_id
+from connector.spool_io import SpoolHooks
 from connector.status import EndpointServer, StatusBoard
 from connector.topics import ensure_topics
+from connector.views import AccountView
 
 log = logging.getLogger("connector.service")
 
@@ -69,6 +70,7 @@ def build_pipeline(
     *,
     owns: Callable[[], bool] = lambda: True,
     hooks: Hooks | None = None,
+    spool_hooks: SpoolHooks | None = None,
 ) -> AccountPipeline:
     """The one place an account pipeline's parts are assembled from the settings.
     Reads the credential and (confluent format) talks to the schema registry: may raise."""
@@ -77,6 +79,7 @@ def build_pipeline(
     client = PlatformClient(platform, view.account, view.index)
     encoder = make_value_encoder(kafka, settings.schema_registry, view.topic)
     reachability = Reachability(kafka.unreachable_after, observer.kafka_reachable)
+    connection_errors = RepeatSummary()
     the_spool_id = spool_id(directory)
 
     def new_publisher(stop: threading.Event) -> AccountPublisher:
@@ -87,15 +90,17 @@ def build_pipeline(
             reachability=reachability,
             stop=stop,
             on_stats=observer.producer_statistics,
+            connection_errors=connection_errors,
         )
 
-    def open_spool(floor_seq: int) -> EntrySpool:
-        return EntrySpool.open(
+    def open_spool(floor_seq: int) -> Spool:
+        return Spool.open(
             directory,
             max_bytes=spool.max_bytes,
             segment_bytes=spool.segment_bytes,
             fsync=spool.fsync,
             floor_seq=floor_seq,
+            hooks=spool_hooks,
         )
 
     parts = Parts(
@@ -132,8 +137,15 @@ def build_pipeline(
 
 
 class Service:
-    def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        environ: dict[str, str] | None = None,
+        *,
+        topics: Callable[..., None] = ensure_topics,  # creates missing topics; tests fake it
+    ) -> None:
         self.settings = settings
+        self._ensure = topics
         names = [a.name for a in settings.accounts]
         stats_ms = float(settings.kafka.producer.get("statistics.interval.ms", 15_000))
         self.metrics = Metrics(
@@ -146,7 +158,12 @@ class Service:
         self.observers = {n: make_observer(self.metrics, self.board, n) for n in names}
         self.pipelines: dict[str, AccountPipeline] = {}
         self.failed: dict[str, str] = {}  # accounts that stopped with an error, and why
-        self._hooks = failpoint_hooks(dict(os.environ if environ is None else environ))
+        environ = dict(os.environ if environ is None else environ)
+        self._hooks = failpoint_hooks(environ)
+        try:
+            self._spool_hooks = failpoints_from_env(environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self._stopping = threading.Event()
         self._server: EndpointServer | None = None
         self._membership: Membership | None = None
@@ -198,7 +215,7 @@ class Service:
         backoff = Backoff(1.0, 30.0, stop=self._stopping)
         while True:
             try:
-                ensure_topics(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
+                self._ensure(self.settings.kafka, self.settings.topics, timeout=_HEARTBEAT)
                 self.board.set_kafka_reachable(True)
                 return
             except ConnectorError as exc:
@@ -226,7 +243,12 @@ class Service:
             owns = self._owner_check(name)
             try:
                 pipeline = build_pipeline(
-                    self.settings, views[name], observer, owns=owns, hooks=self._hooks
+                    self.settings,
+                    views[name],
+                    observer,
+                    owns=owns,
+                    hooks=self._hooks,
+                    spool_hooks=self._spool_hooks,
                 )
             except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)

@@ -21,7 +21,9 @@ Faults (get-rpt only; probabilities per request unless noted): --latency, --erro
 --throttle-rate, --stall-rate/--stall, --truncate-rate (the reports leave the queue and are
 recorded: lost in flight), --garbage-rate, --result-error-rate, --malformed-rate and
 --duplicate-rate (per report). `POST /control/pause?seconds=N` answers 503 to get-rpt for N
-seconds, `POST /control/resume` ends it. `GET /stats` counts it all.
+seconds, `POST /control/resume` ends it. `GET /stats` counts it all (`calls_by_token`: get-rpt
+calls per static token; `--token NAME=T1 --token NAME=T2` gives one account two tokens, so two
+instances of one account, each with its own token, are told apart).
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ class SimConfig:
 
     @property
     def accounts(self) -> list[str]:
-        return [*self.tokens.values(), *self.logins]
+        # A static account may have several tokens (NAME=TOKEN given more than once).
+        return [*dict.fromkeys(self.tokens.values()), *self.logins]
 
 
 @lru_cache(maxsize=4096)
@@ -220,6 +223,9 @@ class Platform:
         )
         self._started = clock()
         self._paused_until = 0.0
+        # get-rpt calls per static token that reached the account: tests tell instances apart
+        # when each is given its own token for the same account.
+        self._calls_by_token: dict[str, int] = dict.fromkeys(config.tokens, 0)
         self.counters = dict.fromkeys(
             ("requests", "logins", "login_failures", "auth_failures", "paused", "errors",
              "throttled", "stalled", "garbage", "result_errors", "truncated", "duplicates"),
@@ -322,13 +328,16 @@ class Platform:
                 for key in ("generated", "handed_out", "pending")
             }
             faults = {**self.counters, "malformed": self._factory.malformed}
-        return {**totals, "accounts": accounts, "faults": faults}
+            calls = dict(self._calls_by_token)
+        return {**totals, "accounts": accounts, "faults": faults, "calls_by_token": calls}
 
     def _account_for(self, token: str | None) -> _Account | None:
         if not token:
             return None
         name = self.config.tokens.get(token)
         if name is not None:
+            with self._lock:
+                self._calls_by_token[token] += 1
             return self._accounts[name]
         with self._lock:
             account, expires = self._login_tokens.get(token, (None, 0.0))
@@ -603,7 +612,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         if not (sep and uuid and secret):
             raise ValueError(f"--account {uuid}...: expected UUID:SECRET")
         logins[uuid] = secret
-    names = [*tokens.values(), *logins]
+    # One account may be given several static tokens (like a rotated key still valid).
+    names = [*dict.fromkeys(tokens.values()), *logins]
     if not names:
         raise ValueError("give at least one --token or --account")
     if len(set(names)) != len(names):

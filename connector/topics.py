@@ -8,6 +8,7 @@ for the delivery mode; the operator's own properties always win.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -19,6 +20,9 @@ from connector.errors import KafkaUnreachableError, PublishError
 from connector.logs import librdkafka_logger
 
 log = logging.getLogger("connector.topics")
+# One logger per client name for the whole process: clients that are created again and again
+# (progress readers, a producer after a restart) share one summary of repeated errors.
+client_logger = functools.cache(librdkafka_logger)
 
 TRANSACTION_TIMEOUT_MS = 60_000  # librdkafka default is 60 s too; said here because we rely on it
 MESSAGE_TIMEOUT_MS = 45_000  # below the transaction timeout: no delivery outlives its txn
@@ -32,7 +36,7 @@ def _is_client_wide(key: str) -> bool:
 def client_config(kafka: KafkaSettings, client: str = "admin") -> dict:
     """The connection and security part of kafka.producer, plus this client's logger."""
     config = {k: v for k, v in kafka.producer.items() if _is_client_wide(k)}
-    config["logger"] = librdkafka_logger(client)
+    config["logger"] = client_logger(client)
     return config
 
 
@@ -61,7 +65,7 @@ def producer_config(
         config["delivery.report.only.error"] = True
     config.update(kafka.producer)
     config["error_cb"] = on_error
-    config["logger"] = librdkafka_logger(f"producer-{account}")
+    config["logger"] = client_logger(f"producer-{account}")
     if on_stats is not None:
         config["stats_cb"] = on_stats
     return config

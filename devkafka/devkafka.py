@@ -4,8 +4,14 @@
 The broker jars are resolved from Maven Central with `mvn` into `.cache/kafka/lib`; each named
 instance keeps its config, data, log, pid and port files under `.cache/kafka/<name>/`.
 
-CLI:    python devkafka/devkafka.py fetch | up [--name N] [--port P] | down [--name N] | status
+CLI:    python devkafka/devkafka.py fetch | up [--name N] [--port P] [--advertise HOST:PORT]
+        | down [--name N] | status
 Python: sys.path.insert(0, "<repo>/devkafka"); from devkafka import Broker
+
+`advertise` makes the broker tell clients to reach it at another address (a TCP proxy in
+front of it, for fault injection): the client listener then advertises HOST:PORT, while the
+broker talks to itself (transaction markers, the group coordinator) over a separate internal
+listener, so cutting the proxy cuts the clients off and nothing inside the broker.
 """
 
 from __future__ import annotations
@@ -238,17 +244,51 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _server_properties(broker_port: int, controller_port: int, data_dir: Path) -> str:
+def parse_address(value: str) -> tuple[str, int]:
+    """HOST:PORT, as given to `--advertise`; a clear error for anything else."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise DevKafkaError(f"advertised address {value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _listener_properties(
+    broker_port: int, controller_port: int, advertise: str | None, internal_port: int | None
+) -> dict[str, str]:
+    controller = f"CONTROLLER://{HOST}:{controller_port}"
+    if advertise is None:
+        return {
+            "listeners": f"PLAINTEXT://{HOST}:{broker_port},{controller}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{broker_port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
+    assert internal_port is not None
+    internal = f"INTERNAL://{HOST}:{internal_port}"
+    return {
+        "listeners": f"PLAINTEXT://{HOST}:{broker_port},{internal},{controller}",
+        "advertised.listeners": f"PLAINTEXT://{advertise},{internal}",
+        "inter.broker.listener.name": "INTERNAL",
+        "listener.security.protocol.map": (
+            "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        ),
+    }
+
+
+def _server_properties(
+    broker_port: int,
+    controller_port: int,
+    data_dir: Path,
+    advertise: str | None = None,
+    internal_port: int | None = None,
+) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
         # Static voters: `storage format` then needs no --standalone/--initial-controllers.
         "controller.quorum.voters": f"{NODE_ID}@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{broker_port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{broker_port}",
+        **_listener_properties(broker_port, controller_port, advertise, internal_port),
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(data_dir),
         # One broker: every internal topic must be satisfiable with a single replica, or
         # transactions and consumer groups hang waiting for replicas that never come.
@@ -291,12 +331,21 @@ class Broker:
     """One named dev broker instance. State lives on disk, so any process can manage it."""
 
     def __init__(
-        self, name: str = DEFAULT_NAME, port: int | None = None, root: Path | None = None
+        self,
+        name: str = DEFAULT_NAME,
+        port: int | None = None,
+        root: Path | None = None,
+        advertise: str | None = None,
     ) -> None:
         if not _NAME_RE.match(name) or name in _RESERVED_NAMES:
             raise DevKafkaError(f"invalid instance name {name!r}")
+        if advertise is not None:
+            parse_address(advertise)
         self.name = name
         self.requested_port = port
+        # The address clients are told to use (None: the listener itself). Kept across
+        # restart(); a proxy at this address must forward to `bootstrap`.
+        self.advertise = advertise
         self.root = Path(root).resolve() if root is not None else DEFAULT_ROOT
         self.dir = self.root / name
         self.data_dir = self.dir / "data"
@@ -305,6 +354,8 @@ class Broker:
         self.pid_file = self.dir / "kafka.pid"
         self.port_file = self.dir / "port"
         self.controller_port_file = self.dir / "controller.port"
+        self.advertise_file = self.dir / "advertise"
+        self.internal_port_file = self.dir / "internal.port"
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ---- state
@@ -321,6 +372,30 @@ class Broker:
     def bootstrap(self) -> str | None:
         port = self.port
         return f"{HOST}:{port}" if port is not None else None
+
+    def advertised_on_disk(self) -> str | None:
+        """The advertised address the instance was last launched with (None: its listener)."""
+        if not self.advertise_file.is_file():
+            return None
+        return self.advertise_file.read_text().strip() or None
+
+    @property
+    def advertised(self) -> str | None:
+        """Where clients are sent after metadata: `advertise` if set, else `bootstrap`."""
+        return self.advertise or self.advertised_on_disk() or self.bootstrap
+
+    @property
+    def internal_bootstrap(self) -> str:
+        """An address that always reaches the broker directly, proxy or not.
+
+        With `advertise`, clients bootstrapped here are told the internal listener's own
+        address, so they never pass through the proxy (tests check results this way).
+        """
+        port = _read_int(self.internal_port_file) if self.advertised_on_disk() else None
+        bootstrap = f"{HOST}:{port}" if port is not None else self.bootstrap
+        if bootstrap is None:
+            raise DevKafkaError(f"Kafka instance {self.name!r} has never been started")
+        return bootstrap
 
     @property
     def pid(self) -> int | None:
@@ -354,6 +429,11 @@ class Broker:
             pid = self.pid
             if pid is None:
                 self._launch()
+            elif self.advertise is not None and self.advertise != self.advertised_on_disk():
+                raise DevKafkaError(
+                    f"Kafka instance {self.name!r} is running with another advertised address"
+                    f" ({self.advertised_on_disk() or self.bootstrap}); stop it first"
+                )
             # A live pid whose port does not answer yet is a broker still starting (perhaps
             # launched by another process): wait for it instead of starting a second one.
             try:
@@ -443,7 +523,21 @@ class Broker:
         java = java_bin()
         broker_port, controller_port = self._choose_ports()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(_server_properties(broker_port, controller_port, self.data_dir))
+        # Like the controller port, the internal one is never seen by clients.
+        internal_port = free_port() if self.advertise is not None else None
+        while internal_port in (broker_port, controller_port):
+            internal_port = free_port()
+        self.config_file.write_text(
+            _server_properties(
+                broker_port, controller_port, self.data_dir, self.advertise, internal_port
+            )
+        )
+        if self.advertise is not None:
+            self.advertise_file.write_text(f"{self.advertise}\n")
+            self.internal_port_file.write_text(f"{internal_port}\n")
+        else:
+            self.advertise_file.unlink(missing_ok=True)
+            self.internal_port_file.unlink(missing_ok=True)
         self.port_file.write_text(f"{broker_port}\n")
         self.controller_port_file.write_text(f"{controller_port}\n")
         self._format_storage(java)
@@ -557,7 +651,7 @@ def _cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> None:
-    broker = Broker(args.name, port=args.port, root=args.root)
+    broker = Broker(args.name, port=args.port, root=args.root, advertise=args.advertise)
     started = time.monotonic()
     reused = broker.is_running()
     bootstrap = broker.start(timeout=args.timeout)
@@ -582,7 +676,8 @@ def _cmd_status(args: argparse.Namespace) -> None:
         print("no kafka instances")
     for broker in found:
         state = f"running pid {broker.pid}" if broker.is_running() else "stopped"
-        print(f"{broker.name}\t{broker.bootstrap}\t{state}")
+        via = f"\tadvertises {broker.advertised}" if broker.advertised != broker.bootstrap else ""
+        print(f"{broker.name}\t{broker.bootstrap}\t{state}{via}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -596,6 +691,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--name", default=DEFAULT_NAME)
     up.add_argument("--port", type=int, default=None)
     up.add_argument("--timeout", type=float, default=START_TIMEOUT_S)
+    up.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        default=None,
+        help="tell clients to connect here (e.g. a proxy forwarding to the broker's port)",
+    )
     up.set_defaults(func=_cmd_up)
     down = sub.add_parser("down", help="stop a broker (no-op when not running)")
     down.add_argument("--name", default=DEFAULT_NAME)

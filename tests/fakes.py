@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from connector.errors import SpoolWriteError
 from connector.progress import Progress
+from connector.report import ParsedBody, parse_body
 
 
 class FakeClock:
@@ -221,7 +222,7 @@ class FakeProgress:
 @dataclass
 class FakeFetch:
     raw: bytes
-    reports: list
+    body: ParsedBody
     fetched_at: float
     duration: float = 0.01
 
@@ -248,7 +249,7 @@ class ScriptedPlatform:
             raise step
         body = json.dumps({"result": 0, "desc": "ok", "rpts": step}).encode()
         self.handed_out.extend(step)
-        return FakeFetch(body, step, time.time())
+        return FakeFetch(body, parse_body(body), time.time())
 
     def close(self) -> None:
         self.closed = True

@@ -51,6 +51,7 @@ def start_connector(
         "RPT_PLATFORM__MAX_RESPONSE_BYTES": str(MAX_RESPONSE),
         "RPT_METRICS__LISTEN": f"127.0.0.1:{port}",
         "RPT_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
+        "RPT_PLATFORM__REQUEST_TIMEOUT": "5",  # below shutdown_timeout, as config requires
     }
     connector = ConnectorProcess(config, tmp_path / "connector.log", env=env).start()
     endpoints = Endpoints(f"http://127.0.0.1:{port}")

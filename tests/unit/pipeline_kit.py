@@ -18,7 +18,7 @@ from connector.publisher import AccountPublisher, Reachability
 from connector.records import RecordBuilder
 from connector.report import Normalizer
 from connector.retry import Backoff, Deadline
-from connector.spool_compat import EntrySpool
+from connector.spool import Spool
 from tests.fakes import FakeClock, FakeKafka, FakeProgress, FaultySpool, RecordingObserver
 
 ACCOUNT = "acme"
@@ -93,7 +93,7 @@ def make_rig(
         )
 
     def open_spool(floor_seq: int) -> object:
-        spool = EntrySpool.open(
+        spool = Spool.open(
             tmp_path / ACCOUNT, max_bytes=2**30, segment_bytes=2**20, fsync=False,
             floor_seq=floor_seq,
         )  # fmt: skip

@@ -1,9 +1,9 @@
 """Hostile input never escapes as an unhandled exception: it becomes records or dead letters.
 
 The contract checked here, for any bytes a platform could send:
-* `parse_response(raw)` returns a list or raises a `PlatformError` (the pipeline spools the body
-  and dead-letters it);
-* `Normalizer.normalize_batch` never raises: every entry of `rpts` is a record or a `Rejected`;
+* `parse_body(raw)` returns a ParsedBody or raises a `PlatformError` (the fetcher spools the
+  body and it is dead-lettered);
+* `Normalizer.normalize_body` never raises: every entry of `rpts` is a record or a `Rejected`;
 * every record it returns encodes with the single-object encoder.
 
 Also here: Kafka security settings reach librdkafka unchanged, and configuration files that are
@@ -24,14 +24,13 @@ from connector import publisher
 from connector.avro_codec import single_object_encoder
 from connector.config import KafkaSettings, load_settings
 from connector.errors import ConfigError, InvalidResponseError, PlatformError, ReportError
-from connector.platform import parse_response
-from connector.report import FIELDS, Normalizer
+from connector.report import FIELDS, Normalizer, ParsedBody, parse_body
 
 ENCODER = single_object_encoder()
 FETCHED_AT_MS = 1_700_000_000_000
 
 # Bodies msgspec rejects with something other than DecodeError (found by these tests):
-# parse_response must turn them into InvalidResponseError like any other undecodable body.
+# parse_body must salvage them or turn them into InvalidResponseError like any other body.
 _NOT_DECODE_ERRORS = (UnicodeDecodeError, RecursionError)
 
 
@@ -45,20 +44,24 @@ def _msgspec_raises_other_errors(raw: bytes) -> bool:
     return False
 
 
-def check_parse(raw: bytes) -> list | None:
-    """parse_response's contract: a list, or a PlatformError (None then)."""
+def check_parse(raw: bytes) -> ParsedBody | None:
+    """parse_body's contract: a ParsedBody, or a PlatformError (None then)."""
     try:
-        reports = parse_response(raw)
+        parsed = parse_body(raw)
     except PlatformError:
         return None
-    assert isinstance(reports, list)
-    return reports
+    assert isinstance(parsed, ParsedBody)
+    assert all(type(report) is dict for report in parsed.reports)
+    for rejected in parsed.rejects:
+        assert rejected.raw in raw  # a reject is the report's own bytes, as received
+    return parsed
 
 
-def check_normalize(reports: list) -> None:
-    """normalize_batch's contract: no exception, nothing lost, every record encodes."""
-    batch = Normalizer("acct").normalize_batch(reports, FETCHED_AT_MS)
-    assert len(batch.records) + len(batch.rejected) == len(reports)
+def check_normalize(reports: list | ParsedBody) -> None:
+    """normalize_body's contract: no exception, nothing lost, every record encodes."""
+    parsed = reports if isinstance(reports, ParsedBody) else ParsedBody(reports)
+    batch = Normalizer("acct").normalize_body(parsed, FETCHED_AT_MS)
+    assert len(batch.records) + len(batch.rejected) == parsed.count
     for rejected in batch.rejected:
         assert isinstance(rejected.raw, bytes)
         assert isinstance(rejected.error, ReportError)
@@ -100,7 +103,7 @@ reports_strategy = st.lists(
 
 @given(st.binary(max_size=2048))
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-def test_arbitrary_bytes_parse_to_a_list_or_a_platform_error(raw: bytes) -> None:
+def test_arbitrary_bytes_parse_to_a_body_or_a_platform_error(raw: bytes) -> None:
     reports = check_parse(raw)
     if reports is not None:
         check_normalize(reports)
@@ -113,7 +116,7 @@ def test_json_prefixes_with_garbage_tails(tail: bytes, prefix: bytes) -> None:
 
 
 @given(json_values)
-def test_any_json_document_parses_to_a_list_or_a_platform_error(document: object) -> None:
+def test_any_json_document_parses_to_a_body_or_a_platform_error(document: object) -> None:
     reports = check_parse(msgspec.json.encode(document))
     if reports is not None:
         check_normalize(reports)
@@ -176,19 +179,34 @@ def test_hostile_bodies(raw: bytes) -> None:
     [
         pytest.param(b"[" * 10_000 + b"]" * 10_000, id="10k-deep-list"),
         pytest.param(b'{"a":' * 10_000 + b"1" + b"}" * 10_000, id="10k-deep-object"),
-        pytest.param(
-            body([{**GOOD, "errdesc": "你好"}]).replace("你好".encode(), "你好".encode("gb18030")),
-            id="gb18030-in-string",
-        ),
-        pytest.param(b'{"result": 0, "rpts": [{"msgid": "\xff\xfe", "status": 0}]}', id="bad-utf8"),
         pytest.param(b'{"result": 500, "desc": "\xc4\xe3"}', id="gbk-in-desc"),
     ],
 )
-def test_undecodable_bodies_are_invalid_responses(raw: bytes) -> None:
+def test_undecodable_envelopes_are_invalid_responses(raw: bytes) -> None:
     assert _msgspec_raises_other_errors(raw)
     with pytest.raises(InvalidResponseError) as caught:
-        parse_response(raw)
+        parse_body(raw)
     assert caught.value.raw == raw
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        pytest.param({"errdesc": "你好".encode("gb18030")}, "errdesc", id="gb18030-in-string"),
+        pytest.param({"mobile": b"\xff\xfe"}, "mobile", id="bad-utf8"),
+    ],
+)
+def test_undecodable_bytes_in_one_report_reject_that_report_only(bad: dict, field: str) -> None:
+    ((name, value),) = bad.items()
+    broken = b'{"msgid": "9", "status": 0, "%s": "%s"}' % (name.encode(), value)
+    raw = b'{"result": 0, "rpts": [%s, %s]}' % (json.dumps(GOOD).encode(), broken)
+    assert _msgspec_raises_other_errors(raw)
+    parsed = parse_body(raw)
+    assert parsed.reports == [GOOD]
+    (rejected,) = parsed.rejects
+    assert rejected.raw == broken
+    assert rejected.error.field == field
+    assert "invalid UTF-8" in rejected.error.reason
 
 
 def test_deep_nesting_inside_a_report_is_rejected_or_kept_not_raised() -> None:
@@ -248,12 +266,16 @@ def test_extreme_valid_times_encode(stime: str) -> None:
 
 
 @pytest.mark.parametrize("escape", [rb"\ud800", rb"\udc00", rb"\ud800\u0041"])
-def test_lone_surrogate_escapes_are_invalid_responses(escape: bytes) -> None:
+def test_lone_surrogate_escapes_reject_their_report_only(escape: bytes) -> None:
     # A str holding a lone surrogate could not be UTF-8 encoded into the Avro record.
-    assert (
-        check_parse(b'{"result": 0, "rpts": [{"msgid": 1, "status": 0, "mobile": "%s"}]}' % escape)
-        is None
-    )
+    bad = b'{"msgid": 1, "status": 0, "mobile": "%s"}' % escape
+    parsed = check_parse(b'{"result": 0, "rpts": [%s, {"msgid": 2, "status": 0}]}' % bad)
+    assert parsed is not None
+    assert parsed.reports == [{"msgid": 2, "status": 0}]
+    (rejected,) = parsed.rejects
+    assert (rejected.raw, rejected.error.field) == (bad, "mobile")
+    assert "lone UTF-16 surrogate" in rejected.error.reason
+    check_normalize(parsed)
 
 
 # --- Kafka security settings pass through ------------------------------------------------------

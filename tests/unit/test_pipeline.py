@@ -130,10 +130,14 @@ def test_a_transaction_timed_out_by_a_partition_is_sent_again_without_an_operato
 
 
 def test_a_timed_out_instance_whose_account_moved_stops_instead_of_fencing_back(tmp_path):
-    rig = make_rig(tmp_path, ScriptedPlatform(batches(4)))
-    rig.kafka.stall_next_commit(75.0)
-    rig.kafka.commit_progress_from(ACCOUNT, "spool-of-the-newer-instance", 9)
+    release = threading.Event()
+    platform = ScriptedPlatform(batches(4), block=release)
+    rig = make_rig(tmp_path, platform)
     rig.pipeline.start()
+    rig.wait_for(platform.in_flight.is_set)  # recovered; the first get-rpt is under way
+    rig.kafka.stall_next_commit(75.0)  # we are cut off past the transaction timeout ...
+    rig.kafka.commit_progress_from(ACCOUNT, "spool-of-the-newer-instance", 9)  # ... it took over
+    release.set()
     rig.wait_for(lambda: rig.pipeline.failed is not None)
     rig.stop()
     assert "another instance" in rig.pipeline.failed
@@ -278,3 +282,21 @@ def test_the_crash_hook_runs_after_each_durable_append(tmp_path) -> None:
     rig = make_rig(tmp_path, ScriptedPlatform(batches(1, 1)), hooks=Hooks(after_spool=seen.append))
     run_until_published(rig, 2)
     assert seen == [1, 2]
+
+
+def test_a_restart_before_the_first_commit_after_a_move_does_not_stop_the_account(tmp_path):
+    """At start the progress names another spool (the account moved here); a producer restart
+    before this instance's first commit sees the same record: that is no newer instance."""
+    rig = make_rig(tmp_path, ScriptedPlatform(batches(3)))
+    rig.kafka.commit_progress_from(ACCOUNT, "spool-on-the-old-volume", 0)
+    rig.kafka.fail("commit_transaction", kafka_error("fatal"))
+    run_until_published(rig, 3)
+    assert_exactly_once_after_move(rig, 3)
+    assert rig.pipeline.failed is None
+    assert len(rig.observer.named("producer_restarted")) == 1
+
+
+def assert_exactly_once_after_move(rig, n: int) -> None:
+    assert sorted(rig.msgids()) == list(range(n))
+    ours = [p for p in rig.kafka.progress(ACCOUNT) if p["spool_id"] == "spool-of-this-instance"]
+    assert len(ours) == len(rig.observer.named("committed"))

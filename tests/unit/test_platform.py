@@ -16,27 +16,28 @@ import httpx
 import msgspec
 import pytest
 from fixtures import GET_RPT_PATH, LOGIN_PATH, SEED_RESPONSE
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.config import AccountSettings, PlatformSettings
 from connector.errors import (
     AuthError,
     ConfigError,
+    Disposition,
     InvalidResponseError,
     PlatformError,
     PlatformResultError,
     RetriableError,
+    TLSVerificationError,
 )
 from connector.platform import (
     TOKEN_HEADER,
     PlatformClient,
     PollSchedule,
     classify,
-    decode_desc,
-    parse_response,
     parse_retry_after,
 )
+from connector.report import ParsedBody, parse_body
 
 STATIC_TOKEN = "static-tok-4vL4rcNGNcgx5v0RLCcFew"
 SECRET = "login-secret-Zx9qW"
@@ -110,7 +111,7 @@ def client_for(
 
 
 def test_the_seed_answer_parses_with_its_msgid_exact() -> None:
-    reports = parse_response(SEED_RESPONSE)
+    reports = parse_body(SEED_RESPONSE).reports
     assert len(reports) == 1
     assert reports[0]["msgid"] == 9223372045854775808
     assert type(reports[0]["msgid"]) is int
@@ -118,7 +119,7 @@ def test_the_seed_answer_parses_with_its_msgid_exact() -> None:
 
 
 def test_an_empty_batch_is_an_empty_list() -> None:
-    assert classify(200, {}, body([])) == []
+    assert classify(200, {}, body([])) == ParsedBody([], [])
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,6 @@ def test_an_empty_batch_is_an_empty_list() -> None:
         b"",
         b"<html>502 Bad Gateway</html>",
         SEED_RESPONSE[:-40],
-        b'{"result":0,"desc":"ok"}',
         b'{"desc":"ok","rpts":[]}',
         b'{"result":0,"rpts":{"msgid":1}}',
         b'{"result":0,"rpts":"[]"}',
@@ -152,11 +152,13 @@ def test_another_result_is_a_platform_result_error_with_the_gb2312_desc_decoded(
     with pytest.raises(PlatformResultError) as caught:
         classify(200, {}, body(result="500", desc=BUSY_DESC_GB2312))
     assert (caught.value.result, caught.value.desc) == (500, "系统繁忙")
+    assert caught.value.desc_raw == BUSY_DESC_GB2312  # the form as sent, kept
     assert "系统繁忙" in str(caught.value)
+    assert caught.value.raw is None  # no reports came with it: nothing to keep
 
 
 def test_a_string_result_zero_is_success() -> None:
-    assert classify(200, {}, body([{"msgid": "7"}], result="0")) == [{"msgid": "7"}]
+    assert classify(200, {}, body([{"msgid": "7"}], result="0")).reports == [{"msgid": "7"}]
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -205,53 +207,13 @@ def test_other_statuses_are_fatal_platform_errors(status: int) -> None:
     assert not isinstance(caught.value, RetriableError | AuthError)
 
 
-# --- desc decoding and precision ---------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("encoded", "decoded"),
-    [
-        ("%e6%88%90%e5%8a%9f", "成功"),
-        (quote("成功".encode("gb2312")), "成功"),
-        (quote("身份认证失败"), "身份认证失败"),
-        (quote("身份认证失败".encode("gb2312")), "身份认证失败"),
-        ("success", "success"),
-        ("system+busy", "system busy"),
-        ("%80%FF", "%80%FF"),  # neither UTF-8 nor GB18030: kept as it came
-        ("", ""),
-    ],
-)
-def test_decode_desc(encoded: str, decoded: str) -> None:
-    assert decode_desc(encoded) == decoded
-
-
-def test_decode_desc_of_a_missing_or_numeric_desc() -> None:
-    assert (decode_desc(None), decode_desc(42)) == ("", "42")
-
-
-@given(st.text())
-def test_any_utf8_desc_round_trips(text: str) -> None:
-    assert decode_desc(quote(text.encode("utf-8"))) == text
-
-
-CHINESE = "身份认证失败成功用户不在服务区已过期系统繁忙请稍后再试空号被拒绝"
-
-
-@given(st.text(alphabet=CHINESE, min_size=1))
-def test_a_gb2312_desc_round_trips_unless_it_is_also_valid_utf8(text: str) -> None:
-    raw = text.encode("gb2312")
-    try:
-        raw.decode("utf-8")
-        assume(False)  # the same bytes read as UTF-8 first; no decoder can tell them apart
-    except UnicodeDecodeError:
-        pass
-    assert decode_desc(quote(raw)) == text
+# --- precision (desc decoding: tests/unit/test_desc.py) ---------------------------------
 
 
 @given(st.integers(min_value=-(10**30), max_value=10**30))
 def test_msgids_of_any_size_survive_as_exact_ints(msgid: int) -> None:
     raw = b'{"result":0,"rpts":[{"msgid":%d},{"msgid":"%d"}]}' % (msgid, msgid)
-    as_number, as_string = parse_response(raw)
+    as_number, as_string = parse_body(raw).reports
     assert type(as_number["msgid"]) is int
     assert as_number["msgid"] == msgid
     assert as_string["msgid"] == str(msgid)
@@ -261,7 +223,7 @@ def test_msgids_of_any_size_survive_as_exact_ints(msgid: int) -> None:
     "msgid", [9223372045854775808, -9223372036854775809, 18446744073709551615, 10**40 + 1]
 )
 def test_known_hard_msgids(msgid: int) -> None:
-    assert parse_response(body([{"msgid": msgid}]))[0]["msgid"] == msgid
+    assert parse_body(body([{"msgid": msgid}])).reports[0]["msgid"] == msgid
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -529,6 +491,22 @@ def test_an_auth_failure_pauses_the_account() -> None:
     s = schedule()
     assert s.after_error(AuthError("no")) == 600.0
     assert s.attempt == 1
+
+
+def test_a_tls_verification_failure_pauses_too_not_backs_off() -> None:
+    # Its disposition is PAUSE: the trust store must change; a retry in seconds cannot help.
+    s = schedule(0.0)  # a backoff would come out as the 0.05 s minimum here
+    error = TLSVerificationError("get-rpt: TLS verification failed")
+    assert error.disposition is Disposition.PAUSE
+    assert [s.after_error(error) for _ in range(3)] == [600.0, 600.0, 600.0]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [InvalidResponseError("cut", b"{"), PlatformResultError(501, "busy", raw=b"{}")],
+)
+def test_bad_bodies_back_off_like_other_failures(error: PlatformError) -> None:
+    assert schedule(0.0).after_error(error) == 0.05
 
 
 def test_many_failures_do_not_overflow() -> None:

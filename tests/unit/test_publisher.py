@@ -164,3 +164,23 @@ def test_no_producer_is_created_before_init(kafka, clock) -> None:
         producer_factory=kafka.producer, progress=FakeProgress(kafka),
     )  # fmt: skip
     assert kafka.producers == []
+
+
+def test_repeated_connection_errors_are_summarized_across_producers(kafka, clock, caplog) -> None:
+    from connector.logs import RepeatSummary
+
+    summary = RepeatSummary(clock)
+    settings = KafkaSettings(producer={"bootstrap.servers": "fake:9092"})
+    reach = Reachability(30.0, Reports(), clock)
+    for _ in range(3):  # the producer is recreated while Kafka is away
+        pub = AccountPublisher(
+            settings, "acme", spool_id="s", reachability=reach, producer_factory=kafka.producer,
+            progress=FakeProgress(kafka), clock=clock, connection_errors=summary,
+        )  # fmt: skip
+        for _ in range(10):
+            pub._on_error(kafka_error("all_brokers_down"))
+    lines = [r for r in caplog.records if "All broker connections are down" in r.getMessage()]
+    assert len(lines) == 1
+    clock.advance(31)
+    pub._on_error(kafka_error("all_brokers_down"))
+    assert "(+29 more" in caplog.records[-1].getMessage()

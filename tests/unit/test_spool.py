@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import stat
@@ -11,12 +10,26 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spool_faults import EIO, ENOSPC, FaultyDisk
 
-from connector import spool as spool_module
 from connector.errors import SpoolError, SpoolFullError, SpoolLockedError, SpoolWriteError
-from connector.spool import HEADER, Spool, inspect, segment_name, spool_id
+from connector.observer import PauseReason
+from connector.spool import HEADER, Spool, SpoolEntry, inspect, segment_name, spool_id
+from connector.spool_format import Meta, encode_payload
 
 MiB = 2**20
+META = len(encode_payload(Meta(0, 0), b""))  # the payload header of an entry without a note
+FRAME = HEADER.size + META  # what an entry costs on disk besides its body
+
+
+def add(spool: Spool, body: bytes, **kwargs: object) -> int:
+    options: dict = {"fetched_at": 1_700_000_000.0, "reports": 1}
+    options.update(kwargs)
+    return spool.append(body, **options).seq
+
+
+def pairs(entries: list[SpoolEntry]) -> list[tuple[int, bytes]]:
+    return [(e.seq, e.body) for e in entries]
 
 
 def open_spool(directory: Path, **kwargs: object) -> Spool:
@@ -40,7 +53,7 @@ def payload(i: int, size: int = 40) -> bytes:
 def fill(directory: Path, count: int, **kwargs: object) -> list[bytes]:
     bodies = [payload(i) for i in range(1, count + 1)]
     with open_spool(directory, **kwargs) as spool:
-        assert [spool.append(b) for b in bodies] == list(range(1, count + 1))
+        assert [add(spool, b) for b in bodies] == list(range(1, count + 1))
     return bodies
 
 
@@ -50,56 +63,56 @@ def fill(directory: Path, count: int, **kwargs: object) -> list[bytes]:
 def test_append_read_release_round_trip(tmp_path: Path) -> None:
     with open_spool(tmp_path / "acc", fsync=True) as spool:
         bodies = [payload(i) for i in range(5)]
-        seqs = [spool.append(b) for b in bodies]
+        seqs = [add(spool, b) for b in bodies]
         assert seqs == [1, 2, 3, 4, 5]
-        assert spool.entries_after(0) == list(zip(seqs, bodies, strict=True))
-        assert spool.entries_after(3) == [(4, bodies[3]), (5, bodies[4])]
+        assert pairs(spool.entries_after(0)) == list(zip(seqs, bodies, strict=True))
+        assert pairs(spool.entries_after(3)) == [(4, bodies[3]), (5, bodies[4])]
         assert spool.pending_records == 5
-        assert spool.pending_bytes == 5 * (HEADER.size + 40)
+        assert spool.pending_bytes == 5 * (FRAME + 40)
 
         spool.release_through(2)
-        assert spool.entries_after(0) == list(zip(seqs[2:], bodies[2:], strict=True))
+        assert pairs(spool.entries_after(0)) == list(zip(seqs[2:], bodies[2:], strict=True))
         assert spool.pending_records == 3
-        assert spool.pending_bytes == 3 * (HEADER.size + 40)
+        assert spool.pending_bytes == 3 * (FRAME + 40)
         assert spool.last_seq == 5
 
 
 def test_limit_bytes_caps_a_batch_but_always_returns_one(tmp_path: Path) -> None:
     with open_spool(tmp_path) as spool:
         for i in range(4):
-            spool.append(payload(i, 100))
-        assert [seq for seq, _ in spool.entries_after(0, limit_bytes=250)] == [1, 2]
-        assert [seq for seq, _ in spool.entries_after(0, limit_bytes=10)] == [1]
-        assert spool.entries_after(4) == []
+            add(spool, payload(i, 100))
+        assert [seq for seq, _ in pairs(spool.entries_after(0, limit_bytes=250))] == [1, 2]
+        assert [seq for seq, _ in pairs(spool.entries_after(0, limit_bytes=10))] == [1]
+        assert pairs(spool.entries_after(4)) == []
 
 
 def test_entries_are_read_back_from_disk_after_reopen(tmp_path: Path) -> None:
     bodies = fill(tmp_path, 6, segment_bytes=150)
     with open_spool(tmp_path, segment_bytes=150) as spool:
         assert spool.recovery.entries == 6
-        assert spool.entries_after(0) == list(enumerate(bodies, start=1))
-        assert spool.entries_after(4) == [(5, bodies[4]), (6, bodies[5])]
+        assert pairs(spool.entries_after(0)) == list(enumerate(bodies, start=1))
+        assert pairs(spool.entries_after(4)) == [(5, bodies[4]), (6, bodies[5])]
 
 
 def test_uncached_entries_come_from_disk_in_process(tmp_path: Path) -> None:
     with open_spool(tmp_path, cache_bytes=0) as spool:
         bodies = [payload(i) for i in range(3)]
         for body in bodies:
-            spool.append(body)
-        assert spool.entries_after(0) == list(enumerate(bodies, start=1))
+            add(spool, body)
+        assert pairs(spool.entries_after(0)) == list(enumerate(bodies, start=1))
 
 
 def test_damage_after_append_is_detected_on_read(tmp_path: Path) -> None:
     with open_spool(tmp_path, cache_bytes=0) as spool:
-        spool.append(payload(1))
+        add(spool, payload(1))
         flip_byte(tmp_path / segment_name(1), HEADER.size + 5)
         with pytest.raises(SpoolError, match=r"entry 1 .* damaged \(CRC mismatch\)"):
-            spool.entries_after(0)
+            pairs(spool.entries_after(0))
 
 
 def test_release_beyond_the_last_sequence_is_refused(tmp_path: Path) -> None:
     with open_spool(tmp_path) as spool:
-        spool.append(b"x")
+        add(spool, b"x")
         with pytest.raises(ValueError, match="last sequence is 1"):
             spool.release_through(2)
 
@@ -111,31 +124,31 @@ def test_sequence_continues_across_reopen(tmp_path: Path) -> None:
     fill(tmp_path, 3)
     with open_spool(tmp_path) as spool:
         assert spool.last_seq == 3
-        assert spool.append(b"next") == 4
+        assert add(spool, b"next") == 4
 
 
 def test_full_release_keeps_numbering_without_floor(tmp_path: Path) -> None:
     with open_spool(tmp_path) as spool:
         for i in range(3):
-            spool.append(payload(i))
+            add(spool, payload(i))
         spool.release_through(3)
         assert segment_files(tmp_path) == [segment_name(4)]
         assert (tmp_path / segment_name(4)).stat().st_size == 0
     with open_spool(tmp_path) as spool:
         assert spool.pending_records == 0  # released entries do not come back
-        assert spool.entries_after(0) == []
-        assert spool.append(b"again") == 4
+        assert pairs(spool.entries_after(0)) == []
+        assert add(spool, b"again") == 4
 
 
 def test_floor_seq_raises_numbering_and_counts_as_released(tmp_path: Path) -> None:
     fill(tmp_path, 3)
     with open_spool(tmp_path, floor_seq=2) as spool:
-        assert [seq for seq, _ in spool.entries_after(0)] == [3]
+        assert [seq for seq, _ in pairs(spool.entries_after(0))] == [3]
         assert spool.pending_records == 1
         spool.release_through(3)
     with open_spool(tmp_path, floor_seq=10) as spool:
         assert spool.last_seq == 10
-        assert spool.append(b"x") == 11
+        assert add(spool, b"x") == 11
         assert segment_files(tmp_path) == [segment_name(11)]
 
 
@@ -145,17 +158,17 @@ def test_floor_seq_above_everything_on_disk_releases_it_all(tmp_path: Path) -> N
         assert spool.pending_records == 0
         assert spool.pending_bytes == 0
         assert segment_files(tmp_path) == [segment_name(8)]
-        assert spool.append(b"x") == 8
+        assert add(spool, b"x") == 8
 
 
 # -- segments and limits -------------------------------------------------------------------
 
 
 def test_segments_roll_and_are_named_by_their_first_sequence(tmp_path: Path) -> None:
-    frame = HEADER.size + 40
+    frame = FRAME + 40
     with open_spool(tmp_path, segment_bytes=2 * frame) as spool:
         for i in range(5):
-            spool.append(payload(i))
+            add(spool, payload(i))
         assert segment_files(tmp_path) == [segment_name(1), segment_name(3), segment_name(5)]
         sizes = [(tmp_path / name).stat().st_size for name in segment_files(tmp_path)]
         assert sizes == [2 * frame, 2 * frame, frame]
@@ -167,29 +180,28 @@ def test_segments_roll_and_are_named_by_their_first_sequence(tmp_path: Path) -> 
 
 def test_an_entry_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path: Path) -> None:
     with open_spool(tmp_path, segment_bytes=50) as spool:
-        spool.append(b"a")
-        spool.append(b"b" * 500)
-        spool.append(b"c")
+        add(spool, b"a")
+        add(spool, b"b" * 500)
+        add(spool, b"c")
         assert segment_files(tmp_path) == [segment_name(1), segment_name(2), segment_name(3)]
 
 
 def test_max_bytes_refuses_without_writing(tmp_path: Path) -> None:
-    frame = HEADER.size + 40
+    frame = FRAME + 40
     with open_spool(tmp_path, max_bytes=3 * frame) as spool:
         for i in range(2):
-            spool.append(payload(i))
-        assert spool.has_room(40) and not spool.has_room(41)
-        spool.append(payload(2))
-        assert spool.is_full
+            add(spool, payload(i))
+        add(spool, payload(2))
+        assert spool.room(0) is PauseReason.SPOOL_FULL
         size = (tmp_path / segment_name(1)).stat().st_size
         with pytest.raises(SpoolFullError, match="is full"):
-            spool.append(b"y")
+            add(spool, b"y")
         assert (tmp_path / segment_name(1)).stat().st_size == size
         assert spool.last_seq == 3
 
         spool.release_through(1)
-        assert not spool.is_full
-        assert spool.append(payload(3)) == 4
+        assert spool.pending_bytes == 2 * frame
+        assert add(spool, payload(3)) == 4
 
 
 # -- damage and recovery -------------------------------------------------------------------
@@ -206,12 +218,12 @@ def test_torn_last_write_is_quarantined_once(tmp_path: Path, caplog) -> None:
     segment = tmp_path / segment_name(1)
     original = segment.read_bytes()
     os.truncate(segment, len(original) - 3)
-    good = 3 * (HEADER.size + 40)
+    good = 3 * (FRAME + 40)
 
     with caplog.at_level(logging.WARNING, logger="connector.spool"), open_spool(tmp_path) as spool:
-        assert spool.entries_after(0) == list(enumerate(bodies[:3], start=1))
-        assert spool.recovery.quarantined_bytes == HEADER.size + 37
-        assert spool.append(b"after") == 4
+        assert pairs(spool.entries_after(0)) == list(enumerate(bodies[:3], start=1))
+        assert spool.recovery.quarantined_bytes == FRAME + 37
+        assert add(spool, b"after") == 4
     (quarantined,) = quarantine_files(tmp_path)
     assert quarantined.name.startswith(segment.name + ".corrupt-")
     assert quarantined.read_bytes() == original[good:-3]
@@ -219,12 +231,12 @@ def test_torn_last_write_is_quarantined_once(tmp_path: Path, caplog) -> None:
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     message = warning.getMessage()
     assert segment.name in message and f"offset {good}" in message
-    assert f"quarantined {HEADER.size + 37} bytes" in message
+    assert f"quarantined {FRAME + 37} bytes" in message
 
     caplog.clear()
     for _ in range(2):
         with open_spool(tmp_path) as spool:
-            assert [seq for seq, _ in spool.entries_after(0)] == [1, 2, 3, 4]
+            assert [seq for seq, _ in pairs(spool.entries_after(0))] == [1, 2, 3, 4]
             assert spool.recovery.quarantined == ()
     assert len(quarantine_files(tmp_path)) == 1
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -242,19 +254,19 @@ def test_torn_last_write_is_quarantined_once(tmp_path: Path, caplog) -> None:
 def test_damaged_middle_frame_quarantines_the_rest_of_its_segment(
     tmp_path: Path, where: int, reason: str
 ) -> None:
-    frame = HEADER.size + 40
+    frame = FRAME + 40
     bodies = fill(tmp_path, 9, segment_bytes=3 * frame)  # segments 1-3, 4-6, 7-9
     middle = tmp_path / segment_name(4)
     flip_byte(middle, frame + where)  # entry 5
 
     with open_spool(tmp_path, segment_bytes=3 * frame) as spool:
-        kept = [seq for seq, _ in spool.entries_after(0)]
+        kept = [seq for seq, _ in pairs(spool.entries_after(0))]
         assert kept == [1, 2, 3, 4, 7, 8, 9]
-        assert dict(spool.entries_after(0))[8] == bodies[7]
+        assert dict(pairs(spool.entries_after(0)))[8] == bodies[7]
         (q,) = spool.recovery.quarantined
         assert (q.segment, q.offset, q.bytes) == (middle, frame, 2 * frame)
         assert reason in q.reason
-        assert spool.append(b"x") == 10
+        assert add(spool, b"x") == 10
     assert middle.stat().st_size == frame
 
 
@@ -268,15 +280,15 @@ def test_garbage_after_the_last_frame_is_quarantined(tmp_path: Path) -> None:
 
 
 def test_a_fully_damaged_last_segment_keeps_numbering(tmp_path: Path) -> None:
-    fill(tmp_path, 4, segment_bytes=2 * (HEADER.size + 40))
+    fill(tmp_path, 4, segment_bytes=2 * (FRAME + 40))
     flip_byte(tmp_path / segment_name(3), 0)
     with open_spool(tmp_path) as spool:
-        assert [seq for seq, _ in spool.entries_after(0)] == [1, 2]
-        assert spool.append(b"x") == 3  # 3 and 4 were never published: their numbers are free
+        assert [seq for seq, _ in pairs(spool.entries_after(0))] == [1, 2]
+        assert add(spool, b"x") == 3  # 3 and 4 were never published: their numbers are free
 
 
 def test_inspect_reports_damage_and_changes_nothing(tmp_path: Path) -> None:
-    fill(tmp_path, 4, segment_bytes=2 * (HEADER.size + 40))
+    fill(tmp_path, 4, segment_bytes=2 * (FRAME + 40))
     flip_byte(tmp_path / segment_name(3), HEADER.size + 1)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
@@ -289,7 +301,7 @@ def test_inspect_reports_damage_and_changes_nothing(tmp_path: Path) -> None:
     damaged = report["segments"][1]
     assert damaged["file"] == segment_name(3)
     assert (damaged["corrupt_offset"], damaged["corrupt_reason"]) == (0, "CRC mismatch")
-    assert report["pending_bytes"] == 2 * (HEADER.size + 40)
+    assert report["pending_bytes"] == 2 * (FRAME + 40)
     assert inspect(tmp_path / "missing")["exists"] is False
 
 
@@ -299,7 +311,7 @@ def test_inspect_reports_damage_and_changes_nothing(tmp_path: Path) -> None:
 def test_directory_and_files_are_owner_only(tmp_path: Path) -> None:
     directory = tmp_path / "spool" / "acc"
     with open_spool(directory, fsync=True) as spool:
-        spool.append(b"138xxxxxxxx")
+        add(spool, b"138xxxxxxxx")
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE((directory / segment_name(1)).stat().st_mode) == 0o600
 
@@ -310,50 +322,50 @@ def test_a_second_open_of_the_same_directory_is_refused(tmp_path: Path) -> None:
     open_spool(tmp_path).close()  # closing released the lock
 
 
-def test_failed_write_leaves_no_half_frame(tmp_path: Path, monkeypatch) -> None:
-    with open_spool(tmp_path) as spool:
-        spool.append(payload(1))
+class HalfWriteDisk(FaultyDisk):
+    """Writes the first 10 bytes of a frame, then ENOSPC: a disk filling up mid-frame."""
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        if self.faults and len(data) > 10:
+            return super().pwrite(fd, bytes(data)[:10], offset)
+        return super().pwrite(fd, data, offset)
+
+
+def test_failed_write_leaves_no_half_frame(tmp_path: Path) -> None:
+    disk = HalfWriteDisk()
+    with open_spool(tmp_path, disk=disk) as spool:
+        add(spool, payload(1))
         size = (tmp_path / segment_name(1)).stat().st_size
-        real_pwrite = os.pwrite
-
-        def half_then_enospc(fd: int, data: bytes, offset: int) -> int:
-            if len(data) > 10:
-                return real_pwrite(fd, bytes(data)[:10], offset)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        monkeypatch.setattr(spool_module.os, "pwrite", half_then_enospc)
+        disk.fail("pwrite", ENOSPC, ".seg", times=1)
         with pytest.raises(SpoolWriteError) as caught:
-            spool.append(payload(2))
+            add(spool, payload(2))
         assert str(tmp_path) in str(caught.value)
         assert "No space left on device (ENOSPC)" in str(caught.value)
         assert (tmp_path / segment_name(1)).stat().st_size == size
         assert spool.last_seq == 1 and spool.pending_records == 1
 
-        monkeypatch.setattr(spool_module.os, "pwrite", real_pwrite)
-        assert spool.append(payload(2)) == 2
+        disk.clear()
+        assert add(spool, payload(2)) == 2
     with open_spool(tmp_path) as spool:
         assert spool.recovery.quarantined == ()
-        assert spool.entries_after(0) == [(1, payload(1)), (2, payload(2))]
+        assert pairs(spool.entries_after(0)) == [(1, payload(1)), (2, payload(2))]
 
 
-def test_failed_fsync_is_a_write_error_and_the_frame_is_cut(tmp_path: Path, monkeypatch) -> None:
-    def eio(fd: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    with open_spool(tmp_path, fsync=True) as spool:
-        monkeypatch.setattr(spool_module.os, "fdatasync", eio)
+def test_failed_fsync_is_a_write_error_and_the_frame_is_cut(tmp_path: Path) -> None:
+    disk = FaultyDisk().fail("fdatasync", EIO, ".seg", times=None)
+    with open_spool(tmp_path, fsync=True, disk=disk) as spool:
         with pytest.raises(SpoolWriteError, match=r"Input/output error \(EIO\)"):
-            spool.append(b"x")
+            add(spool, b"x")
         assert (tmp_path / segment_name(1)).stat().st_size == 0
         assert spool.pending_records == 0
 
 
 def test_unusable_segment_path_is_a_write_error(tmp_path: Path) -> None:
     with open_spool(tmp_path, segment_bytes=30) as spool:
-        spool.append(b"a" * 20)
+        add(spool, b"a" * 20)
         (tmp_path / segment_name(2)).mkdir()  # the next segment cannot be created
         with pytest.raises(SpoolWriteError, match=r"cannot create a segment in .*EEXIST"):
-            spool.append(b"b" * 20)
+            add(spool, b"b" * 20)
         assert spool.pending_records == 1
 
 
@@ -387,7 +399,7 @@ def test_spool_matches_a_model(tmp_path_factory, ops: list, segment_bytes: int) 
     try:
         for op, arg in ops:
             if op == "append":
-                last = spool.append(arg)
+                last = add(spool, arg)
                 model[last] = history[last] = arg
             elif op == "release":
                 released = max(released, int(arg * last))
@@ -400,12 +412,12 @@ def test_spool_matches_a_model(tmp_path_factory, ops: list, segment_bytes: int) 
                 model = {s: p for s, p in model.items() if s > floor}
                 # Without the floor, released entries that share a segment with pending ones
                 # come back (to be published again): never anything else.
-                back = dict(spool.entries_after(0)).items() - model.items()
+                back = dict(pairs(spool.entries_after(0))).items() - model.items()
                 assert all(history[s] == p and s <= released for s, p in back)
                 model.update(back)
             assert spool.last_seq == last
-            assert spool.entries_after(0) == sorted(model.items())
-            assert spool.pending_bytes == sum(HEADER.size + len(p) for p in model.values())
+            assert pairs(spool.entries_after(0)) == sorted(model.items())
+            assert spool.pending_bytes == sum(FRAME + len(p) for p in model.values())
     finally:
         spool.close()
 
@@ -420,7 +432,7 @@ def test_concurrent_appender_and_publisher_lose_nothing(tmp_path: Path) -> None:
     def publish() -> None:
         try:
             while len(received) < count:
-                batch = spool.entries_after(received[-1][0] if received else 0, 8192)
+                batch = pairs(spool.entries_after(received[-1][0] if received else 0, 8192))
                 if batch:
                     received.extend(batch)
                     spool.release_through(batch[-1][0])
@@ -429,7 +441,7 @@ def test_concurrent_appender_and_publisher_lose_nothing(tmp_path: Path) -> None:
 
     publisher = threading.Thread(target=publish)
     publisher.start()
-    seqs = [spool.append(body) for body in bodies]
+    seqs = [add(spool, body) for body in bodies]
     publisher.join(timeout=60)
     spool.close()
 
@@ -452,29 +464,29 @@ def test_spool_id_is_created_once_and_kept(tmp_path: Path) -> None:
 def test_released_entries_stay_released_without_a_floor(tmp_path: Path) -> None:
     with open_spool(tmp_path) as spool:
         for n in range(1, 6):
-            spool.append(payload(n))
+            add(spool, payload(n))
         spool.release_through(3)
     with open_spool(tmp_path) as spool:  # no floor_seq: the spool remembers on its own
-        assert [seq for seq, _ in spool.entries_after(0)] == [4, 5]
+        assert [seq for seq, _ in pairs(spool.entries_after(0))] == [4, 5]
 
 
 def test_renumber_above_moves_pending_entries_past_a_foreign_commit(tmp_path: Path) -> None:
     with open_spool(tmp_path) as spool:
         for n in range(1, 6):
-            spool.append(payload(n))
+            add(spool, payload(n))
         spool.release_through(2)
         assert spool.renumber_above(4) == 3  # entries 3, 4, 5 were never published
-        moved = spool.entries_after(0)
+        moved = pairs(spool.entries_after(0))
         assert [seq for seq, _ in moved] == [6, 7, 8]
         assert [body for _, body in moved] == [payload(3), payload(4), payload(5)]
-        assert spool.append(payload(9)) == 9
+        assert add(spool, payload(9)) == 9
     with open_spool(tmp_path) as spool:
-        assert [seq for seq, _ in spool.entries_after(0)] == [6, 7, 8, 9]
+        assert [seq for seq, _ in pairs(spool.entries_after(0))] == [6, 7, 8, 9]
 
 
 def test_renumber_above_with_nothing_below_only_raises_the_numbering(tmp_path: Path) -> None:
     with open_spool(tmp_path) as spool:
-        spool.append(payload(1))
+        add(spool, payload(1))
         assert spool.renumber_above(0) == 0
         assert spool.renumber_above(40) == 1
-        assert spool.append(payload(2)) == 42
+        assert add(spool, payload(2)) == 42

@@ -1,0 +1,162 @@
+"""platform.request_timeout: one get-rpt exchange has a total deadline, even against a drip.
+
+httpx's read timeout is per socket read; these servers send a byte well within it, for ever.
+Real loopback sockets (tests/hostile_platform.py), the real PlatformClient. No assertion on
+tight timings: a drip without the deadline would last hours, so "it returned" is the proof;
+the bounds below are loose.
+"""
+
+from __future__ import annotations
+
+import time
+
+import hostile_platform as hostile
+import httpx
+import pytest
+
+from connector.config import AccountSettings, PlatformSettings, settings_from_dict
+from connector.errors import ConfigError, Disposition, InvalidResponseError, RetriableError
+from connector.exchange import Deadline
+from connector.platform import PlatformClient
+
+TOKEN = "drip-token-1"
+LOOSE = 60.0  # seconds: far above request_timeout, far below the drip's natural length
+
+
+@pytest.fixture
+def account(monkeypatch: pytest.MonkeyPatch) -> AccountSettings:
+    monkeypatch.setenv("RPT_TEST_TOKEN", TOKEN)
+    return AccountSettings(name="main", token_env="RPT_TEST_TOKEN")
+
+
+def client(server: hostile.HostilePlatform, account: AccountSettings, **platform) -> PlatformClient:
+    options = {"read_timeout": 5, "request_timeout": 1.5, **platform}
+    settings = PlatformSettings(base_url=server.base_url, **options)
+    return PlatformClient(settings, account, 0)
+
+
+def test_a_dripped_body_is_cut_at_the_deadline_and_keeps_what_arrived(
+    account: AccountSettings,
+) -> None:
+    answer = hostile.drip(hostile.Reports(), 50, interval=0.05, fast=300)
+    assert len(answer.body) * 0.05 > 100  # undisturbed, this answer would take minutes
+    with hostile.HostilePlatform([answer], token=TOKEN) as server, client(server, account) as c:
+        started = time.monotonic()
+        with pytest.raises(InvalidResponseError) as caught:
+            c.fetch()
+        elapsed = time.monotonic() - started
+    error = caught.value
+    assert error.disposition is Disposition.DEAD_LETTER
+    received = len(error.raw)
+    assert received >= 300  # the fast part at least
+    assert error.raw == answer.body[:received]  # exactly the bytes that came, in order
+    assert str(error).startswith(f"get-rpt body cut off after {received} bytes: ")
+    assert "request_timeout 1.5s exceeded" in str(error)
+    assert TOKEN not in str(error)
+    assert elapsed < LOOSE
+
+
+def test_dripped_headers_are_cut_by_the_watchdog(account: AccountSettings) -> None:
+    # Not one body byte arrives: the per-read timeout never fires, the watchdog must.
+    answer = hostile.drip_headers(hostile.Reports(), 5, interval=0.05)
+    with hostile.HostilePlatform([answer], token=TOKEN) as server, client(server, account) as c:
+        started = time.monotonic()
+        with pytest.raises(RetriableError, match=r"get-rpt: no answer within request_timeout"):
+            c.fetch()
+        assert time.monotonic() - started < LOOSE
+        assert answer.sent == 0
+
+
+def test_the_next_fetch_after_a_deadline_works(account: AccountSettings) -> None:
+    reports = hostile.Reports()
+    script = [hostile.drip(reports, 20, interval=0.05), hostile.good(reports, 3)]
+    with hostile.HostilePlatform(script, token=TOKEN) as server, client(server, account) as c:
+        with pytest.raises(InvalidResponseError):
+            c.fetch()
+        fetch = c.fetch()
+    assert [str(r["msgid"]) for r in fetch.body.reports] == script[1].msgids
+
+
+def test_a_slow_but_finishing_answer_within_the_deadline_is_fine(account: AccountSettings) -> None:
+    answer = hostile.drip(hostile.Reports(), 1, interval=0.002, fast=0)
+    with (
+        hostile.HostilePlatform([answer], token=TOKEN) as server,
+        client(server, account, request_timeout=LOOSE - 1) as c,
+    ):
+        fetch = c.fetch()
+    assert fetch.raw == answer.body
+
+
+def test_the_login_exchange_has_the_deadline_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hostile server drips whatever it answers first; here that is the login.
+    monkeypatch.setenv("RPT_TEST_SECRET", "s3cret-login")
+    login = AccountSettings(name="main", uuid="u-1", secret_env="RPT_TEST_SECRET")
+    answer = hostile.drip_headers(hostile.Reports(), 1, interval=0.05)
+    with (
+        hostile.HostilePlatform([answer], token="t", script_logins=True) as server,
+        client(server, login) as c,
+        pytest.raises(RetriableError) as caught,
+    ):
+        c.fetch()
+    assert "login: no answer within request_timeout 1.5s" in str(caught.value)
+    assert "s3cret-login" not in str(caught.value)
+
+
+def test_a_mock_transport_body_is_checked_between_chunks() -> None:
+    # No socket to shut down here: the elapsed-time check between chunks still cuts it.
+    ticks = iter(range(100))
+    clock = lambda: float(next(ticks))  # noqa: E731 -- one second per call
+
+    def chunks():
+        yield b'{"result":0,'
+        yield b'"rpts":['
+        yield b"]}"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=chunks())
+
+    account = AccountSettings(name="main", token_env="RPT_TEST_TOKEN_X")
+    settings = PlatformSettings(base_url="http://platform.test", request_timeout=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RPT_TEST_TOKEN_X", "t")
+        c = PlatformClient(
+            settings, account, 0, transport=httpx.MockTransport(handler), clock=clock
+        )
+    with c, pytest.raises(InvalidResponseError, match="cut off after 12 bytes") as caught:
+        c.fetch()
+    assert caught.value.raw == b'{"result":0,'
+
+
+def test_deadline_arithmetic() -> None:
+    now = [100.0]
+    deadline = Deadline(3.0, lambda: now[0])
+    assert (deadline.remaining(), deadline.expired()) == (3.0, False)
+    now[0] = 103.0
+    assert (deadline.remaining(), deadline.expired()) == (0.0, True)
+
+
+MINIMAL = {
+    "accounts": [{"name": "main", "token_env": "X"}],
+    "kafka": {"topic": "t", "producer": {"bootstrap.servers": "k:9092"}},
+}
+
+
+def test_request_timeout_defaults_below_shutdown_timeout() -> None:
+    settings = settings_from_dict(MINIMAL)
+    assert settings.platform.request_timeout == 20.0
+    assert settings.platform.request_timeout < settings.shutdown_timeout
+
+
+@pytest.mark.parametrize(
+    ("platform", "shutdown"), [({"request_timeout": "30s"}, "30s"), ({"request_timeout": 45}, 10)]
+)
+def test_request_timeout_must_be_below_shutdown_timeout(platform: dict, shutdown: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_dict({**MINIMAL, "platform": platform, "shutdown_timeout": shutdown})
+    message = str(caught.value)
+    assert "platform.request_timeout" in message and "shutdown_timeout" in message
+
+
+def test_request_timeout_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"platform\.request_timeout"):
+        settings_from_dict({**MINIMAL, "platform": {"request_timeout": 0}})

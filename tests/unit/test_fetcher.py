@@ -1,0 +1,86 @@
+"""The fetcher's step in isolation: ownership and room before every destructive call, and the
+hand-off of a body the spool cannot take."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+from connector.fetcher import Fetcher, Handoff, Unspooled
+from connector.observer import PauseReason
+from connector.retry import Backoff
+from tests.fakes import RecordingObserver, ScriptedPlatform, report
+from tests.unit.pipeline_kit import schedule
+
+
+class RoomlessSpool:
+    def __init__(self, reason: PauseReason | None) -> None:
+        self.reason = reason
+        self.appended: list[bytes] = []
+
+    def room(self, needed: int) -> PauseReason | None:
+        assert needed == 2**20
+        return self.reason
+
+
+def fetcher(platform, spool, owns=lambda: True):
+    observer = RecordingObserver()
+    return observer, Fetcher(
+        client=platform, spool=spool, schedule=schedule(), observer=observer, owns=owns,
+        stop=threading.Event(), wake=threading.Event(), handoff=Handoff(),
+        max_response_bytes=2**20, on_failure=lambda _r: None,
+        retry_backoff=lambda: Backoff(0.001, 0.002, rng=random.Random(1)),
+    )  # fmt: skip
+
+
+def test_no_get_rpt_without_ownership() -> None:
+    platform = ScriptedPlatform([[report(1)]])
+    observer, f = fetcher(platform, RoomlessSpool(None), owns=lambda: False)
+    f.step()
+    f.step()
+    assert platform.calls == 0
+    assert [str(a[0]) for a, _ in observer.named("fetch_paused")] == ["not_owned"]
+
+
+def test_no_get_rpt_without_room_on_the_disk() -> None:
+    platform = ScriptedPlatform([[report(1)]])
+    observer, f = fetcher(platform, RoomlessSpool(PauseReason.DISK_FULL))
+    f.step()
+    assert platform.calls == 0
+    assert [str(a[0]) for a, _ in observer.named("fetch_paused")] == ["disk_full"]
+    assert observer.states() == ["spool_full"]
+
+
+def test_handoff_is_never_owned_by_both_sides() -> None:
+    handoff = Handoff()
+    item = Unspooled(b"{}", 0.0, 1, None, None)
+    handoff.offer(item)
+    assert handoff.pending
+    assert handoff.take() is item
+    assert not handoff.withdraw()  # the publish loop has it: the fetcher must not re-append
+    handoff.finish(sent=False)  # the commit failed: back to the fetcher's side
+    assert handoff.withdraw()
+    assert handoff.take() is None
+    handoff.offer(item)
+    handoff.take()
+    handoff.finish(sent=True)
+    assert handoff.settled(0.0)
+
+
+def test_an_unsent_offer_is_waited_for_before_the_disk_is_tried_again() -> None:
+    handoff = Handoff()
+    handoff.offer(Unspooled(b"{}", 0.0, 1, None, None))
+    started = threading.Event()
+    result: list[bool] = []
+
+    def fetcher_side() -> None:
+        started.set()
+        result.append(handoff.settled(30.0))  # must wait, not return at once
+
+    waiter = threading.Thread(target=fetcher_side)
+    waiter.start()
+    started.wait()
+    assert handoff.take() is not None
+    handoff.finish(sent=True)
+    waiter.join(30)
+    assert result == [True]

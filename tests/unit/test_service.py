@@ -1,0 +1,70 @@
+"""`Service.run` exit codes, in-process: the topic check is faked, nothing talks to Kafka."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from connector.config import settings_from_dict
+from connector.errors import ConfigError, KafkaUnreachableError
+from connector.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Service
+
+
+def settings(tmp_path, **account):
+    return settings_from_dict(
+        {
+            "accounts": [{"name": "a1", **account}],
+            "kafka": {"producer": {"bootstrap.servers": "127.0.0.1:1"}},
+            "spool": {"dir": str(tmp_path / "spool")},
+            "metrics": {"enabled": False},
+            "platform": {"request_timeout": "2s"},
+            "shutdown_timeout": "5s",
+        }
+    )
+
+
+def test_an_account_that_cannot_start_makes_exit_code_1(tmp_path) -> None:
+    config = settings(tmp_path, token_file=str(tmp_path / "missing-token"))
+    service = Service(config, {}, topics=lambda *a, **k: None)
+    assert service.run() == EXIT_FAILURE
+    assert "a1" in service.failed and "missing-token" in service.failed["a1"]
+
+
+def test_a_configuration_error_at_start_is_exit_code_2(tmp_path) -> None:
+    def refuse(*_args, **_kwargs):
+        raise ConfigError("cluster.control_topic has 3 partitions but 6 accounts")
+
+    config = settings(tmp_path, token_env="RPT_TEST_TOKEN")
+    assert Service(config, {}, topics=refuse).run() == EXIT_CONFIG
+
+
+def test_a_signal_while_waiting_for_kafka_is_a_clean_stop(tmp_path) -> None:
+    calls: list[float] = []
+
+    def unreachable(*_args, **_kwargs):
+        calls.append(time.monotonic())
+        raise KafkaUnreachableError("cannot reach Kafka at 127.0.0.1:1")
+
+    config = settings(tmp_path, token_env="RPT_TEST_TOKEN")
+    service = Service(config, {}, topics=unreachable)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        assert service.run() == EXIT_OK
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert calls  # it was waiting for Kafka when the signal came
+
+
+def test_a_bad_spool_fail_point_is_a_configuration_error(tmp_path) -> None:
+    config = settings(tmp_path, token_env="RPT_TEST_TOKEN")
+    try:
+        Service(config, {"RPT_FAILPOINT_SPOOL": "no-such-point"})
+    except ConfigError as exc:
+        assert "RPT_FAILPOINT_SPOOL" in str(exc)
+    else:
+        raise AssertionError("accepted an unknown fail point")
