@@ -1,8 +1,8 @@
 """The concrete `AccountObserver`: one call feeds both `Metrics` and the `StatusBoard`.
 
 `connector.observer.make_observer` builds it; the pipeline never sees prometheus-client or the
-board. Because the two sinks are written from the same call under one lock, `/status` and the
-gauges cannot disagree (issue 16: the spool gauge once counted answers while `/status` said 0).
+board. Both sinks get the same value from the same call, so `/status` and the gauges tell one
+story (issue 16: the spool gauge once counted answers while `/status` said 0 in an outage).
 """
 
 from __future__ import annotations
