@@ -59,6 +59,7 @@ _FENCE_CODES = frozenset(
 _UNREACHABLE_CODES = frozenset(
     {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT}
 )
+_FATAL_CAUSE_POLLS = 10  # x 50 ms: how long to wait for error_cb to name a fatal error's cause
 _CALL_SLICE = 1.0  # each librdkafka call waits at most this long, then the deadline is checked
 _BUFFER_FULL_WAIT = 0.05
 
@@ -301,10 +302,21 @@ class AccountPublisher:
                     raise KafkaUnreachableError(f"account {self.account}: stopped") from exc
 
     def _translate(self, error: KafkaError) -> PublishError:
+        if error.code() == KafkaError._FATAL and self._fence_seen is None:
+            self._serve_error_events()  # a bare "Fatal error": its cause comes via error_cb
         now = self._clock()
         open_for = now - self._txn_began if self._txn_began is not None else 0.0
         silent = max(open_for, self.reachability.silent_for())
         return translate(self._fence_seen or error, self.account, silent, self._txn_timeout)
+
+    def _serve_error_events(self) -> None:
+        """librdkafka fails the call with _FATAL and queues the real cause (a fence?) for
+        error_cb: serve it before deciding, or a fence would look like any fatal error and a
+        new producer would fence the newer instance back."""
+        for _ in range(_FATAL_CAUSE_POLLS):
+            if self._fence_seen is not None or self._producer is None:
+                return
+            self._producer.poll(0.05)
 
     def _on_error(self, error: KafkaError) -> None:
         # A fatal fencing shows up here first; later calls only say "Local: Fatal error".

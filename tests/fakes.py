@@ -51,6 +51,7 @@ def kafka_error(kind: str) -> KafkaError:
             KafkaError._MSG_TIMED_OUT, "Local: Message timed out", txn_requires_abort=True
         ),
         "fatal": KafkaError(KafkaError._FATAL, "Local: Fatal error: out of order", fatal=True),
+        "fatal_after_fence": KafkaError(KafkaError._FATAL, "Local: Fatal error", fatal=True),
         "fenced": KafkaError(
             KafkaError._FENCED, "Local: This instance has been fenced", fatal=True
         ),
@@ -136,6 +137,7 @@ class FakeProducer:
         self._began = 0.0
         self._fatal: KafkaError | None = None
         self._queue: list[Record] = []  # at_least_once: produced, not yet flushed
+        self._events: list[KafkaError] = []  # error_cb calls waiting for the next poll()
 
     def init_transactions(self, timeout: float) -> None:
         self._kafka._fault("init_transactions")
@@ -160,7 +162,11 @@ class FakeProducer:
             self._open.append(record)
 
     def poll(self, timeout: float = 0) -> int:
-        return 0
+        """Serves queued error_cb events, as librdkafka does on poll()."""
+        served, self._events = self._events, []
+        for error in served:
+            self.config["error_cb"](error)
+        return len(served)
 
     def commit_transaction(self, timeout: float) -> None:
         self._check()
@@ -198,8 +204,11 @@ class FakeProducer:
         if self._fatal is not None:
             raise KafkaException(self._fatal)
         if self._tid is not None and self._kafka.epochs[self._tid] != self._epoch:
+            # As librdkafka does: the call fails with a bare _FATAL; what it was (_FENCED)
+            # arrives through error_cb on the next poll().
             self._abort_open()
-            self._fatal = kafka_error("fenced")
+            self._fatal = kafka_error("fatal_after_fence")
+            self._events.append(kafka_error("fenced"))
             raise KafkaException(self._fatal)
 
 
