@@ -1,8 +1,8 @@
 """The concrete `AccountObserver`: one call feeds both `Metrics` and the `StatusBoard`.
 
 `connector.observer.make_observer` builds it; the pipeline never sees prometheus-client or the
-board. Because the two sinks are written from the same call under one lock, `/status` and the
-gauges cannot disagree (issue 16: the spool gauge once counted answers while `/status` said 0).
+board. Both sinks get the same value from the same call, so `/status` and the gauges tell one
+story (issue 16: the spool gauge once counted answers while `/status` said 0 in an outage).
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ from connector.observer import (
 from connector.status import StatusBoard
 
 _SUCCESSFUL_POLLS = frozenset({PollOutcome.OK, PollOutcome.EMPTY})
+# States that are themselves a pause of get-rpt: rpt_fetch_paused follows them, so the panel and
+# alert on paused fetching see a bad token as clearly as a full disk.
+_STATE_PAUSES = {
+    AccountState.AUTH_PAUSED: PauseReason.AUTH,
+    AccountState.TLS_PAUSED: PauseReason.TLS,
+    AccountState.NOT_OWNED: PauseReason.NOT_OWNED,
+}
 
 
 class MetricsAndStatus:
@@ -45,6 +52,7 @@ class MetricsAndStatus:
         self._account = account
         self._clock = clock
         self._lock = threading.Lock()
+        self._state_pause: PauseReason | None = None  # a pause set by state(), not fetch_paused()
 
     def state(self, state: AccountState, *, error: str | None = None) -> None:
         state = AccountState(state)
@@ -54,6 +62,13 @@ class MetricsAndStatus:
         with self._lock:
             self._metrics.health.state(self._account, state)
             self._board.update(self._account, **fields)
+            pause = _STATE_PAUSES.get(state)
+            if pause is not None:
+                self._pause(pause)
+                self._state_pause = pause
+            elif self._state_pause is not None:  # the state that paused fetching is over
+                self._pause(None)
+                self._state_pause = None
 
     def polled(
         self, outcome: PollOutcome, *, duration: float, reports: int, attempt: int, next_in: float
@@ -71,8 +86,13 @@ class MetricsAndStatus:
     def fetch_paused(self, reason: PauseReason | None) -> None:
         reason = PauseReason(reason) if reason is not None else None
         with self._lock:
-            self._metrics.health.paused(self._account, reason)
-            self._board.update(self._account, paused=reason.value if reason else None)
+            self._pause(reason)
+            self._state_pause = None
+
+    def _pause(self, reason: PauseReason | None) -> None:
+        """Lock held."""
+        self._metrics.health.paused(self._account, reason)
+        self._board.update(self._account, paused=reason.value if reason else None)
 
     def spooled(self, level: SpoolLevel) -> None:
         with self._lock:

@@ -173,9 +173,9 @@ class Fetcher:
             fetch = self._client.fetch()
         except PlatformError as exc:
             raw = getattr(exc, "raw", None)  # the platform handed something out: keep it
-            if raw and isinstance(exc, InvalidResponseError | PlatformResultError):
-                if not self.keep(Unspooled(raw, self._wall(), 0, str(exc), None)):
-                    return self._slow_down()
+            kept = raw and isinstance(exc, InvalidResponseError | PlatformResultError)
+            if kept and not self.keep(Unspooled(raw, self._wall(), 0, str(exc), None)):
+                return self._slow_down()
             return self._failed(exc)
         count = fetch.body.count  # every report handed out, good or rejected
         if count and not self.keep(

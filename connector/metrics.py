@@ -123,41 +123,10 @@ class Metrics:
         self._archive_bytes = counter("rpt_archive_bytes", "Raw bytes of the archived bodies.")
 
     def _init_histograms(self, r: CollectorRegistry, retsizes: Iterable[int]) -> None:
-        self._poll_duration = Histogram(
-            "rpt_poll_duration_seconds",
-            "Duration of one get-rpt call, including reading the body.",
-            ["account"],
-            buckets=POLL_DURATION_BUCKETS,
-            registry=r,
-        )
-        self._txn_duration = Histogram(
-            "rpt_transaction_duration_seconds",
-            "Duration of one Kafka transaction, begin to commit.",
-            ["account"],
-            buckets=TRANSACTION_DURATION_BUCKETS,
-            registry=r,
-        )
-        self._batch_size = Histogram(
-            "rpt_batch_size",
-            "Reports per successful poll; a full batch means a backlog on the platform.",
-            ["account"],
-            buckets=batch_size_buckets(retsizes),
-            registry=r,
-        )
-        self._lag = BatchHistogram(
-            "rpt_report_lag_seconds",
-            "Time from the platform's rtime of a report to its Kafka commit.",
-            ["account"],
-            LAG_BUCKETS,
-            registry=r,
-        )
-        self._delivery_latency = BatchHistogram(
-            "rpt_delivery_latency_seconds",
-            "Time from sending an SMS (stime) to its status report (rtime).",
-            ["account"],
-            DELIVERY_LATENCY_BUCKETS,
-            registry=r,
-        )
+        (
+            self._poll_duration, self._txn_duration, self._batch_size, self._lag,
+            self._delivery_latency,
+        ) = _histograms(r, retsizes)  # fmt: skip
 
     def _init_gauges(self, r: CollectorRegistry) -> None:
         def gauge(name: str, doc: str) -> Gauge:
@@ -286,6 +255,48 @@ class Metrics:
 
     def unknown_fields(self, account: str, n: int) -> None:
         self._unknown_fields.labels(account).inc(n)
+
+
+def _histograms(
+    r: CollectorRegistry, retsizes: Iterable[int]
+) -> tuple[Histogram, Histogram, Histogram, BatchHistogram, BatchHistogram]:
+    """Per-poll and per-transaction histograms, and the per-report ones fed in batches."""
+    poll_duration = Histogram(
+        "rpt_poll_duration_seconds",
+        "Duration of one get-rpt call, including reading the body.",
+        ["account"],
+        buckets=POLL_DURATION_BUCKETS,
+        registry=r,
+    )
+    txn_duration = Histogram(
+        "rpt_transaction_duration_seconds",
+        "Duration of one Kafka transaction, begin to commit.",
+        ["account"],
+        buckets=TRANSACTION_DURATION_BUCKETS,
+        registry=r,
+    )
+    batch_size = Histogram(
+        "rpt_batch_size",
+        "Reports per successful poll; a full batch means a backlog on the platform.",
+        ["account"],
+        buckets=batch_size_buckets(retsizes),
+        registry=r,
+    )
+    lag = BatchHistogram(
+        "rpt_report_lag_seconds",
+        "Time from the platform's rtime of a report to its Kafka commit.",
+        ["account"],
+        LAG_BUCKETS,
+        registry=r,
+    )
+    delivery_latency = BatchHistogram(
+        "rpt_delivery_latency_seconds",
+        "Time from sending an SMS (stime) to its status report (rtime).",
+        ["account"],
+        DELIVERY_LATENCY_BUCKETS,
+        registry=r,
+    )
+    return poll_duration, txn_duration, batch_size, lag, delivery_latency
 
 
 def _clamped(values: Iterable[tuple[float, int]]) -> dict[float, int]:

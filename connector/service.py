@@ -148,8 +148,11 @@ class Service:
         self.settings = settings
         self._ensure = topics
         names = [a.name for a in settings.accounts]
+        stats_ms = float(settings.kafka.producer.get("statistics.interval.ms", 15_000))
         self.metrics = Metrics(
-            accounts=names, batch_capacities={v.name: v.retsize for v in settings.views}
+            accounts=names,
+            batch_capacities={v.name: v.retsize for v in settings.views},
+            stats_interval=stats_ms / 1000,  # librdkafka values older than 2 intervals are dropped
         )
         self.board = StatusBoard(names)
         # One observer per account: its metrics and /status move together (also not_owned).

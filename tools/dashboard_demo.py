@@ -3,11 +3,11 @@
 
 Starts a private devkafka broker, the simulator (a backlog and a steady rate for two accounts),
 the connector with three accounts (`main` retsize 500, `partner` retsize 200, `expired` with a
-token the platform refuses) and Debian's `prometheus` scraping it every 2 s. After a calm start
-the broker is stopped for about a minute (a Kafka outage), then started again and the connector
-catches up. Then tools/render_dashboard.py draws every panel over the whole run into
-docs/dashboard/ (contact-sheet.png, summary.json, panels/). Everything started here is stopped
-here, by pid.
+token the platform refuses; a 2 MiB spool each, so the outage fills it) and Debian's
+`prometheus` scraping it every 2 s. After a calm start the broker is stopped for about a minute
+(a Kafka outage), then started again and the connector catches up. Then
+tools/render_dashboard.py draws every panel over the whole run into docs/dashboard/
+(contact-sheet.png, summary.json, panels/). Everything started here is stopped here, by pid.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ min_request_interval = 0
 backoff_initial = "1s"
 backoff_max = "10s"
 auth_failure_pause = "20s"
+max_response_bytes = 262144
 
 [[accounts]]
 name = "main"
@@ -74,6 +75,7 @@ unreachable_after = "10s"
 
 [spool]
 dir = "{spool}"
+max_bytes = 2097152  # small, so the outage fills it and fetching pauses (spool_full)
 
 [metrics]
 listen = "{listen}"
@@ -133,7 +135,7 @@ def simulator_command(rate: float) -> list[str]:
     tokens = [a for name, token in TOKENS.items() for a in ("--token", f"{name}={token}")]
     return [
         sys.executable, "-m", "connector", "simulate", "--port", "0", *tokens,
-        "--reports", "main=30000", "--reports", "partner=3000", "--rate", str(rate),
+        "--reports", "main=4000", "--reports", "partner=1000", "--rate", str(rate),
         "--malformed-rate", "0.002", "--seed", "16",
     ]  # fmt: skip
 

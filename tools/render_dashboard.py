@@ -166,7 +166,9 @@ def _dates(times: list[float]) -> list[datetime]:
     return [datetime.fromtimestamp(t, UTC) for t in times]
 
 
-def draw(ax: Axes, panel: Panel, series: list[Series], window: tuple, shades: list[Shade]) -> None:
+def draw(
+    ax: Axes, panel: Panel, series: list[Series], window: tuple, shades: list[Shade], step: float
+) -> None:
     ax.set_title(panel.title, fontsize=9, loc="left", fontweight="bold")
     if not series:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", color="grey", transform=ax.transAxes)
@@ -179,9 +181,9 @@ def draw(ax: Axes, panel: Panel, series: list[Series], window: tuple, shades: li
     for shade in shades:
         ax.axvspan(*_dates([shade.start, shade.end]), color="tab:red", alpha=0.08, lw=0)
     if panel.kind == "state-timeline":
-        _draw_timeline(ax, series, window)
+        _draw_timeline(ax, series, step)
     else:
-        _draw_lines(ax, panel, series)
+        _draw_lines(ax, panel, series, step)
     ax.set_xlim(*_dates(list(window)))
     short = window[1] - window[0] < 1800
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if short else "%H:%M", tz=UTC))
@@ -189,12 +191,17 @@ def draw(ax: Axes, panel: Panel, series: list[Series], window: tuple, shades: li
     ax.grid(alpha=0.25)
 
 
-def _draw_lines(ax: Axes, panel: Panel, series: list[Series]) -> None:
-    for s in sorted(series, key=lambda s: s.label)[:MAX_LEGEND]:
-        ax.plot(_dates(s.times), s.values, lw=1.2, label=s.label)
-    if len(series) > MAX_LEGEND:
-        ax.text(0.99, 0.02, f"+{len(series) - MAX_LEGEND} more", ha="right",
-                fontsize=6, transform=ax.transAxes)  # fmt: skip
+def _draw_lines(ax: Axes, panel: Panel, series: list[Series], step: float) -> None:
+    shown = sorted(series, key=lambda s: s.label)
+    if len(shown) > 4:  # a legend of flat zeros hides what moved: say how many were left out
+        shown = [s for s in shown if any(v != 0 for v in s.values)] or shown[:1]
+    for s in shown[:MAX_LEGEND]:
+        times, values = _with_gaps(s, step)
+        ax.plot(_dates(times), values, lw=1.2, label=s.label)
+    hidden = len(series) - min(len(shown), MAX_LEGEND)
+    if hidden:
+        ax.text(0.99, 0.98, f"{hidden} series all zero or not shown", ha="right", va="top",
+                fontsize=6, color="dimgrey", transform=ax.transAxes)  # fmt: skip
     ax.yaxis.set_major_formatter(FuncFormatter(formatter(panel.unit)))
     low, high = ax.get_ylim()
     ax.set_ylim(
@@ -204,16 +211,28 @@ def _draw_lines(ax: Axes, panel: Panel, series: list[Series]) -> None:
     ax.legend(fontsize=6, loc="upper left", framealpha=0.6)
 
 
-def _draw_timeline(ax: Axes, series: list[Series], window: tuple) -> None:
+def _with_gaps(series: Series, step: float) -> tuple[list[float], list[float]]:
+    """A NaN wherever Prometheus returned no sample, so a gap is drawn as a gap, not a line."""
+    times, values = [], []
+    for index, (when, value) in enumerate(zip(series.times, series.values, strict=True)):
+        if index and when - series.times[index - 1] > 1.5 * step:
+            times.append(when - step)
+            values.append(float("nan"))
+        times.append(when)
+        values.append(value)
+    return times, values
+
+
+def _draw_timeline(ax: Axes, series: list[Series], step: float) -> None:
     """One row per series, filled where its value is present (the query keeps == 1)."""
-    step = _step(series, window)
     ordered = sorted(series, key=lambda s: s.label)
+    width = step / 86400  # matplotlib dates are days
     for row, s in enumerate(ordered):
-        spans = [(t, step) for t, v in zip(s.times, s.values, strict=True) if v >= 1]
-        starts = mdates.date2num(_dates([t for t, _ in spans]))
-        width = step / 86400  # matplotlib dates are days
+        starts = mdates.date2num(_dates([t for t, v in zip(s.times, s.values, strict=True) if v]))
         ax.broken_barh([(x, width) for x in starts], (row - 0.4, 0.8), color=_state_color(s.label))
-    ax.set_yticks(range(len(ordered)), [s.label for s in ordered], fontsize=6)
+        ax.text(0.005, row, s.label, transform=ax.get_yaxis_transform(), va="center", fontsize=7,
+                bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})  # fmt: skip
+    ax.set_yticks([])
     ax.set_ylim(-0.6, len(ordered) - 0.4)
 
 
@@ -224,11 +243,6 @@ def _state_color(label: str) -> str:
     if any(word in label for word in ("backoff", "starting", "recovering")):
         return "tab:orange"
     return "tab:red"
-
-
-def _step(series: list[Series], window: tuple) -> float:
-    gaps = [b - a for s in series for a, b in zip(s.times, s.times[1:], strict=False)]
-    return min(gaps) if gaps else (window[1] - window[0]) / 100
 
 
 def _draw_stat(ax: Axes, panel: Panel, series: list[Series]) -> None:
@@ -264,12 +278,13 @@ def render(
     panel_dir.mkdir(parents=True, exist_ok=True)
     for panel in panels:
         fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
-        draw(ax, panel, data[panel.number], window, shades or [])
+        draw(ax, panel, data[panel.number], window, shades or [], step)
         fig.tight_layout()
         slug = re.sub(r"[^a-z0-9]+", "-", panel.title.lower()).strip("-")
         fig.savefig(panel_dir / f"{panel.number:02d}-{slug}.png")
         plt.close(fig)
-    contact_sheet(panels, rows, data, window, shades or [], out / "contact-sheet.png", title)
+    sheet = out / "contact-sheet.png"
+    contact_sheet(panels, rows, data, (start, end, step), shades or [], sheet, title)
     summary = {
         "prometheus": prometheus,
         "start": start,
@@ -282,27 +297,32 @@ def render(
 
 
 def contact_sheet(
-    panels: list[Panel], rows: list[tuple[str, dict]], data: dict, window: tuple,
+    panels: list[Panel], rows: list[tuple[str, dict]], data: dict, span: tuple,
     shades: list[Shade], path: Path, title: str,
 ) -> None:  # fmt: skip
-    """All panels on one page, placed on the dashboard's own 24-column grid."""
+    """All panels on one page, placed on the dashboard's own 24-column grid.
+
+    Each panel's first grid row holds its title (and the tick labels of the panel above), so
+    nothing overlaps; the axes take the rest of its height.
+    """
+    start, end, step = span
     height = max(p.grid["y"] + p.grid["h"] for p in panels)
     inches = height * GRID_UNIT_IN + 0.8  # + the page title
     fig = plt.figure(figsize=(16, inches), dpi=72)
-    grid = fig.add_gridspec(height, 24, hspace=1.6, wspace=1.4, left=0.06, right=0.99,
-                            top=1 - 0.9 / inches, bottom=0.01)  # fmt: skip
-    span = " · ".join(f"shaded: {s.label}" for s in shades)
-    when = " – ".join(datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") for t in window)
-    fig.suptitle(f"{title}   {when} UTC   {span}", fontsize=13, x=0.01, y=1 - 0.25 / inches,
+    grid = fig.add_gridspec(height + 1, 24, hspace=0, wspace=1.4, left=0.04, right=0.99,
+                            top=1 - 0.7 / inches, bottom=0.005)  # fmt: skip
+    labels = " · ".join(f"shaded: {s.label}" for s in shades)
+    when = " – ".join(datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") for t in (start, end))
+    fig.suptitle(f"{title}   {when} UTC   {labels}", fontsize=13, x=0.01, y=1 - 0.25 / inches,
                  ha="left", fontweight="bold")  # fmt: skip
     for name, pos in rows:
-        ax = fig.add_subplot(grid[pos["y"], :])
+        ax = fig.add_subplot(grid[pos["y"] + 1, :])
         ax.axis("off")
-        ax.text(0, 0.2, name, fontsize=10, color="dimgrey", fontweight="bold")
+        ax.text(0, 0.1, name, fontsize=11, color="dimgrey", fontweight="bold")
     for panel in panels:
         g = panel.grid
-        ax = fig.add_subplot(grid[g["y"] : g["y"] + g["h"], g["x"] : g["x"] + g["w"]])
-        draw(ax, panel, data[panel.number], window, shades)
+        ax = fig.add_subplot(grid[g["y"] + 2 : g["y"] + g["h"] + 1, g["x"] : g["x"] + g["w"]])
+        draw(ax, panel, data[panel.number], (start, end), shades, step)
     fig.savefig(path)
     plt.close(fig)
 

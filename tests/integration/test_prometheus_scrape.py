@@ -166,6 +166,10 @@ def test_every_dashboard_query_runs_and_the_main_panels_have_data(prometheus: st
         "two scrapes with reports",
     )
     empty = [expr for expr in dashboard_queries() if not query(prometheus, expr)]
-    # Producer statistics arrive every 15 s; only failures or dead letters fill the others.
-    allowed_empty = ("rpt_producer_", "rpt_broker_", 'outcome!~"ok|empty"', "rpt_dead_letters")
+    # Producer statistics arrive every 15 s; only failures, dead letters or a paused fetch fill
+    # the others (`rpt_fetch_paused ... == 1` keeps only paused reasons).
+    allowed_empty = (
+        "rpt_producer_", "rpt_broker_", 'outcome!~"ok|empty"', "rpt_dead_letters",
+        "rpt_fetch_paused",
+    )  # fmt: skip
     assert [e for e in empty if not any(a in e for a in allowed_empty)] == []

@@ -81,6 +81,7 @@ def test_make_observer_satisfies_the_protocol(world: World) -> None:
 
 @pytest.mark.parametrize("state", list(AccountState))
 def test_state_sets_the_gauge_and_status(world: World, state: AccountState) -> None:
+    """(Pausing states also set rpt_fetch_paused: see the test below.)"""
     world.observer.state(state, error="why" if state is AccountState.FAILED else None)
     for other in AccountState:
         assert world.value("rpt_account_state", state=other.value) == (other is state)
@@ -142,6 +143,36 @@ def test_fetch_paused_and_resumed(world: World, reason: PauseReason) -> None:
     assert all(world.value("rpt_fetch_paused", reason=r.value) == 0 for r in PauseReason)
     assert world.status()["paused"] is None
     assert world.board.readiness()[0]
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        (AccountState.AUTH_PAUSED, PauseReason.AUTH),
+        (AccountState.TLS_PAUSED, PauseReason.TLS),
+        (AccountState.NOT_OWNED, PauseReason.NOT_OWNED),
+    ],
+)
+def test_a_pausing_state_pauses_fetching_until_the_next_state(
+    world: World, state: AccountState, reason: PauseReason
+) -> None:
+    world.observer.state(state)
+    assert world.value("rpt_fetch_paused", reason=reason.value) == 1
+    assert world.status()["paused"] == reason.value
+    world.observer.state(AccountState.POLLING)
+    assert world.value("rpt_fetch_paused", reason=reason.value) == 0
+    assert world.status()["paused"] is None
+
+
+def test_a_state_change_does_not_clear_a_pause_the_fetcher_reported(world: World) -> None:
+    world.observer.fetch_paused(PauseReason.SPOOL_FULL)
+    world.observer.state(AccountState.POLLING)
+    assert world.value("rpt_fetch_paused", reason="spool_full") == 1
+    world.observer.state(AccountState.AUTH_PAUSED)
+    world.observer.fetch_paused(PauseReason.DISK_FULL)  # the fetcher's word wins
+    world.observer.state(AccountState.BACKOFF)
+    assert world.value("rpt_fetch_paused", reason="disk_full") == 1
+    assert world.value("rpt_fetch_paused", reason="auth") == 0
 
 
 def test_spooled_moves_every_spool_series_and_status_in_reports(world: World) -> None:
