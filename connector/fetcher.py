@@ -178,9 +178,7 @@ class Fetcher:
                 return self._slow_down()
             return self._failed(exc)
         count = fetch.body.count  # every report handed out, good or rejected
-        if count and not self.keep(
-            Unspooled(fetch.raw, fetch.fetched_at, count, None, fetch.body)
-        ):
+        if count and not self.keep(Unspooled(fetch.raw, fetch.fetched_at, count, None, fetch.body)):
             return self._slow_down()
         outcome = PollOutcome.OK if count else PollOutcome.EMPTY
         delay = self._schedule.after_batch(count)
