@@ -32,12 +32,14 @@ COPY --from=build /wheels /tmp/wheels
 RUN python -m pip install --no-cache-dir -c /tmp/constraints.txt /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels /tmp/constraints.txt
 
-# A fixed uid so a host-mounted spool directory can be chowned to it (10001).
+# A fixed uid so a host-mounted spool directory can be chowned to it (10001). The spool holds
+# reports (phone numbers): only its user may read it (0700; the spool writes files 0600).
 RUN groupadd --system --gid 10001 rpt \
     && useradd --system --uid 10001 --gid rpt --home-dir /var/lib/rpt-connector \
        --shell /usr/sbin/nologin rpt \
     && mkdir -p /var/lib/rpt-connector /etc/rpt-connector \
-    && chown rpt:rpt /var/lib/rpt-connector
+    && chown rpt:rpt /var/lib/rpt-connector \
+    && chmod 0700 /var/lib/rpt-connector
 COPY config/connector.example.toml /etc/rpt-connector/connector.example.toml
 
 USER 10001:10001

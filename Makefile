@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 KAFKA  := $(PY) devkafka/devkafka.py
 
-.PHONY: install lint test demo bench bench-quick chaos kafka-up kafka-down clean
+.PHONY: install lint test demo bench bench-quick chaos kafka-up kafka-down clean image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test: $(STAMP)
 	bash tools/ensure-prometheus.sh
 	$(KAFKA) fetch
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The image built and run for real (Docker engine started if none answers, base image made with
+# debootstrap when no registry serves one), then the compose stack. See tools/image_test.py.
+image-test: $(STAMP)
+	bash tools/ensure-prometheus.sh
+	$(KAFKA) fetch
+	$(PY) tools/image_test.py $(IMAGE_TEST_ARGS)
 
 demo: $(STAMP)
 	$(KAFKA) fetch
