@@ -33,6 +33,7 @@ class HostNetworkKafka(KafkaContainer):
     def __init__(self, image: str = DEFAULT_IMAGE) -> None:
         self.client_port, self.broker_port, self.controller_port = (_free_port() for _ in "abc")
         super().__init__(image=image, port=self.client_port, network_mode="host")
+        self.ports.clear()  # the host network publishes nothing (docker refuses port bindings)
         self.listeners = (
             f"PLAINTEXT://127.0.0.1:{self.client_port},BROKER://127.0.0.1:{self.broker_port}"
         )
