@@ -6,7 +6,8 @@ image runs (host network: the started engine has no bridge) against the simulato
 broker on this host, and must be healthy (its HEALTHCHECK), publish every report exactly once
 (counted against the simulator's --record), log only JSON lines, keep its spool owned by the
 image's user with modes 0700/0600, and exit 0 within shutdown_timeout after SIGTERM. Then the
-compose stack (tools/image_test_compose.py) unless --no-compose. Prints build and run times and
+compose stack (tools/image_test_compose.py) and the suite's testcontainers path on the local
+Kafka image, unless --no-compose. Prints build and run times and
 the image size. Exit 0 when every check held, 1 when one failed, 2 when the engine cannot start.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         with engine(cache / "docker-data") as env:
             figures = _build(cache, env)
             failures = ContainerRun(IMAGE, env, reports=args.reports).check(figures)
-            if not args.no_compose and not failures:
+            if not args.no_compose:
                 from image_test_compose import compose_check
 
                 failures += compose_check(cache, env, IMAGE, figures)
+                failures += _testcontainers(env, figures)
     except EngineError as exc:
         print(f"image-test: FAIL {exc}", file=sys.stderr)
         return 2
@@ -65,6 +68,24 @@ def _build(cache: Path, env: dict[str, str]) -> dict[str, str]:
     figures["image user"] = user
     print(f"image-test: built {IMAGE} in {seconds:.0f}s, {figures['image size']}", flush=True)
     return figures
+
+
+def _testcontainers(env: dict[str, str], figures: dict[str, str]) -> list[str]:
+    """The suite's testcontainers path for real: broker tests on the local Kafka image."""
+    started = time.monotonic()
+    tests = "tests/integration/test_broker.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
+         "-k", "read_committed or round_trip"],
+        cwd=REPO, env={**env, "RPT_TEST_KAFKA": "testcontainers",
+                       "RPT_TEST_KAFKA_IMAGE": images.KAFKA_IMAGE},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    summary = (result.stdout.strip().splitlines() or ["no output"])[-1]
+    figures["testcontainers"] = f"{summary} ({time.monotonic() - started:.0f}s)"
+    if result.returncode != 0:
+        return [f"testcontainers ({tests}): {(result.stdout + result.stderr)[-2000:]}"]
+    return []
 
 
 def _parser() -> argparse.ArgumentParser:

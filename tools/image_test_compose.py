@@ -56,6 +56,8 @@ def compose_check(cache: Path, env: dict[str, str], image: str, figures: dict) -
             failures += _scraped(ports, figures)
         except EngineError as exc:
             failures.append(f"compose: {exc}")
+        except httpx.HTTPError as exc:
+            failures.append(f"compose: prometheus API: {exc!r} (see {cache}/compose-last.log)")
         finally:
             logs = subprocess.run([*project, "logs", "--no-color"], env=env, capture_output=True)
             (cache / "compose-last.log").write_bytes(logs.stdout + logs.stderr)
@@ -140,6 +142,8 @@ def _write_override(work: Path, ports: dict[str, int], kafka: str, prometheus: s
                 "image": prometheus,
                 "command": [
                     "--config.file=/etc/prometheus/prometheus.yml",
+                    "--storage.tsdb.path=/prometheus",
+                    "--storage.tsdb.retention.time=2d",
                     f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
                 ],
                 "volumes": [f"{work / 'prometheus.yml'}:/etc/prometheus/prometheus.yml:ro"],
