@@ -62,14 +62,24 @@ def ensure_packages() -> None:
         )
     print(f"image-test: installing {' '.join(missing)} with apt-get", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-    ):
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip()[-2000:]
-            raise EngineError(f"{' '.join(cmd[:2])} failed ({result.returncode}):\n{tail}")
+    # policy-rc.d exit 101: the package's postinst must not start a dockerd of its own.
+    policy = Path("/usr/sbin/policy-rc.d")
+    created = not policy.exists()
+    if created:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        ):
+            result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                tail = (result.stdout + result.stderr).strip()[-2000:]
+                raise EngineError(f"{' '.join(cmd[:2])} failed ({result.returncode}):\n{tail}")
+    finally:
+        if created:
+            policy.unlink()
 
 
 def _has(tool: str) -> bool:
