@@ -59,12 +59,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 KAFKA_SOURCES = ("devkafka", "testcontainers")
+TEST_KAFKA_IMAGE = "local/kafka:4.1.1"  # built by `make image-test` (tools/image_test_kafka/)
 
 
 def _test_kafka_image() -> str:
-    from tc_kafka import DEFAULT_IMAGE
-
-    return os.environ.get("RPT_TEST_KAFKA_IMAGE", "").strip() or DEFAULT_IMAGE
+    return os.environ.get("RPT_TEST_KAFKA_IMAGE", "").strip() or TEST_KAFKA_IMAGE
 
 
 def _docker_image_present(image: str) -> bool:

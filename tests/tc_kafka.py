@@ -17,7 +17,6 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 from testcontainers.community.kafka import KafkaContainer
 
-DEFAULT_IMAGE = "local/kafka:4.1.1"  # built by `make image-test`
 START_TIMEOUT_S = 180
 
 
@@ -30,7 +29,7 @@ def _free_port() -> int:
 class HostNetworkKafka(KafkaContainer):
     """KafkaContainer(...).with_kraft() on the host network: client, broker, controller ports."""
 
-    def __init__(self, image: str = DEFAULT_IMAGE) -> None:
+    def __init__(self, image: str) -> None:
         self.client_port, self.broker_port, self.controller_port = (_free_port() for _ in "abc")
         super().__init__(image=image, port=self.client_port, network_mode="host")
         self.ports.clear()  # the host network publishes nothing (docker refuses port bindings)
