@@ -90,7 +90,7 @@ def _import_debootstrapped(image: str, cache: Path, env: dict[str, str]) -> None
 def _debootstrap(rootfs: Path, include: str, debs: Path) -> None:
     """bookworm minbase + `include` into rootfs (atomically: a half-made folder is never used)."""
     partial = rootfs.with_name(rootfs.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    _remove_partial(partial)
     debs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     print(f"image-test: debootstrap bookworm minbase + {include} (a few minutes)", flush=True)
@@ -101,9 +101,35 @@ def _debootstrap(rootfs: Path, include: str, debs: Path) -> None:
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip()[-2000:]
         raise EngineError(f"debootstrap failed ({result.returncode}):\n{tail}")
+    _unmount_all(partial)  # debootstrap's /proc, should it have left it mounted
     _tidy(partial)
     partial.rename(rootfs)
     print(f"image-test: debootstrap done in {time.monotonic() - started:.0f}s", flush=True)
+
+
+def _remove_partial(partial: Path) -> None:
+    """Delete what an interrupted debootstrap left, never through a mount it left behind.
+
+    debootstrap mounts /proc (and may bind /dev or /sys) inside the new root; a deletion
+    that crossed such a mount would reach the host's own files.
+    """
+    if partial.exists():
+        _unmount_all(partial)
+        shutil.rmtree(partial)
+
+
+def _unmount_all(root: Path) -> None:
+    for _ in range(2):
+        for mount in sorted(_mounts_under(root), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+    if _mounts_under(root):
+        raise EngineError(f"{root}: mounts remain inside ({_mounts_under(root)}); unmount them")
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root.resolve()) + "/"
+    lines = Path("/proc/mounts").read_text().splitlines()
+    return [line.split()[1] for line in lines if line.split()[1].startswith(prefix)]
 
 
 def _tidy(rootfs: Path) -> None:
