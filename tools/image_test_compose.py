@@ -36,7 +36,7 @@ WITHIN_S = 240.0
 
 def compose_check(cache: Path, env: dict[str, str], image: str, figures: dict) -> list[str]:
     started = time.monotonic()
-    compose = _compose_command(cache, env)
+    compose = compose_command(cache, env)
     kafka, prometheus = images.kafka_image(cache, env), images.prometheus_image(cache, env)
     docker("tag", image, "rpt-connector:local", env=env)
     figures["compose images"] = f"{kafka}, {prometheus} ({time.monotonic() - started:.0f}s)"
@@ -66,7 +66,7 @@ def compose_check(cache: Path, env: dict[str, str], image: str, figures: dict) -
     return failures
 
 
-def _compose_command(cache: Path, env: dict[str, str]) -> list[str]:
+def compose_command(cache: Path, env: dict[str, str]) -> list[str]:
     """`docker compose` (v2) if installed, else a compose v2 built here with Go, cached."""
     probe = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True)
     if probe.returncode == 0:

@@ -70,10 +70,22 @@ def _pulled(image: str, env: dict[str, str]) -> bool:
     return True
 
 
-def _import_debootstrapped(image: str, cache: Path, env: dict[str, str]) -> None:
-    rootfs = cache / ("rootfs-" + image.split("/")[1].split(":")[0])
+def jre_rootfs(cache: Path) -> Path:
+    """The bootstrapped JRE folder (made now when missing); no engine needed."""
+    return _rootfs(JRE_BASE, cache)
+
+
+def _rootfs(image: str, cache: Path) -> Path:
+    name = image.split("/")[1].split(":")[0]
+    rootfs = cache / f"rootfs-{name}"
     if not rootfs.is_dir():
-        _debootstrap(rootfs, PACKAGES[image], cache / "debs")
+        # A package cache per image: two debootstraps may run at once (see image_test._prefetch)
+        _debootstrap(rootfs, PACKAGES[image], cache / "debs" / name)
+    return rootfs
+
+
+def _import_debootstrapped(image: str, cache: Path, env: dict[str, str]) -> None:
+    rootfs = _rootfs(image, cache)
     started = time.monotonic()
     changes = ["ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt", 'CMD ["/bin/bash"]']
     args = [arg for change in changes for arg in ("--change", change)]
