@@ -7,6 +7,7 @@ Kafka's topic is read back read_committed and every msgid must be there exactly 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,7 @@ class ContainerRun:
                     simulator.terminate()
                     simulator.wait(10)
                 broker.wipe()
+                shutil.rmtree(broker.dir, ignore_errors=True)
 
     def _checks(self, work: Path, platform: str, bootstrap: str, figures: dict) -> list[str]:
         config = work / "connector.toml"
