@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 KAFKA  := $(PY) devkafka/devkafka.py
 
-.PHONY: install lint test fuzz demo bench bench-quick chaos kafka-up kafka-down clean
+.PHONY: install lint test fuzz demo dashboard-demo native bench bench-quick chaos kafka-up kafka-down clean image-test
 
 # The native hot path (native/, Rust + PyO3) is built by pip through maturin (from PyPI) with
 # cargo from $(CARGO_HOME)/bin or PATH. If it does not build, the connector runs the
@@ -47,6 +47,13 @@ FUZZ_PATHS    ?= tests/unit
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz HYPOTHESIS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
 	  $(PY) -m pytest -m hypothesis --timeout 0 --hypothesis-show-statistics $(FUZZ_PATHS) $(PYTEST_ARGS)
+
+# The image built and run for real (Docker engine started if none answers, base image made with
+# debootstrap when no registry serves one), then the compose stack. See tools/image_test.py.
+image-test: $(STAMP)
+	bash tools/ensure-prometheus.sh
+	$(KAFKA) fetch
+	$(PY) tools/image_test.py $(IMAGE_TEST_ARGS)
 
 demo: $(STAMP)
 	$(KAFKA) fetch

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import socket
 from urllib.parse import urlsplit
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from connector.config import (
@@ -23,15 +24,32 @@ from connector.config import (
     registry_password,
 )
 from connector.errors import ConfigError, ConnectorError
-from connector.publisher import client_config
+from connector.publisher import client_config, producer_config
 from connector.spool import inspect as inspect_spool
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
+# librdkafka warns that a producer without bootstrap.servers cannot connect: true and expected
+# for the offline build below, so its log lines go nowhere.
+_QUIET = logging.getLogger("connector.checks.offline-producer")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+# librdkafka names a property by its canonical name; the operator may have used the alias.
+_ALIASES = {
+    "queue.buffering.max.ms": "linger.ms",
+    "compression.codec": "compression.type",
+    "message.send.max.retries": "retries",
+    "request.required.acks": "acks",
+    "message.timeout.ms": "delivery.timeout.ms",
+    "metadata.broker.list": "bootstrap.servers",
+    "max.in.flight.requests.per.connection": "max.in.flight",
+}
+
 
 def check_from_cli(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    print(f"ok   configuration {args.config}")
+    build_producers_offline(settings)
+    print(f"ok   configuration {args.config} (producer properties accepted by librdkafka)")
     _check_secrets(settings)
     if args.offline:
         print("--   offline: Kafka, registry and platform not contacted")
@@ -50,18 +68,69 @@ def check_from_cli(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failures else EXIT_OK
 
 
+def build_producers_offline(settings: Settings) -> None:
+    """Construct each account's producer with its final properties, contacting nobody.
+
+    librdkafka checks every property name and value at construction ("No such configuration
+    property", "Invalid value"), so a typo fails here as a ConfigError naming the key instead
+    of as a traceback in `run`. Without bootstrap.servers the client has no broker to reach.
+    """
+    for account in settings.accounts:
+        config = producer_config(settings.kafka, account.name, None, _ignore_error)
+        config.pop("bootstrap.servers", None)
+        config["logger"] = _QUIET
+        try:
+            Producer(config)
+        except KafkaException as exc:
+            message = _kafka_message(exc, settings.kafka.producer)
+            raise ConfigError(f"kafka.producer: {message}") from None
+        except (TypeError, ValueError) as exc:  # e.g. a value of a type librdkafka cannot take
+            raise ConfigError(f"kafka.producer: {exc}") from None
+
+
+def _kafka_message(exc: KafkaException, producer: dict) -> str:
+    error = exc.args[0] if exc.args else None
+    message = error.str() if isinstance(error, KafkaError) else str(exc)
+    for canonical, alias in _ALIASES.items():
+        if f'"{canonical}"' in message and canonical not in producer and alias in producer:
+            message += f' (set as "{alias}")'
+    return message
+
+
+def _ignore_error(_error: KafkaError) -> None:
+    """No broker is contacted, so no error callback can matter here."""
+
+
+def validate_for_run(settings: Settings) -> None:
+    """What `run` checks before it starts anything: producers build, every secret is readable.
+
+    Each mistake raises ConfigError (exit 2 with one line), never a traceback or an account
+    that starts and then fails.
+    """
+    build_producers_offline(settings)
+    _secret_lines(settings)
+
+
 def _check_secrets(settings: Settings) -> None:
+    for line in _secret_lines(settings):
+        print(f"ok   {line}")
+
+
+def _secret_lines(settings: Settings) -> list[str]:
+    """Read every secret the configuration names (ConfigError if one is missing), masked."""
+    lines = []
     for index, account in enumerate(settings.accounts):
         if account.uses_login:
             secret = account_secret(account, index)
-            print(f"ok   account {account.name}: login uuid {account.uuid}, secret {secret}")
+            lines.append(f"account {account.name}: login uuid {account.uuid}, secret {secret}")
         else:
             token = account_token(account, index)
-            print(f"ok   account {account.name}: static token {token}")
+            lines.append(f"account {account.name}: static token {token}")
     if settings.schema_registry is not None:
         password = registry_password(settings.schema_registry)
         if password is not None:
-            print(f"ok   schema registry password {password}")
+            lines.append(f"schema registry password {password}")
+    return lines
 
 
 def _check_kafka(settings: Settings) -> str | None:

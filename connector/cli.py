@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_arguments(simulate)
 
     spool = _command(commands, "spool", "look at the write-ahead spool", None)
+    # `rpt-connector spool` alone shows the spool commands, not the top-level help.
+    spool.set_defaults(handler=lambda _args: _help(spool))
     spool_commands = spool.add_subparsers(title="spool commands", metavar="COMMAND")
     inspect = _command(
         spool_commands, "inspect", "show pending spool entries per account (read-only)", _inspect
@@ -102,13 +104,31 @@ def _command(
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, help="the TOML configuration file")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="overrides [log] level of the file (default there: INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="overrides [log] format: text for a terminal, json (one object per line) for "
+        "log collectors (default there: text)",
+    )
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_CONFIG
 
 
 def _run(args: argparse.Namespace) -> int:
-    from connector import service
+    from connector import checks, service
+    from connector.config import load_settings
 
+    # Configuration mistakes librdkafka or a missing secret would only show once running
+    # (as a traceback, exit 1) are found here first: one line, exit 2.
+    checks.validate_for_run(load_settings(args.config))
     return service.run_from_cli(args)
 
 

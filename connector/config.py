@@ -26,8 +26,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
+from connector.config_errors import describe_environment_error, describe_validation_error
 from connector.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -189,6 +195,7 @@ class KafkaSettings(_Section):
     def _producer_settings(self) -> KafkaSettings:
         if "bootstrap.servers" not in self.producer:
             raise ValueError('kafka.producer needs "bootstrap.servers"')
+        _check_delivery_mode(self.delivery, self.producer)
         if self.delivery == "exactly_once":
             message = int(self.producer.get("message.timeout.ms", 45_000))
             transaction = int(self.producer.get("transaction.timeout.ms", 60_000))
@@ -199,6 +206,32 @@ class KafkaSettings(_Section):
                     "its transaction"
                 )
         return self
+
+
+def _check_delivery_mode(delivery: str, producer: dict[str, str | int | float | bool]) -> None:
+    """Refuse producer properties that silently break the promise of the delivery mode."""
+    acks = producer.get("acks")
+    if acks is not None and str(acks).strip().lower() not in {"all", "-1"}:
+        raise ValueError(
+            f'kafka.producer."acks" = {acks!r}: both delivery modes need "all" (-1); with fewer '
+            "acknowledgements a leader change loses reports the connector counted as delivered"
+        )
+    idempotence = producer.get("enable.idempotence")
+    if delivery == "exactly_once" and _is_false(idempotence):
+        raise ValueError(
+            'kafka.producer."enable.idempotence" = false: exactly_once needs an idempotent '
+            'producer; remove the key, or set kafka.delivery = "at_least_once"'
+        )
+    if "transactional.id" in producer:
+        raise ValueError(
+            'kafka.producer."transactional.id" is set by the connector, one per account '
+            "(kafka.transactional_id_prefix + account name); remove it and set "
+            "kafka.transactional_id_prefix instead"
+        )
+
+
+def _is_false(value: object) -> bool:
+    return value is not None and str(value).strip().lower() in {"false", "0", "no", "off"}
 
 
 class SchemaRegistrySettings(_Section):
@@ -351,33 +384,9 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming the key as it is written in the TOML file."""
-    lines = []
-    for err in exc.errors(include_url=False, include_input=False):
-        key = _dotted(err["loc"]) or "(top level)"
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see the README's configuration reference)"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        lines.append(f"{key}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith(("function-", "constrained-")) or part in {"str", "int", "float"}:
-            continue
-        else:
-            out += f".{part}" if out else part
-    return out
+        raise ConfigError(describe_validation_error(exc, Settings)) from None
+    except SettingsError as exc:  # an RPT_* variable pydantic-settings could not even parse
+        raise ConfigError(describe_environment_error(exc)) from None
 
 
 def read_secret(env_name: str | None, file: Path | None, key: str) -> SecretStr:

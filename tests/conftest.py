@@ -2,8 +2,11 @@
 
 Broker source, first that applies:
 1. `KAFKA_BOOTSTRAP_SERVERS` from the environment (an externally managed cluster);
-2. testcontainers' Kafka when a Docker engine answers;
-3. the Maven-provisioned broker from devkafka/devkafka.py (instance "default"), started if
+2. `RPT_TEST_KAFKA=testcontainers` or `=devkafka`: that one, whatever else is there;
+3. testcontainers' Kafka module when a Docker engine answers AND the image
+   `RPT_TEST_KAFKA_IMAGE` (default local/kafka:4.1.1, built by `make image-test`) is present:
+   an engine alone never selects it, since no registry may serve an image to pull;
+4. the Maven-provisioned broker from devkafka/devkafka.py (instance "default"), started if
    needed and stopped at the end only if this session started it.
 """
 
@@ -85,16 +88,38 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"integration test was skipped ({reason}); integration tests must run"
 
 
-def _docker_available() -> bool:
+KAFKA_SOURCES = ("devkafka", "testcontainers")
+TEST_KAFKA_IMAGE = "local/kafka:4.1.1"  # built by `make image-test` (tools/image_test_kafka/)
+
+
+def _test_kafka_image() -> str:
+    return os.environ.get("RPT_TEST_KAFKA_IMAGE", "").strip() or TEST_KAFKA_IMAGE
+
+
+def _docker_image_present(image: str) -> bool:
+    """True when an engine answers and holds `image` (`docker image inspect`): nothing pulled."""
     if shutil.which("docker") is None:
         return False
     try:
         result = subprocess.run(
-            ["docker", "info"], capture_output=True, timeout=DOCKER_PROBE_TIMEOUT_S, check=False
+            ["docker", "image", "inspect", "--format", "{{.Id}}", image],
+            capture_output=True,
+            timeout=DOCKER_PROBE_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
+
+
+def kafka_source() -> str:
+    """ "devkafka" or "testcontainers" (see the module docstring)."""
+    chosen = os.environ.get("RPT_TEST_KAFKA", "").strip().lower()
+    if chosen:
+        if chosen not in KAFKA_SOURCES:
+            raise pytest.UsageError(f"RPT_TEST_KAFKA={chosen!r}: use one of {KAFKA_SOURCES}")
+        return chosen
+    return "testcontainers" if _docker_image_present(_test_kafka_image()) else "devkafka"
 
 
 @pytest.fixture(scope="session")
@@ -113,11 +138,14 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if external:
         yield external
-    elif _docker_available():
-        from testcontainers.kafka import KafkaContainer
+    elif kafka_source() == "testcontainers":
+        from tc_kafka import HostNetworkKafka
 
-        with KafkaContainer() as container:
+        container = HostNetworkKafka(_test_kafka_image()).start()
+        try:
             yield container.get_bootstrap_server()
+        finally:
+            container.stop()
     else:
         broker: devkafka.Broker = request.getfixturevalue("dev_broker")
         assert broker.bootstrap is not None

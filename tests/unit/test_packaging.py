@@ -1,6 +1,6 @@
 """Static checks of what ships: Dockerfile, docker-compose.yml, example configs, the lock, the CLI.
 
-There is no Docker engine here, so the image and the compose stack are validated as files.
+`make image-test` builds and runs the image and the compose stack; here they are validated as files.
 PyYAML is not a dependency: docker-compose.yml is written in a small YAML subset (block
 mappings, scalar lists, JSON flow lists) that `load_compose` reads and rejects anything beyond.
 """

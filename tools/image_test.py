@@ -1,0 +1,131 @@
+"""`make image-test`: build the project's image and prove it in a container against real peers.
+
+Steps: a Docker engine (the one that answers, else one started here and stopped after); the base
+image (pulled, else made with debootstrap, cached); `docker build` of the Dockerfile; then the
+image runs (host network: the started engine has no bridge) against the simulator and a devkafka
+broker on this host, and must be healthy (its HEALTHCHECK), publish every report exactly once
+(counted against the simulator's --record), log only JSON lines, keep its spool owned by the
+image's user with modes 0700/0600, and exit 0 within shutdown_timeout after SIGTERM. Then the
+compose stack (tools/image_test_compose.py) and the suite's testcontainers path on the local
+Kafka image, unless --no-compose. Prints build and run times and
+the image size. Exit 0 when every check held, 1 when one failed, 2 when the engine cannot start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent
+REPO = TOOLS.parent
+for _path in (TOOLS, REPO / "tests", REPO / "devkafka"):
+    sys.path.insert(0, str(_path))
+
+import image_test_images as images  # noqa: E402
+from image_test_engine import EngineError, docker, engine  # noqa: E402
+from image_test_run import ContainerRun  # noqa: E402
+
+IMAGE = "rpt-connector:image-test"
+DEFAULT_CACHE = Path.home() / ".cache" / "rpt-connector" / "image-test"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cache = Path(args.cache)
+    started = time.monotonic()
+    try:
+        with engine(cache / "docker-data") as env:
+            prefetch = _prefetch(cache, env, compose=not args.no_compose)
+            figures = _build(cache, env)
+            failures = ContainerRun(IMAGE, env, reports=args.reports).check(figures)
+            prefetch.join()
+            if not args.no_compose:
+                from image_test_compose import compose_check
+
+                failures += compose_check(cache, env, IMAGE, figures)
+                failures += _testcontainers(env, figures)
+    except EngineError as exc:
+        print(f"image-test: FAIL {exc}", file=sys.stderr)
+        return 2
+    figures["total"] = f"{time.monotonic() - started:.0f}s"
+    print("image-test figures: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+    for failure in failures:
+        print(f"image-test: FAIL {failure}", file=sys.stderr)
+    print("image-test: " + ("FAILED" if failures else "all checks passed"))
+    return 1 if failures else 0
+
+
+def _prefetch(cache: Path, env: dict[str, str], compose: bool) -> threading.Thread:
+    """Cold runs: bootstrap the JRE folder and build compose v2 while the image builds.
+
+    Both are mostly downloads and disk; overlapping them with `docker build` shortens a cold
+    run by minutes. Failures are left for the step that needs the result to report.
+    """
+
+    def work() -> None:
+        if not compose:
+            return
+        from image_test_compose import compose_command
+
+        for step in (lambda: images.jre_rootfs(cache), lambda: compose_command(cache, env)):
+            try:
+                step()
+            except Exception as exc:  # reported again, with context, by the step itself
+                print(f"image-test: prefetch: {exc}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=work, name="prefetch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _build(cache: Path, env: dict[str, str]) -> dict[str, str]:
+    started = time.monotonic()
+    base = images.python_base(cache, env)
+    figures = {"base image": f"{base} ({time.monotonic() - started:.0f}s)"}
+    seconds = images.build(IMAGE, REPO, env, PYTHON_IMAGE=base)
+    figures["docker build"] = f"{seconds:.0f}s"
+    figures["image size"] = f"{images.size_mb(IMAGE, env):.0f} MB"
+    user = docker("image", "inspect", "--format", "{{.Config.User}}", IMAGE, env=env).strip()
+    figures["image user"] = user
+    print(f"image-test: built {IMAGE} in {seconds:.0f}s, {figures['image size']}", flush=True)
+    return figures
+
+
+def _testcontainers(env: dict[str, str], figures: dict[str, str]) -> list[str]:
+    """The suite's testcontainers path for real: broker tests on the local Kafka image."""
+    started = time.monotonic()
+    tests = "tests/integration/test_broker.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", tests, "-q", "-p", "no:cacheprovider",
+         "-k", "read_committed or round_trip"],
+        cwd=REPO, env={**env, "RPT_TEST_KAFKA": "testcontainers",
+                       "RPT_TEST_KAFKA_IMAGE": images.KAFKA_IMAGE},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    summary = (result.stdout.strip().splitlines() or ["no output"])[-1]
+    figures["testcontainers"] = f"{summary} ({time.monotonic() - started:.0f}s)"
+    if result.returncode != 0:
+        return [f"testcontainers ({tests}): {(result.stdout + result.stderr)[-2000:]}"]
+    return []
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="image_test.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cache",
+        default=os.environ.get("RPT_IMAGE_TEST_CACHE", str(DEFAULT_CACHE)),
+        help="engine data root and bootstrapped base images (default %(default)s; "
+        "env RPT_IMAGE_TEST_CACHE)",
+    )
+    parser.add_argument("--reports", type=int, default=3000, help="reports the simulator holds")
+    parser.add_argument("--no-compose", action="store_true", help="skip the compose stack")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
