@@ -120,7 +120,7 @@ def body_encoder(
     account: str, normalizer: Normalizer, encoder: ValueEncoder, empty_custid_key: str
 ) -> BodyEncoder | None:
     """The native encoder for an account, or None (the pure-Python path), logged once."""
-    reason = _unusable(normalizer.zone, encoder)
+    reason = _unusable(normalizer, encoder)
     if reason is not None:
         level = logging.WARNING if rpt_native is None else logging.INFO
         _say_once(f"native hot path off ({reason}): reports are encoded in Python", level)
@@ -134,9 +134,12 @@ def body_encoder(
     return BodyEncoder(native, normalizer, encoder, empty_custid_key)
 
 
-def _unusable(zone: ZoneInfo, encoder: ValueEncoder) -> str | None:
+def _unusable(normalizer: Normalizer, encoder: ValueEncoder) -> str | None:
+    zone = normalizer.zone
     if os.environ.get("RPT_NATIVE", "1") == "0":
         return "RPT_NATIVE=0"
+    if type(normalizer) is not Normalizer:  # e.g. a replay with a fixed normalizer handed in
+        return f"normalizer {type(normalizer).__name__} is not the one rpt_native implements"
     if rpt_native is None:
         return f"the rpt_native extension is not installed: {_MISSING}"
     if not isinstance(encoder, AvroEncoder):

@@ -44,3 +44,27 @@ def test_a_missing_extension_means_the_python_path_logged_once(
     out = builders[0].build(Entry(body))
     assert out.keys == [b"c-1"]
     assert decode_single_object(out.values[0])["msgid"] == "42"
+
+
+class ShoutingNormalizer(Normalizer):
+    """A normalizer with a rule of its own, as a replay after a fix hands one in."""
+
+    def normalize_batch(self, reports: list, fetched_at_ms: int):  # type: ignore[no-untyped-def]
+        batch = super().normalize_batch(reports, fetched_at_ms)
+        for record in batch.records:
+            record["exdata"] = (record["exdata"] or "").upper()
+        return batch
+
+
+def test_a_normalizer_of_another_class_keeps_the_python_path() -> None:
+    if native.rpt_native is None:
+        pytest.fail("rpt_native is not built: make install builds it (cargo is on this machine)")
+    stock = RecordBuilder("a", Normalizer("a"), single_object_encoder(), "msgid")
+    custom = RecordBuilder("a", ShoutingNormalizer("a"), single_object_encoder(), "msgid")
+    assert stock._native is not None
+    assert custom._native is None  # its rule would be skipped by the native encoder
+    body = json.dumps(
+        {"result": 0, "rpts": [{"msgid": "1", "status": "0", "exdata": "abc"}]}
+    ).encode()
+    out = custom.build(Entry(body))
+    assert decode_single_object(out.values[0])["exdata"] == "ABC"
