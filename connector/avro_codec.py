@@ -31,7 +31,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, Schema
 from confluent_kafka.schema_registry.common._httpx_compat import httpx as registry_http
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from connector.config import KafkaSettings, SchemaRegistrySettings, registry_password
+from connector.config import KafkaSettings, SchemaRegistrySettings
+from connector.credentials import registry_password
 from connector.errors import CodecError, RegistryError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"

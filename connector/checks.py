@@ -16,13 +16,8 @@ from urllib.parse import urlsplit
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from connector.config import (
-    Settings,
-    account_secret,
-    account_token,
-    load_settings,
-    registry_password,
-)
+from connector.config import Settings, load_settings
+from connector.credentials import account_secret, account_token, registry_password
 from connector.errors import ConfigError, ConnectorError
 from connector.publisher import client_config, producer_config
 from connector.spool import inspect as inspect_spool

@@ -257,11 +257,6 @@ class AccountPipeline:
         ordinary = Deadline.after(self.limits.unreachable_after, self.parts.clock)
         return ordinary.earliest(self._deadline)
 
-    @property
-    def committed(self) -> int:
-        """The spool sequence Kafka holds as committed for this account."""
-        return self._session.committed
-
     def _fail(self, reason: str) -> None:
         self.failed = reason
         log.error("account %s stopped: %s", self.name, reason)

@@ -30,7 +30,8 @@ from pydantic import SecretStr
 
 from connector import __version__
 from connector.body import UNDECODABLE, ParsedBody, parse_body, result_code
-from connector.config import AccountSettings, PlatformSettings, account_secret, account_token
+from connector.config import AccountSettings, PlatformSettings
+from connector.credentials import account_secret, account_token
 from connector.desc import decode_desc
 from connector.errors import (
     AuthError,

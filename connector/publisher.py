@@ -210,7 +210,7 @@ class AccountPublisher:
                 try:
                     produce(topic, value, key, partition, headers=headers)
                 except BufferError:
-                    self._wait_for_room(topic, value, key, headers, partition)
+                    _produce_when_room(self._producer, topic, value, key, headers, partition)
             self._producer.poll(0)
         except KafkaException as exc:
             raise self._translate(exc.args[0]) from exc
@@ -253,18 +253,6 @@ class AccountPublisher:
         partition = progress_partition(self.account, self._progress.partitions or 1)
         value = progress_value(self.account, sequence, self.spool_id, time.time())
         self.produce(self._progress.topic, value, self.account.encode(), [], partition)
-
-    def _wait_for_room(
-        self, topic: str, value: bytes, key: bytes | None, headers: Headers, partition: int
-    ) -> None:
-        # The local queue is full: serve delivery reports until there is room again.
-        while True:
-            self._producer.poll(_BUFFER_FULL_WAIT)
-            try:
-                self._producer.produce(topic, value, key, partition, headers=headers)
-                return
-            except BufferError:
-                continue
 
     def _flush_checked(self, deadline: Deadline) -> None:
         remaining = self._producer.flush(deadline.remaining())
@@ -336,3 +324,21 @@ class AccountPublisher:
     def _on_delivery(self, error: KafkaError | None, _message: object) -> None:
         if error is not None and self._delivery_error is None:
             self._delivery_error = error
+
+
+def _produce_when_room(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None,
+    headers: Headers,
+    partition: int,
+) -> None:
+    """The local queue is full: serve delivery reports until there is room again."""
+    while True:
+        producer.poll(_BUFFER_FULL_WAIT)
+        try:
+            producer.produce(topic, value, key, partition, headers=headers)
+            return
+        except BufferError:
+            continue

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import (
-    account_secret,
-    account_token,
-    load_settings,
-    parse_duration,
-    parse_size,
-    settings_from_dict,
-)
+from connector.config import load_settings, parse_duration, parse_size, settings_from_dict
+from connector.credentials import account_secret, account_token
 from connector.errors import ConfigError
 
 MINIMAL = {
