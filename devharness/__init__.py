@@ -17,7 +17,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "devkafka") not in sys.path:
     sys.path.insert(0, str(REPO / "devkafka"))
 
-from devharness.config import TOKEN, Topics, connector_env, token_args, write_config  # noqa: E402
+from devharness.config import (  # noqa: E402
+    TOKEN,
+    Topics,
+    cluster_section,
+    connector_env,
+    token_args,
+    write_config,
+)
 from devharness.endpoints import Endpoints  # noqa: E402
 from devharness.kafka import ConsumedRecord, consume_all, delete_topics  # noqa: E402
 from devharness.processes import (  # noqa: E402
@@ -41,6 +48,7 @@ __all__ = [
     "Topics",
     "Verdict",
     "assert_exactly_once",
+    "cluster_section",
     "connector_env",
     "consume_all",
     "delete_topics",

@@ -48,6 +48,16 @@ def token_args(accounts: dict[str, str]) -> list[str]:
     return [arg for name, token in accounts.items() for arg in ("--token", f"{name}={token}")]
 
 
+def cluster_section(topics: Topics, session_timeout_s: float) -> str:
+    """A `[cluster]` section for `write_config(extra=...)`: one group per test's topics."""
+    return f"""
+[cluster]
+group_id = "g-{topics.data}"
+control_topic = "{topics.data}.control"
+session_timeout = "{session_timeout_s}s"
+"""
+
+
 def write_config(
     path: Path,
     *,

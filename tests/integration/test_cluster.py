@@ -18,6 +18,7 @@ from harness import (
     Endpoints,
     SimulatorProcess,
     Topics,
+    cluster_section,
     connector_env,
     free_port,
     ground_truth,
@@ -68,12 +69,7 @@ def test_three_instances_share_six_accounts_survive_a_death_and_a_newcomer(
     simulator = SimulatorProcess(
         [*token_args, "--record", str(record), "--rate", "900", "--rate-total", "24000"]
     ).start()
-    cluster = f"""
-[cluster]
-group_id = "g-{topics.data}"
-control_topic = "{topics.data}.control"
-session_timeout = "{SESSION_TIMEOUT_S}s"
-"""
+    cluster = cluster_section(topics, SESSION_TIMEOUT_S)
     config = write_config(
         tmp_path / "c.toml",
         base_url=simulator.base_url,

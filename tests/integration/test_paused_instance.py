@@ -24,6 +24,7 @@ from harness import (
     Endpoints,
     SimulatorProcess,
     Topics,
+    cluster_section,
     connector_env,
     free_port,
     ground_truth,
@@ -101,12 +102,7 @@ def test_a_paused_instance_makes_no_call_for_the_accounts_it_lost(
     simulator = SimulatorProcess(
         [*token_args, "--record", str(record), "--rate", str(RATE), "--rate-total", str(TOTAL)]
     ).start()
-    cluster = f"""
-[cluster]
-group_id = "g-{topics.data}"
-control_topic = "{topics.data}.control"
-session_timeout = "{SESSION_TIMEOUT_S}s"
-"""
+    cluster = cluster_section(topics, SESSION_TIMEOUT_S)
     config = write_config(
         tmp_path / "c.toml",
         base_url=simulator.base_url,
