@@ -126,8 +126,8 @@ def _run(args: argparse.Namespace) -> int:
     from connector import checks, service
     from connector.config import load_settings
 
-    # Configuration mistakes librdkafka or a missing secret would only show once running
-    # (as a traceback, exit 1) are found here first: one line, exit 2.
+    # Property mistakes librdkafka would only report once running are found here first:
+    # one line, exit 2.
     checks.validate_for_run(load_settings(args.config))
     return service.run_from_cli(args)
 

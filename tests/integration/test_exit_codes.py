@@ -51,31 +51,42 @@ def unwritable_directory(path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(path)], check=False, capture_output=True)
 
 
+def swap(config: str, key: str, old: str, new: str) -> str:
+    """`config` with the line `"key" = old` (as write_config writes it) replaced by `new`;
+    a key that is not there fails the test instead of leaving the config unchanged."""
+    line = f'"{key}" = {old}'
+    assert line in config, f"{line} not in the test's config"
+    return config.replace(line, new, 1)
+
+
 def closed_port() -> int:
     return free_port()  # nothing listens there once free_port's probe socket is closed
 
 
 def token_file_missing(tmp_path: Path, config: str) -> tuple[str, str]:
     path = tmp_path / "no-such-token"
-    return config.replace('token_env = "RPT_TEST_TOKEN_MAIN"', f'token_file = "{path}"'), str(path)
+    return swap(config, "token_env", '"RPT_TEST_TOKEN_MAIN"', f'token_file = "{path}"'), str(path)
 
 
 def token_file_is_a_directory(tmp_path: Path, config: str) -> tuple[str, str]:
     path = tmp_path / "token-dir"
     path.mkdir()
-    return config.replace('token_env = "RPT_TEST_TOKEN_MAIN"', f'token_file = "{path}"'), str(path)
+    return swap(config, "token_env", '"RPT_TEST_TOKEN_MAIN"', f'token_file = "{path}"'), str(path)
 
 
 def spool_is_a_file(tmp_path: Path, config: str) -> tuple[str, str]:
     path = tmp_path / "spool-file"
     path.write_text("not a directory\n")
-    return config.replace(f'dir = "{tmp_path / "spool"}"', f'dir = "{path}"'), str(path)
+    return swap(config, "dir", f'"{tmp_path / "spool"}"', f'dir = "{path}"'), str(path)
 
 
 def registry_unreachable(_tmp_path: Path, config: str) -> tuple[str, str]:
     url = f"http://127.0.0.1:{closed_port()}"
-    config = config.replace(
-        'delivery = "exactly_once"', 'delivery = "exactly_once"\nvalue_format = "confluent"'
+    config = swap(
+        config,
+        "delivery",
+        '"exactly_once"',
+        'delivery = "exactly_once"\nvalue_format = "confluent"',
     )
     return f'{config}\n[schema_registry]\nurl = "{url}"\n', "127.0.0.1"
 
@@ -148,7 +159,9 @@ def test_a_configuration_error_exits_2_naming_the_key(
     simulator: SimulatorProcess, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     config = base_config(tmp_path, simulator, kafka_bootstrap)
-    config.write_text(config.read_text().replace("commit_interval =", "comit_interval ="))
+    config.write_text(
+        swap(config.read_text(), "commit_interval", '"200ms"', 'comit_interval = "200ms"')
+    )
     code, output = run_to_exit(config, tmp_path)
     assert code == 2, f"exit {code}\n{output[-3000:]}"
     assert "comit_interval" in output, output
