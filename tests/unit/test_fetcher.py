@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
-from connector.fetcher import Fetcher, Handoff, Unspooled
+from connector.errors import SpoolWriteError
+from connector.fetcher import PAUSED_RECHECK, Fetcher, Handoff, Unspooled
 from connector.observer import PauseReason
 from connector.retry import Backoff
 from tests.fakes import RecordingObserver, ScriptedPlatform, report
@@ -84,3 +86,34 @@ def test_an_unsent_offer_is_waited_for_before_the_disk_is_tried_again() -> None:
     handoff.finish(sent=True)
     waiter.join(30)
     assert result == [True]
+
+
+class BrokenSpool(RoomlessSpool):
+    """Room is reported (statvfs looks fine) but every append fails, like a read-only volume."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def append(self, body: bytes, **_meta: object) -> object:
+        raise SpoolWriteError("cannot create a segment: [Errno 30] Read-only file system")
+
+
+def test_after_a_body_bypassed_the_spool_the_fetcher_waits_before_the_next_call() -> None:
+    platform = ScriptedPlatform([[report(1)], [report(2)]])
+    observer, f = fetcher(platform, BrokenSpool())
+    handoff = f._handoff
+
+    def publish_side() -> None:  # takes the offered body and commits it, as the pipeline does
+        while (item := handoff.take()) is None:
+            time.sleep(0.001)
+        assert item.body and item.reports == 1
+        handoff.finish(sent=True)
+
+    publisher = threading.Thread(target=publish_side)
+    publisher.start()
+    delay = f.step()
+    publisher.join(10)
+    assert platform.calls == 1
+    assert delay >= PAUSED_RECHECK  # not "again at once", although the batch was a full one
+    assert "spool_error" in observer.states()
+    assert [str(a[0]) for a, _ in observer.named("fetch_paused")] == ["spool_error"]
