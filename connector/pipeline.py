@@ -79,8 +79,7 @@ class AccountPipeline:
         self.name, self.limits, self.parts = name, limits, parts
         self.failed: str | None = None
         self._observer = parts.observer
-        self._stop, self._wake = threading.Event(), threading.Event()
-        self._handoff = Handoff()
+        self._stop, self._wake, self._handoff = threading.Event(), threading.Event(), Handoff()
         self._fenced = False
         self._deadline = Deadline.never(parts.clock)  # set by stop(): the shutdown budget
         self._drain_until = Deadline.never(parts.clock)
@@ -96,8 +95,7 @@ class AccountPipeline:
     def stop(self, deadline: Deadline | None = None) -> None:
         """Stop fetching; drain the spool for half the time left, then commit what is open."""
         self._deadline = deadline or Deadline.after(self.limits.shutdown_timeout, self.parts.clock)
-        half = self._deadline.remaining() / 2
-        self._drain_until = Deadline.after(half, self.parts.clock)
+        self._drain_until = Deadline.after(self._deadline.remaining() / 2, self.parts.clock)
         self._stop.set()
         self._wake.set()
 
@@ -254,8 +252,9 @@ class AccountPipeline:
 
     def _call_deadline(self) -> Deadline:
         """Kafka calls give up at the shutdown deadline, or when Kafka stays silent too long."""
-        ordinary = Deadline.after(self.limits.unreachable_after, self.parts.clock)
-        return ordinary.earliest(self._deadline)
+        return Deadline.after(self.limits.unreachable_after, self.parts.clock).earliest(
+            self._deadline
+        )
 
     def _fail(self, reason: str) -> None:
         self.failed = reason
@@ -268,8 +267,11 @@ class AccountPipeline:
             thread.join(self._deadline.earliest(Deadline.after(60.0, self.parts.clock)).remaining())
         self.parts.client.close()
         self._session.close(self._deadline.earliest(Deadline.after(5.0, self.parts.clock)))
+        # Said after the join: a call the fetcher finished after a failure must not win.
         if self.failed is None:
             self._observer.state(AccountState.STOPPED)
+        else:
+            self._observer.state(AccountState.FAILED, error=self.failed)
 
 
 def _fetcher(p: AccountPipeline) -> Fetcher:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import conftest
 import pytest
+
+from tests import conftest  # by package: in a whole-suite run "conftest" may name another one
 
 
 @pytest.fixture
