@@ -23,7 +23,7 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
-for _path in (TOOLS, REPO / "tests", REPO / "devkafka"):
+for _path in (TOOLS, REPO, REPO / "devkafka"):  # REPO: the devharness package
     sys.path.insert(0, str(_path))
 
 import image_test_images as images  # noqa: E402

@@ -17,10 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 from image_test_engine import EngineError, docker
-from kafka_helpers import consume_all
 
 import devkafka
 from connector.avro_codec import decode_single_object
+from devharness.kafka import consume_all
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "image-test-token"  # noqa: S105  (the simulator's, not a secret)
