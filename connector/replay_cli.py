@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -97,38 +98,34 @@ def _report(args: argparse.Namespace, what: str, summary: Summary) -> int:
 def _archive(args: argparse.Namespace) -> int:
     from connector.replay import replay_archive
 
-    settings, parts, bar = _parts(args, "replay archive")
     window = Window(args.account, args.since, args.until)
-    try:
-        summary = replay_archive(
-            settings, parts, to_topic=args.to_topic, dlq_topic=args.dlq_topic,
-            window=window, dry_run=args.dry_run, batch=args.batch,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    except _RUNTIME_ERRORS as exc:
-        return _failed("replay archive", exc)
-    finally:
-        bar.close()
-    return _report(args, "replay archive", summary)
+    return _replay(args, "replay archive", lambda settings, parts: replay_archive(
+        settings, parts, to_topic=args.to_topic, dlq_topic=args.dlq_topic,
+        window=window, dry_run=args.dry_run, batch=args.batch,
+    ))  # fmt: skip
 
 
 def _dlq(args: argparse.Namespace) -> int:
     from connector.replay_dlq import replay_dlq
 
-    settings, parts, bar = _parts(args, "replay dlq")
+    return _replay(args, "replay dlq", lambda settings, parts: replay_dlq(
+        settings, parts, reason=args.reason, to_topic=args.to_topic,
+        dry_run=args.dry_run, batch=args.batch,
+    ))  # fmt: skip
+
+
+def _replay(args: argparse.Namespace, what: str, replay: Callable) -> int:
+    """Run one replay with its progress bar; a bad argument is exit 2, a Kafka failure exit 1."""
+    settings, parts, bar = _parts(args, what)
     try:
-        summary = replay_dlq(
-            settings, parts, reason=args.reason, to_topic=args.to_topic,
-            dry_run=args.dry_run, batch=args.batch,
-        )  # fmt: skip
+        summary = replay(settings, parts)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     except _RUNTIME_ERRORS as exc:
-        return _failed("replay dlq", exc)
+        return _failed(what, exc)
     finally:
         bar.close()
-    return _report(args, "replay dlq", summary)
+    return _report(args, what, summary)
 
 
 def _failed(what: str, exc: Exception) -> int:
