@@ -22,19 +22,16 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from harness import (
     REPO,
-    ConnectorProcess,
     ConsumedRecord,
     Topics,
     consume_all,
     free_port,
     ground_truth,
-    stop_everything,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
 from test_archive_chunks import replay_cli
-from test_archive_replay import archived, setup
-from test_pipeline_e2e import drain_and_stop
+from test_archive_replay import archived, run_until_drained
 
 from connector.avro_codec import decode_single_object
 from connector.replay_loop import HOLD_BEFORE_COMMIT_ENV
@@ -68,14 +65,9 @@ class Run:
 @pytest.fixture(scope="module")
 def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp_path = tmp_path_factory.mktemp("archive-cli")
-    topics, archive, simulator, config = setup(
+    topics, archive, config = run_until_drained(
         tmp_path, kafka_bootstrap, "--reports", "6000", "--malformed-rate", "0.02"
     )
-    connector = ConnectorProcess(config, tmp_path / "connector.log").start()
-    try:
-        drain_and_stop(connector, simulator)
-    finally:
-        stop_everything(connector, simulator)
     good, bad = ground_truth(tmp_path / "handed-out.jsonl")
     fixable = {str(json.loads(line)["msgid"]) for line in bad if '"status":"ok?"' in line}
     assert fixable and len(bad) > len(fixable)
