@@ -6,7 +6,7 @@ Starts its own devkafka broker ("archive-cost"), then twice (archive on, archive
 simulator preloaded with N reports, `python -m connector run` on fresh topics until every
 report is published, the connector's CPU (utime+stime from /proc) read just before SIGTERM.
 Broker bytes: the sizes of the topic partitions' .log segment files in the broker's data dir
-(what `kafka-log-dirs --describe` reports as partition size). Prints one JSON object.
+(bench/broker_bytes.py, shared with `make bench`). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from broker_bytes import settled_topic_bytes  # noqa: E402
 from harness import (  # noqa: E402
     TOKEN,
     ConnectorProcess,
@@ -38,11 +39,6 @@ _TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def topic_bytes(broker: Broker, topic: str) -> int:
-    dirs = [d for d in broker.data_dir.iterdir() if d.name.rsplit("-", 1)[0] == topic]
-    return sum(f.stat().st_size for d in dirs for f in d.glob("*.log"))
 
 
 def one_run(broker: Broker, workdir: Path, reports: int, retsize: int, archive: bool) -> dict:
@@ -67,11 +63,11 @@ def one_run(broker: Broker, workdir: Path, reports: int, retsize: int, archive: 
         if connector.alive():
             connector.kill()
         simulator.stop()
-    time.sleep(1.0)
+    sizes = settled_topic_bytes(broker.data_dir, [topics.data, raw] if archive else [topics.data])
     out = {"archive": archive, "cpu_s": cpu, "cpu_us_per_report": cpu / reports * 1e6,
-           "data_bytes": topic_bytes(broker, topics.data)}  # fmt: skip
+           "data_bytes": sizes[topics.data]}  # fmt: skip
     if archive:
-        out["archive_bytes"] = topic_bytes(broker, raw)
+        out["archive_bytes"] = sizes[raw]
         out["archive_bytes_per_report"] = out["archive_bytes"] / reports
     return out
 

@@ -6,7 +6,10 @@ A dedicated devkafka broker ("bench") is started and stopped. Per run: a simulat
 with N reports, `python -m connector run` on fresh topics, timed from the first get-rpt answer
 (the simulator's handed_out leaves 0) to the commit that publishes the last report (the
 connector's rpt_records_published_total reaches N). The connector's CPU (utime+stime from
-/proc) is taken over that window; peak RSS is VmHWM just before it is stopped. Then the
+/proc) is taken over that window; peak RSS is VmHWM just before it is stopped; the broker
+bytes of the data and archive topics (their partitions' .log files, bench/broker_bytes.py)
+once it has stopped, before the run's topics are deleted. exactly_once runs with and without
+the raw archive topic in each round (`--archive both`). Then the
 librdkafka floor, the simulator's serve rate and a latency scenario (simulator in rate mode,
 a read_committed consumer timing fetched_at → visible). Writes bench/results/<stamp>.json,
 bench/results/latest.json and BENCHMARKS.md.
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import confluent_kafka
 import floor
+from broker_bytes import settled_topic_bytes
 from confluent_kafka import Consumer
 from summary import save, summarize
 
@@ -62,15 +66,16 @@ def start_simulator(*args: str) -> SimulatorProcess:
 
 
 def bench_config(workdir: Path, base_url: str, bootstrap: str, topics: Topics, delivery: str,
-                 commit_ms: int = 200) -> Path:  # fmt: skip
-    """The harness config with the production-like parts a benchmark needs: fsync, big batches."""
+                 archive: str, commit_ms: int = 200) -> Path:  # fmt: skip
+    """The harness config with the production-like parts a benchmark needs: fsync, big batches;
+    `archive` is kafka.archive_topic ("" = none)."""
     return write_config(
         workdir / "connector.toml", base_url=base_url, bootstrap=bootstrap, topics=topics,
         spool=workdir / "spool", delivery=delivery,
         overrides={
             "platform": {"read_timeout": "10s"},
             "kafka": {"commit_interval": f"{commit_ms}ms", "max_batch_records": BATCH,
-                      "topic_partitions": PARTITIONS},
+                      "topic_partitions": PARTITIONS, "archive_topic": archive},
             "spool": {"fsync": True},
         },
     )  # fmt: skip
@@ -120,15 +125,33 @@ def transactions(endpoints: Endpoints) -> dict:
     return {"commits": count, "commit_ms_mean": total / count * 1000 if count else None}
 
 
+def archive_topic(topics: Topics, with_archive: bool) -> str:
+    """The run's own archive topic (the connector creates it, zstd), or "" for none."""
+    return f"{topics.data}.raw" if with_archive else ""
+
+
+def broker_bytes(broker: Broker, topics: Topics, archive: str, n: int) -> dict:
+    """Bytes per report the run left on the broker's disk: data topic, and archive topic."""
+    names = [topics.data, *([archive] if archive else [])]
+    sizes = settled_topic_bytes(broker.data_dir, names)
+    out = {"data_bytes": sizes[topics.data], "data_bytes_per_report": sizes[topics.data] / n}
+    if archive:
+        out |= {"archive_bytes": sizes[archive], "archive_bytes_per_report": sizes[archive] / n}
+    return out
+
+
 # --- scenarios ---------------------------------------------------------------------------------
-def connector_run(bootstrap: str, broker_pid: int, n: int, delivery: str) -> dict:
-    """One end-to-end run; the figures of the window first fetch → last commit."""
+def connector_run(broker: Broker, n: int, delivery: str, with_archive: bool) -> dict:
+    """One end-to-end run; the figures of the window first fetch → last commit, then the
+    topics' bytes on the broker."""
+    bootstrap, broker_pid = broker.bootstrap, broker.pid
     topics = Topics.fresh("bench")
+    archive = archive_topic(topics, with_archive)
     ensure_topics(kafka_settings(bootstrap, topics), topics.all())
     simulator = start_simulator("--reports", str(n))
     with tempfile.TemporaryDirectory(prefix="rpt-bench-") as tmp:
         workdir = Path(tmp)
-        config = bench_config(workdir, simulator.base_url, bootstrap, topics, delivery)
+        config = bench_config(workdir, simulator.base_url, bootstrap, topics, delivery, archive)
         connector, endpoints = start_connector(workdir, config)
         try:
             wait_until(lambda: simulator.stats()["handed_out"] > 0, 120, "a first fetch", 0.005)
@@ -155,7 +178,8 @@ def connector_run(bootstrap: str, broker_pid: int, n: int, delivery: str) -> dic
         finally:
             connector.stop()
             simulator.stop(60)
-    delete_topics(bootstrap, topics.all())
+    result |= broker_bytes(broker, topics, archive, n)
+    delete_topics(bootstrap, [*topics.all(), *([archive] if archive else [])])
     return result
 
 
@@ -205,10 +229,11 @@ def latency_run(bootstrap: str, rate: int, seconds: int, commit_ms: int) -> dict
     )
     consumer_thread.start()
     simulator = start_simulator("--rate", str(rate), "--rate-total", str(total))
+    archive = archive_topic(topics, True)  # as deployed: the archive is on by default
     with tempfile.TemporaryDirectory(prefix="rpt-bench-") as tmp:
         workdir = Path(tmp)
         config = bench_config(
-            workdir, simulator.base_url, bootstrap, topics, "exactly_once", commit_ms
+            workdir, simulator.base_url, bootstrap, topics, "exactly_once", archive, commit_ms
         )
         connector, _endpoints = start_connector(workdir, config)
         try:
@@ -218,7 +243,7 @@ def latency_run(bootstrap: str, rate: int, seconds: int, commit_ms: int) -> dict
             consumer_thread.join()
             connector.stop()
             simulator.stop(60)
-    delete_topics(bootstrap, topics.all())
+    delete_topics(bootstrap, [*topics.all(), archive])
     latencies.sort()
     return {
         "offered_per_s": rate, "commit_interval_ms": commit_ms,
@@ -256,6 +281,13 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 # --- driver ------------------------------------------------------------------------------------
+def bytes_note(run: dict) -> str:
+    note = f"broker {run['data_bytes_per_report']:.1f} B/report data"
+    if "archive_bytes_per_report" in run:
+        note += f" + {run['archive_bytes_per_report']:.1f} archive"
+    return note
+
+
 def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
@@ -286,16 +318,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-ARCHIVE_ENV = "RPT_KAFKA__ARCHIVE_TOPIC"
-
-
-def archive_runs(delivery: str, choice: str, run: int) -> list[tuple[str, str]]:
-    """(result key, kafka.archive_topic) per connector run: exactly_once with and/or without
+def archive_runs(delivery: str, choice: str) -> list[tuple[str, bool]]:
+    """(result key, with the archive topic) per connector run: exactly_once with and/or without
     the archive ("exactly_once+archive" is with it); other modes without."""
-    on = (f"{delivery}+archive", f"bench.raw-{run}-{uuid.uuid4().hex[:6]}")
+    on = (f"{delivery}+archive", True)
     if delivery != "exactly_once" or choice == "off":
-        return [(delivery, "")]
-    return [on] if choice == "on" else [(delivery, ""), on]
+        return [(delivery, False)]
+    return [on] if choice == "on" else [(delivery, False), on]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,13 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         payloads = None if "floor" in skip else floor.make_payloads(args.reports)
         for i in range(args.runs):
             for delivery in args.modes.split(","):
-                for mode, archive in archive_runs(delivery, args.archive, i):
-                    os.environ[ARCHIVE_ENV] = archive  # the connector's env overrides its file
-                    run = connector_run(bootstrap, broker.pid, args.reports, delivery)
+                for mode, with_archive in archive_runs(delivery, args.archive):
+                    run = connector_run(broker, args.reports, delivery, with_archive)
                     results["connector"].setdefault(mode, []).append(run)
                     print(f"run {i + 1} {mode}: {run['reports_per_s']:,.0f} reports/s, "
                           f"{run['cpu_us_per_report']:.1f} µs CPU/report, "
-                          f"{run['commits']:.0f} commits", flush=True)  # fmt: skip
+                          f"{run['commits']:.0f} commits, {bytes_note(run)}",
+                          flush=True)  # fmt: skip
             if payloads is not None:
                 for kind, run in floor_once(bootstrap, payloads).items():
                     results.setdefault("floor", {}).setdefault(kind, []).append(run)

@@ -13,15 +13,16 @@ def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+_MEDIANS = ("reports_per_s", "cpu_us_per_report", "peak_rss_mib", "broker_cpu_us_per_report",
+            "commits", "commit_ms_mean", "librdkafka_cpu_us_per_report",
+            "data_bytes_per_report", "archive_bytes_per_report")  # fmt: skip
+
+
 def summarize(results: dict) -> dict:
     summary: dict = {}
     for mode, runs in results["connector"].items():
-        summary[mode] = {
-            key: median(runs, key)
-            for key in ("reports_per_s", "cpu_us_per_report", "peak_rss_mib",
-                        "broker_cpu_us_per_report", "commits", "commit_ms_mean",
-                        "librdkafka_cpu_us_per_report")
-        }  # fmt: skip
+        # A key only some runs have (the archive's bytes: only with the archive) is left out.
+        summary[mode] = {key: median(runs, key) for key in _MEDIANS if all(key in r for r in runs)}
         summary[mode]["peak_rss_mib_max"] = max(r["peak_rss_mib"] for r in runs)
     for kind, runs in results.get("floor", {}).items():
         summary[f"floor_{kind}"] = {
@@ -36,7 +37,21 @@ def summarize(results: dict) -> dict:
             summary[mode]["ratio_to_floor"] = ratio
     if "latency" in results:
         summary["latency"] = results["latency"]
+    if "exactly_once" in summary and "exactly_once+archive" in summary:
+        summary["archive_cost"] = archive_cost(summary["exactly_once"],
+                                               summary["exactly_once+archive"])  # fmt: skip
     return summary
+
+
+def archive_cost(without: dict, with_archive: dict) -> dict:
+    """What the raw archive adds to exactly_once, from runs of one `make bench`."""
+    cpu_on, cpu_off = with_archive["cpu_us_per_report"], without["cpu_us_per_report"]
+    return {
+        "cpu_us_per_report_with": cpu_on, "cpu_us_per_report_without": cpu_off,
+        "cpu_us_per_report_added": cpu_on - cpu_off,
+        "data_bytes_per_report": with_archive.get("data_bytes_per_report"),
+        "archive_bytes_per_report": with_archive.get("archive_bytes_per_report"),
+    }  # fmt: skip
 
 
 def save(results: dict, no_markdown: bool) -> None:
@@ -73,28 +88,30 @@ def markdown_table(results: dict) -> str:
         "Peak RSS: median (max) of the runs.",
         "",
         "| scenario | reports/s | × floor | connector CPU µs/report | broker CPU µs/report "
-        "| peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| broker B/report: data + archive | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for mode in ("exactly_once", "at_least_once"):
+    for mode in ("exactly_once", "exactly_once+archive", "at_least_once"):
         if mode in s:
             r = s[mode]
             ratio = f"{r['ratio_to_floor']:.2f}" if "ratio_to_floor" in r else "–"
             lines.append(
                 f"| connector {mode} | {r['reports_per_s']:,.0f} | {ratio} "
                 f"| {r['cpu_us_per_report']:.1f} | {r['broker_cpu_us_per_report']:.1f} "
-                f"| {r['peak_rss_mib']:.0f} ({r['peak_rss_mib_max']:.0f}) |"
+                f"| {_bytes(r)} | {r['peak_rss_mib']:.0f} ({r['peak_rss_mib_max']:.0f}) |"
             )
     for kind in ("transactional", "idempotent"):
         if f"floor_{kind}" in s:
             r = s[f"floor_{kind}"]
             lines.append(
                 f"| floor: bare producer, {kind} | {r['reports_per_s']:,.0f} | 1.00 "
-                f"| {r['cpu_us_per_report']:.1f} (whole process) | – | – |"
+                f"| {r['cpu_us_per_report']:.1f} (whole process) | – | – | – |"
             )
     if "simulator_serve_per_s" in s:
         lines.append(f"| simulator serve rate (httpx drain) | {s['simulator_serve_per_s']:,.0f} "
-                     "| – | – | – | – |")  # fmt: skip
+                     "| – | – | – | – | – |")  # fmt: skip
+    if "archive_cost" in s:
+        lines += ["", archive_sentence(s["archive_cost"])]
     for lat in s.get("latency", []):
         lines += [
             "",
@@ -104,3 +121,29 @@ def markdown_table(results: dict) -> str:
             f"p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms.",
         ]
     return "\n".join(lines)
+
+
+def _bytes(row: dict) -> str:
+    if "data_bytes_per_report" not in row:
+        return "–"
+    data = f"{row['data_bytes_per_report']:.1f}"
+    if "archive_bytes_per_report" not in row:
+        return data
+    return f"{data} + {row['archive_bytes_per_report']:.1f}"
+
+
+def archive_sentence(cost: dict) -> str:
+    """The raw archive's cost in one line: CPU with vs without, bytes data vs archive."""
+    on, off = cost["cpu_us_per_report_with"], cost["cpu_us_per_report_without"]
+    text = (
+        f"The raw archive (issue 18), exactly_once in the same run: connector CPU {on:.1f} "
+        f"µs/report with the archive topic, {off:.1f} without ({on - off:+.1f} µs, "
+        f"{(on - off) / off:+.0%})"
+    )
+    if cost.get("archive_bytes_per_report") is not None:
+        text += (
+            f"; on the broker {cost['data_bytes_per_report']:.1f} B/report in the data topic "
+            f"(Avro, lz4) and {cost['archive_bytes_per_report']:.1f} B/report in the archive "
+            "topic (the raw bodies, zstd), partition `.log` bytes"
+        )
+    return text + "."

@@ -1,8 +1,9 @@
 """The `rpt-connector replay archive|dlq` commands: arguments, progress, summary.
 
 Progress: a bar on stderr when it is a terminal; the replay's own Prometheus registry
-(`rpt_replay_messages_read`, `rpt_replay_messages_total`, per source topic) is served on
-`--metrics-listen HOST:PORT` while the replay runs (nothing is served without it). The
+(`rpt_replay_messages_read`, `rpt_replay_messages_total`: offsets of the topic being read,
+reset for each reason of a `replay dlq`) is served on `--metrics-listen HOST:PORT` while the
+replay runs (nothing is served without it). The
 summary line (or one JSON object with `--json`) goes to stdout at the end.
 """
 

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -37,6 +38,9 @@ log = logging.getLogger("connector.replay")
 
 # Fail point for the crash tests: die like kill -9 before the Nth commit (its batch produced).
 CRASH_BEFORE_COMMIT_ENV = "RPT_FAILPOINT_REPLAY_CRASH_BEFORE_COMMIT"
+# Fail point for the tests that look at a running replay: "N:PATH" = before the Nth commit,
+# while the file PATH exists, wait (and say so by creating PATH.held).
+HOLD_BEFORE_COMMIT_ENV = "RPT_FAILPOINT_REPLAY_HOLD_BEFORE_COMMIT"
 _POLL = 0.5
 _IDLE_LIMIT = 30.0  # no message nor end for this long: the broker is gone, stop with an error
 
@@ -64,14 +68,24 @@ class LoopHooks:
 
 def hooks_from_env(environ: dict[str, str]) -> LoopHooks:
     crash_at = environ.get(CRASH_BEFORE_COMMIT_ENV)
-    if not crash_at:
+    hold_at, _, switch = environ.get(HOLD_BEFORE_COMMIT_ENV, "").partition(":")
+    if not crash_at and not hold_at:
         return LoopHooks()
 
     def before_commit(n: int) -> None:
-        if n >= int(crash_at):
+        if crash_at and n >= int(crash_at):
             os._exit(137)
+        if hold_at and n == int(hold_at):
+            _hold_while(Path(switch))
 
     return LoopHooks(before_commit=before_commit)
+
+
+def _hold_while(switch: Path) -> None:
+    if switch.exists():
+        switch.with_name(switch.name + ".held").touch()
+    while switch.exists():
+        time.sleep(0.05)
 
 
 def replay_ids(kind: str, name: str) -> str:
@@ -109,6 +123,12 @@ class _Partition:
     seen: int  # offsets below this were read
     done: bool = False
 
+    @property
+    def read(self) -> int:
+        """Offsets read so far; a partition at its end counts whole (the last offsets are
+        transaction markers, which are never delivered)."""
+        return (self.end if self.done else self.seen) - self.start
+
 
 @dataclass
 class TransactionalCopy:
@@ -142,10 +162,11 @@ class TransactionalCopy:
                 continue
             last_activity = self.clock()
             pending += self._take(message, partitions, transform)
-            self.hooks.progress(sum(p.seen - p.start for p in partitions.values()), total)
+            self.hooks.progress(sum(p.read for p in partitions.values()), total)
             if pending >= self.batch_messages:
                 self._commit(partitions)
                 pending = 0
+        self.hooks.progress(sum(p.read for p in partitions.values()), total)  # = total
         if self._open:  # not when the last batch's commit already reached the end
             self._commit(partitions)
 

@@ -72,6 +72,17 @@ def setup(tmp_path: Path, kafka_bootstrap: str, *sim_args: str) -> tuple:
     return topics, archive, simulator, config
 
 
+def run_until_drained(tmp_path: Path, kafka_bootstrap: str, *sim_args: str) -> tuple:
+    """`setup`, then one connector run until the simulator is drained; (topics, archive, config)."""
+    topics, archive, simulator, config = setup(tmp_path, kafka_bootstrap, *sim_args)
+    connector = ConnectorProcess(config, tmp_path / "connector.log").start()
+    try:
+        drain_and_stop(connector, simulator)
+    finally:
+        stop_everything(connector, simulator)
+    return topics, archive, config
+
+
 def expected_bodies(tmp_path: Path) -> list[bytes]:
     """Every body the simulator sent, rebuilt byte for byte from its two records."""
     reports = (tmp_path / "handed-out.jsonl").read_bytes().splitlines()
@@ -166,14 +177,9 @@ def test_archive_is_every_body_once_across_kills_and_replays_reproduce_or_change
 def test_replay_dlq_moves_the_fixed_dead_letters_into_the_data_topic_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topics, _archive, simulator, config = setup(
+    topics, _archive, config = run_until_drained(
         tmp_path, kafka_bootstrap, "--reports", "6000", "--malformed-rate", "0.02"
     )
-    connector = ConnectorProcess(config, tmp_path / "connector.log").start()
-    try:
-        drain_and_stop(connector, simulator)
-    finally:
-        stop_everything(connector, simulator)
     lines = (tmp_path / "handed-out.jsonl").read_bytes().splitlines()
     fixable = {json.loads(line)["msgid"] for line in lines if b'"status":"ok?"' in line}
     before = records_of(kafka_bootstrap, topics.data)
