@@ -3,7 +3,8 @@
 `rpt_native.BodyEncoder.encode_body` reads the raw body and returns, per report, the Kafka
 key and the Avro value (with the format's prefix), plus the batch's observations, without
 building a dict per report; asked (`rtimes=True`, for kafka.record_timestamp = "rtime"), also
-each report's rtime in epoch ms, so no report is parsed again in Python for its timestamp. It only ever does what the Python path would do, byte for byte:
+each report's rtime in epoch ms, so no report is parsed again in Python for its timestamp.
+It only ever does what the Python path would do, byte for byte:
 
 * a body it does not handle exactly (not a clean strict get-rpt answer: result ≠ 0, a
   duplicated key, a nested value in a report, a non-object entry, invalid UTF-8 ...) gives
