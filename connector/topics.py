@@ -29,6 +29,7 @@ client_logger = functools.cache(librdkafka_logger)
 
 _AFTER, _BEFORE = "message.timestamp.after.max.ms", "message.timestamp.before.max.ms"
 _DIFFERENCE = "message.timestamp.difference.max.ms"  # brokers before 3.6: both directions
+UNREAD_LIMIT_MS = 3_600_000  # either way, when the topic's limits cannot be read
 TRANSACTION_TIMEOUT_MS = 60_000  # librdkafka default is 60 s too; said here because we rely on it
 MESSAGE_TIMEOUT_MS = 45_000  # below the transaction timeout: no delivery outlives its txn
 
@@ -141,19 +142,20 @@ def record_timestamps(
 
 
 def timestamp_limits(admin: AdminClient, topic: str, timeout: float) -> TimestampLimits:
-    """The topic's message.timestamp.after/before.max.ms (or difference.max.ms on an older
-    broker); Kafka 4's defaults (1 h ahead, no limit behind) if they cannot be read."""
+    """The topic's message.timestamp.after/before.max.ms (or difference.max.ms on a broker
+    before 3.6). Unreadable: 1 h both ways, Kafka 4's default ahead and, behind, a guess on
+    the safe side (a refused timestamp would fail the transaction at every retry)."""
     resource = ConfigResource(ResourceType.TOPIC, topic)
     try:
         future = admin.describe_configs([resource], request_timeout=timeout)[resource]
         entries = {name: entry.value for name, entry in future.result(timeout).items()}
-        after = int(entries.get(_AFTER, entries[_DIFFERENCE]))
-        before = int(entries.get(_BEFORE, entries[_DIFFERENCE]))
+        after = int(entries[_AFTER] if _AFTER in entries else entries[_DIFFERENCE])
+        before = int(entries[_BEFORE] if _BEFORE in entries else entries[_DIFFERENCE])
     except (KafkaException, KeyError, ValueError, TypeError, TimeoutError) as exc:
-        limits = TimestampLimits()
+        limits = TimestampLimits(after_ms=UNREAD_LIMIT_MS, before_ms=UNREAD_LIMIT_MS)
         log.warning(
-            "topic %s: cannot read %s/%s (%s): rtimes up to %d ms ahead are kept",
-            topic, _AFTER, _BEFORE, exc, limits.after_ms,
+            "topic %s: cannot read %s/%s (%s): records get their rtime only within %d ms of "
+            "now, else their produce time", topic, _AFTER, _BEFORE, exc, UNREAD_LIMIT_MS,
         )  # fmt: skip
         return limits
     log.info("topic %s accepts record timestamps %d ms ahead, %d ms behind", topic, after, before)

@@ -256,6 +256,8 @@ def test_the_limits_are_the_topic_s_own() -> None:
     admin = FakeAdmin({**KAFKA_4, "message.timestamp.before.max.ms": "86400000"})
     assert timestamp_limits(admin, "data", 1.0) == TimestampLimits(HOUR_MS, DAY_MS)
     assert admin.asked == ["data"]
+    kafka_4_1 = {k: v for k, v in KAFKA_4.items() if "difference" not in k}  # key removed
+    assert timestamp_limits(FakeAdmin(kafka_4_1), "data", 1.0) == TimestampLimits()
 
 
 def test_an_older_broker_s_difference_limits_both_ways() -> None:
@@ -263,12 +265,22 @@ def test_an_older_broker_s_difference_limits_both_ways() -> None:
     assert timestamp_limits(admin, "data", 1.0) == TimestampLimits(600_000, 600_000)
 
 
-def test_unreadable_limits_fall_back_to_kafka_4_s_defaults(caplog: pytest.LogCaptureFixture):
-    error = KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied"))
+@pytest.mark.parametrize(
+    "admin",
+    [
+        FakeAdmin(error=KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "no"))),
+        FakeAdmin({"retention.ms": "604800000"}),  # neither key
+        FakeAdmin({**KAFKA_4, "message.timestamp.after.max.ms": None}),
+    ],
+    ids=["refused", "absent", "no_value"],
+)
+def test_unreadable_limits_are_one_hour_both_ways(
+    admin: FakeAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Safe whatever the topic says: a refused timestamp would fail every retry."""
     with caplog.at_level(logging.WARNING, "connector.topics"):
-        assert timestamp_limits(FakeAdmin(error=error), "data", 1.0) == TimestampLimits()
+        assert timestamp_limits(admin, "data", 1.0) == TimestampLimits(HOUR_MS, HOUR_MS)
     assert "cannot read message.timestamp.after.max.ms" in caplog.text
-    assert TimestampLimits() == TimestampLimits(HOUR_MS, 2**63 - 1)
 
 
 def test_only_rtime_asks_the_broker() -> None:
