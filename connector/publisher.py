@@ -209,7 +209,9 @@ class AccountPublisher:
         produce = self._producer.produce
         try:
             if timestamps is not None:  # its own loop: without them, no kwarg per record
-                self._produce_stamped(topic, values, keys, headers, partition, timestamps)
+                _produce_stamped(
+                    self._producer, topic, values, keys, headers, partition, timestamps
+                )
             else:
                 for value, key in zip(values, keys, strict=True):
                     try:
@@ -219,22 +221,6 @@ class AccountPublisher:
             self._producer.poll(0)
         except KafkaException as exc:
             raise self._translate(exc.args[0]) from exc
-
-    def _produce_stamped(
-        self,
-        topic: str,
-        values: list[bytes],
-        keys: list[bytes | None],
-        headers: Headers,
-        partition: int,
-        timestamps: list[int],
-    ) -> None:
-        produce = self._producer.produce
-        for value, key, stamp in zip(values, keys, timestamps, strict=True):
-            try:
-                produce(topic, value, key, partition, headers=headers, timestamp=stamp)
-            except BufferError:
-                _produce_when_room(self._producer, topic, value, key, headers, partition, stamp)
 
     def commit(self, sequence: int, deadline: Deadline) -> None:
         """Make everything produced since begin() and the progress record durable together.
@@ -345,6 +331,24 @@ class AccountPublisher:
     def _on_delivery(self, error: KafkaError | None, _message: object) -> None:
         if error is not None and self._delivery_error is None:
             self._delivery_error = error
+
+
+def _produce_stamped(
+    producer: Producer,
+    topic: str,
+    values: list[bytes],
+    keys: list[bytes | None],
+    headers: Headers,
+    partition: int,
+    timestamps: list[int],
+) -> None:
+    """produce_many's loop with each record's timestamp (kafka.record_timestamp = "rtime")."""
+    produce = producer.produce
+    for value, key, stamp in zip(values, keys, timestamps, strict=True):
+        try:
+            produce(topic, value, key, partition, headers=headers, timestamp=stamp)
+        except BufferError:
+            _produce_when_room(producer, topic, value, key, headers, partition, stamp)
 
 
 def _produce_when_room(
