@@ -120,6 +120,8 @@ class MetricsAndStatus:
                 delivery_latency_s=latencies,
                 statuses=statuses,
             )
+            if summary.timestamps_clamped:
+                self._metrics.timestamps_clamped(self._account, summary.timestamps_clamped)
             if summary.archive_records:
                 self._metrics.archived(
                     self._account, summary.archive_records, summary.archive_bytes

@@ -26,6 +26,7 @@ class Checkpoint:
     observed: Counter = field(default_factory=Counter)  # (rtime, stime, status) → reports
     archive_records: int = 0  # bodies written to the archive topic
     archive_bytes: int = 0
+    timestamps_clamped: Counter = field(default_factory=Counter)  # TimestampClamp → records
 
     @property
     def empty(self) -> bool:
@@ -48,6 +49,8 @@ class Checkpoint:
         self.observed.update(built.observed)
         self.archive_records += built.archive_records
         self.archive_bytes += built.archive_bytes
+        if built.clamped:
+            self.timestamps_clamped.update(built.clamped)
 
     def summary(self, duration: float, committed_at: float) -> CommitSummary:
         return CommitSummary(
@@ -59,6 +62,7 @@ class Checkpoint:
             committed_at=committed_at,
             archive_records=self.archive_records,
             archive_bytes=self.archive_bytes,
+            timestamps_clamped=Counter(self.timestamps_clamped),
         )
 
     def fresh(self) -> Checkpoint:

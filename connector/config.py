@@ -178,6 +178,9 @@ class KafkaSettings(_Section):
     # Every raw get-rpt body, in the transaction of its records ("" = none; connector.archive).
     archive_topic: str = "sms.status-reports.raw"
     archive_retention: Duration = Field(30 * 86400.0, gt=0)  # the archive topic's retention.ms
+    # A data record's Kafka timestamp: its produce time (CreateTime), or the report's rtime
+    # (clamped to what the topic accepts; connector.records.RecordTimestamps).
+    record_timestamp: Literal["produce", "rtime"] = "produce"
 
     @model_validator(mode="after")
     def _archive_apart(self) -> KafkaSettings:

@@ -29,7 +29,7 @@ from connector.collectors import (
     UncommittedAgeCollector,
 )
 from connector.health_metrics import HealthSeries
-from connector.observer import DeadLetterReason, PollOutcome, SpoolLevel
+from connector.observer import DeadLetterReason, PollOutcome, SpoolLevel, TimestampClamp
 
 __all__ = ["BatchHistogram", "Metrics", "batch_size_buckets"]
 
@@ -39,6 +39,7 @@ disable_created_metrics()
 
 POLL_OUTCOMES = tuple(o.value for o in PollOutcome)
 DEAD_LETTER_REASONS = tuple(r.value for r in DeadLetterReason)
+TIMESTAMP_CLAMP_REASONS = tuple(r.value for r in TimestampClamp)
 REPORT_STATUSES = ("delivered", "failed", "unknown")
 
 # The platform stamps rtime to the second, so sub-second lag buckets only tell "fresh".
@@ -121,6 +122,12 @@ class Metrics:
         # The raw archive topic (connector.archive): bodies and their raw bytes, per commit.
         self._archive_records = counter("rpt_archive_records", "get-rpt bodies archived.")
         self._archive_bytes = counter("rpt_archive_bytes", "Raw bytes of the archived bodies.")
+        self._clamped = counter(
+            "rpt_record_timestamp_clamped",
+            'kafka.record_timestamp = "rtime": committed records given their produce time '
+            "instead of rtime, by reason (future, past: beyond what the topic accepts; missing).",
+            "reason",
+        )
 
     def _init_histograms(self, r: CollectorRegistry, retsizes: Iterable[int]) -> None:
         (
@@ -166,6 +173,8 @@ class Metrics:
             self._dead_letters.labels(account, reason)
         for status in REPORT_STATUSES:
             self._by_status.labels(account, status)
+        for reason in TIMESTAMP_CLAMP_REASONS:
+            self._clamped.labels(account, reason)
         for metric in (
             self._fetched, self._published, self._spool_write_errors, self._unknown_fields,
             self._poll_duration, self._txn_duration, self._batch_size, self._spool_records,
@@ -224,6 +233,11 @@ class Metrics:
         """Bodies (and their raw bytes) one committed transaction wrote to the archive."""
         self._archive_records.labels(account).inc(records)
         self._archive_bytes.labels(account).inc(raw_bytes)
+
+    def timestamps_clamped(self, account: str, reasons: Mapping[str, int]) -> None:
+        """Records of one committed transaction whose rtime could not be their timestamp."""
+        for reason, count in reasons.items():
+            self._clamped.labels(account, TimestampClamp(reason).value).inc(count)
 
     def poll_succeeded(self, account: str, when: float) -> None:
         self._last_success.labels(account).set(when)

@@ -2,7 +2,9 @@
 
 `rpt_native.BodyEncoder.encode_body` reads the raw body and returns, per report, the Kafka
 key and the Avro value (with the format's prefix), plus the batch's observations, without
-building a dict per report. It only ever does what the Python path would do, byte for byte:
+building a dict per report; asked (`rtimes=True`, for kafka.record_timestamp = "rtime"), also
+each report's rtime in epoch ms, so no report is parsed again in Python for its timestamp.
+It only ever does what the Python path would do, byte for byte:
 
 * a body it does not handle exactly (not a clean strict get-rpt answer: result ≠ 0, a
   duplicated key, a nested value in a report, a non-object entry, invalid UTF-8 ...) gives
@@ -66,16 +68,23 @@ class NativeBody(NamedTuple):
     observed: dict[tuple[int | None, int | None, int], int]
     unknown_fields: int
     rejected: list[Rejected]
+    rtimes: list[int | None] | None = None  # per value, when the encoder was asked for them
 
 
 class BodyEncoder:
     """The native call for one account, with the Python path for the reports it leaves."""
 
     def __init__(
-        self, native: object, normalizer: Normalizer, encoder: ValueEncoder, empty_key: str
+        self,
+        native: object,
+        normalizer: Normalizer,
+        encoder: ValueEncoder,
+        empty_key: str,
+        rtimes: bool = False,  # `native` was built with rtimes=True: its tuple has them last
     ) -> None:
         self._encode_body: Callable = native.encode_body  # type: ignore[attr-defined]
         self._normalizer, self._encoder, self._empty_key = normalizer, encoder, empty_key
+        self._rtimes = rtimes
 
     def encode(self, body: bytes, fetched_at_ms: int) -> NativeBody | None:
         """The body's records, or None: the caller takes the Python path for this body."""
@@ -84,8 +93,11 @@ class BodyEncoder:
         out = self._encode_body(body, fetched_at_ms)
         if out is None:
             return None
-        values, keys, slow, observed, unknown = out
-        native = NativeBody(values, keys, observed, unknown, [])
+        if self._rtimes:
+            values, keys, slow, observed, unknown, rtimes = out
+        else:
+            (values, keys, slow, observed, unknown), rtimes = out, None
+        native = NativeBody(values, keys, observed, unknown, [], rtimes)
         return self._with_slow(body, fetched_at_ms, native, slow) if slow else native
 
     def _with_slow(
@@ -95,10 +107,13 @@ class BodyEncoder:
         spans = {index: (start, end) for index, start, end in slow}
         values: list[bytes] = []
         keys: list[bytes | None] = []
+        rtimes: list[int | None] | None = None if out.rtimes is None else []
         for index, (value, key) in enumerate(zip(out.values, out.keys, strict=True)):
             if value is not None:
                 values.append(value)
                 keys.append(key)
+                if rtimes is not None:
+                    rtimes.append(out.rtimes[index])  # type: ignore[index]
                 continue
             start, end = spans[index]
             try:
@@ -113,13 +128,21 @@ class BodyEncoder:
                 out.observed[seen] = out.observed.get(seen, 0) + 1
             values += encoded
             keys += record_keys(batch.records, self._empty_key)
-        return NativeBody(values, keys, out.observed, out.unknown_fields, out.rejected)
+            if rtimes is not None:
+                rtimes += [record["rtime"] for record in batch.records]
+        return NativeBody(values, keys, out.observed, out.unknown_fields, out.rejected, rtimes)
 
 
 def body_encoder(
-    account: str, normalizer: Normalizer, encoder: ValueEncoder, empty_custid_key: str
+    account: str,
+    normalizer: Normalizer,
+    encoder: ValueEncoder,
+    empty_custid_key: str,
+    *,
+    rtimes: bool = False,
 ) -> BodyEncoder | None:
-    """The native encoder for an account, or None (the pure-Python path), logged once."""
+    """The native encoder for an account, or None (the pure-Python path), logged once.
+    `rtimes`: each body's output also holds every record's rtime (NativeBody.rtimes)."""
     reason = _unusable(normalizer, encoder)
     if reason is not None:
         level = logging.WARNING if rpt_native is None else logging.INFO
@@ -128,10 +151,10 @@ def body_encoder(
     offset, from_local = fixed_offset(normalizer.zone)  # type: ignore[misc]
     assert isinstance(encoder, AvroEncoder)  # checked by _unusable
     native = rpt_native.BodyEncoder(  # type: ignore[union-attr]
-        account, encoder.prefix, empty_custid_key == "msgid", offset, from_local
+        account, encoder.prefix, empty_custid_key == "msgid", offset, from_local, rtimes=rtimes
     )
     _say_once("native hot path on: get-rpt bodies are encoded by rpt_native")
-    return BodyEncoder(native, normalizer, encoder, empty_custid_key)
+    return BodyEncoder(native, normalizer, encoder, empty_custid_key, rtimes)
 
 
 def _unusable(normalizer: Normalizer, encoder: ValueEncoder) -> str | None:

@@ -63,6 +63,15 @@ class DeadLetterReason(StrEnum):
     REJECTED_RESULT = "rejected_result"  # non-zero `result` that still carried reports
 
 
+class TimestampClamp(StrEnum):
+    """`rpt_record_timestamp_clamped_total{reason}`: why a data record got its produce time
+    instead of its rtime (kafka.record_timestamp = "rtime")."""
+
+    FUTURE = "future"  # further ahead than the topic's message.timestamp.after.max.ms
+    PAST = "past"  # further back than its message.timestamp.before.max.ms
+    MISSING = "missing"  # the report has no rtime
+
+
 @dataclass
 class CommitSummary:
     """What one committed transaction held; the metrics side derives lag and latency from it."""
@@ -75,6 +84,7 @@ class CommitSummary:
     committed_at: float = 0.0  # epoch seconds
     archive_records: int = 0  # get-rpt bodies written to the archive topic (connector.archive)
     archive_bytes: int = 0  # their raw size
+    timestamps_clamped: Counter = field(default_factory=Counter)  # TimestampClamp → records
 
 
 @dataclass(frozen=True)

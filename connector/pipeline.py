@@ -172,7 +172,10 @@ class AccountPipeline:
         built, publisher = self.parts.builder.build(entry), self._session.publisher
         if built.values:
             headers = self.parts.builder.headers
-            publisher.produce_many(self.limits.topic, built.values, built.keys, headers)
+            stamps = built.timestamps  # None unless kafka.record_timestamp = "rtime"
+            publisher.produce_many(
+                self.limits.topic, built.values, built.keys, headers, timestamps=stamps
+            )
         for letter in built.dead_letters:
             publisher.produce(self.limits.dlq_topic, letter.value, None, letter.headers)
         if self.limits.archive_topic:  # the raw body, in the same transaction

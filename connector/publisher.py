@@ -202,15 +202,22 @@ class AccountPublisher:
         keys: list[bytes | None],
         headers: Headers,
         partition: int = -1,
+        timestamps: list[int] | None = None,
     ) -> None:
-        """The hot path: one produce() per record, one poll(0) per call."""
+        """The hot path: one produce() per record, one poll(0) per call. `timestamps`: each
+        record's (epoch ms; 0 = produce time), else every record gets its produce time."""
         produce = self._producer.produce
         try:
-            for value, key in zip(values, keys, strict=True):
-                try:
-                    produce(topic, value, key, partition, headers=headers)
-                except BufferError:
-                    _produce_when_room(self._producer, topic, value, key, headers, partition)
+            if timestamps is not None:  # its own loop: without them, no kwarg per record
+                _produce_stamped(
+                    self._producer, topic, values, keys, headers, partition, timestamps
+                )
+            else:
+                for value, key in zip(values, keys, strict=True):
+                    try:
+                        produce(topic, value, key, partition, headers=headers)
+                    except BufferError:
+                        _produce_when_room(self._producer, topic, value, key, headers, partition)
             self._producer.poll(0)
         except KafkaException as exc:
             raise self._translate(exc.args[0]) from exc
@@ -326,6 +333,24 @@ class AccountPublisher:
             self._delivery_error = error
 
 
+def _produce_stamped(
+    producer: Producer,
+    topic: str,
+    values: list[bytes],
+    keys: list[bytes | None],
+    headers: Headers,
+    partition: int,
+    timestamps: list[int],
+) -> None:
+    """produce_many's loop with each record's timestamp (kafka.record_timestamp = "rtime")."""
+    produce = producer.produce
+    for value, key, stamp in zip(values, keys, timestamps, strict=True):
+        try:
+            produce(topic, value, key, partition, headers=headers, timestamp=stamp)
+        except BufferError:
+            _produce_when_room(producer, topic, value, key, headers, partition, stamp)
+
+
 def _produce_when_room(
     producer: Producer,
     topic: str,
@@ -333,12 +358,13 @@ def _produce_when_room(
     key: bytes | None,
     headers: Headers,
     partition: int,
+    timestamp: int = 0,  # 0: the produce time
 ) -> None:
     """The local queue is full: serve delivery reports until there is room again."""
     while True:
         producer.poll(_BUFFER_FULL_WAIT)
         try:
-            producer.produce(topic, value, key, partition, headers=headers)
+            producer.produce(topic, value, key, partition, headers=headers, timestamp=timestamp)
             return
         except BufferError:
             continue

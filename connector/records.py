@@ -3,7 +3,9 @@
 One spool entry (a raw get-rpt body) becomes, in one transaction:
 
     data records   value = Avro (encoder), key = custid (or msgid / none: empty_custid_key),
-                   headers = account, content-type, schema-fingerprint
+                   headers = account, content-type, schema-fingerprint, timestamp = the
+                   produce time, or (kafka.record_timestamp = "rtime") the report's rtime
+                   where the topic accepts it (RecordTimestamps)
     dead letters   value = the raw bytes that could not become a record, headers =
                    error.class, error.message, account, spool.sequence, reason (+ chunk "i/n")
     progress       key = account, value = {account, spool_seq, spool_id, committed_at} (JSON),
@@ -15,21 +17,28 @@ Nothing here talks to Kafka; the publisher sends what this module builds.
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from connector.avro_codec import ValueEncoder, record_headers, record_keys
 from connector.errors import CodecError, PlatformError, PlatformResultError
 from connector.native import body_encoder
-from connector.observer import DeadLetterReason
+from connector.observer import DeadLetterReason, TimestampClamp
 from connector.report import Normalizer, ParsedBody, parse_body
 
 Headers = list[tuple[str, bytes]]
 # Above the broker's message size the transaction would fail for ever while the spool entry
 # is released at its commit: a larger dead letter is split into numbered chunks instead.
 DLQ_MAX_VALUE_BYTES = 900 * 1024  # under Kafka's default 1 MiB message limit
+# A record timestamp the broker refuses (INVALID_TIMESTAMP) fails the whole transaction, again
+# at every retry: rtimes are kept this far inside the topic's limits, for clock skew between
+# this host and the broker and for the time a record waits in the producer before it is sent.
+TIMESTAMP_MARGIN_MS = 300_000
+PRODUCE_TIME = 0  # librdkafka's timestamp 0: the time the record is produced (CreateTime)
 
 
 class EntryLike(Protocol):
@@ -60,6 +69,43 @@ class EntryRecords:
     unknown_fields: int = 0
     archive_records: int = 0  # bodies archived with this entry (connector.archive)
     archive_bytes: int = 0
+    timestamps: list[int] | None = None  # per value, epoch ms (0: produce time); None: all 0
+    clamped: Counter = field(default_factory=Counter)  # TimestampClamp → records
+
+
+@dataclass(frozen=True)
+class TimestampLimits:
+    """How far a record timestamp may be from the broker's clock, in ms: the topic's
+    message.timestamp.after.max.ms and before.max.ms (the defaults: Kafka 4's)."""
+
+    after_ms: int = 3_600_000
+    before_ms: int = 2**63 - 1
+
+
+class RecordTimestamps:
+    """kafka.record_timestamp = "rtime": each data record's timestamp is its report's rtime,
+    or its produce time (0) where the rtime is missing or beyond what the topic accepts."""
+
+    def __init__(self, limits: TimestampLimits, wall_clock: Callable[[], float] = time.time):
+        self.limits = limits
+        self._ahead = limits.after_ms - min(TIMESTAMP_MARGIN_MS, limits.after_ms // 2)
+        self._behind = limits.before_ms - min(TIMESTAMP_MARGIN_MS, limits.before_ms // 2)
+        self._clock = wall_clock
+
+    def stamp(self, rtimes: list[int | None], clamped: Counter) -> list[int]:
+        """The timestamps of records with these rtimes; counts each clamp in `clamped`."""
+        now = round(self._clock() * 1000)
+        low, high = max(1, now - self._behind), now + self._ahead  # 0 and below: never a time
+        stamps = [t if t is not None and low <= t <= high else PRODUCE_TIME for t in rtimes]
+        if PRODUCE_TIME in stamps:  # rare: say why, per record
+            for rtime in rtimes:
+                if rtime is None:
+                    clamped[TimestampClamp.MISSING] += 1
+                elif rtime > high:
+                    clamped[TimestampClamp.FUTURE] += 1
+                elif rtime < low:
+                    clamped[TimestampClamp.PAST] += 1
+        return stamps
 
 
 def dead_letters(
@@ -121,13 +167,20 @@ class RecordBuilder:
     """Turns spool entries of one account into records; stateless between entries."""
 
     def __init__(
-        self, account: str, normalizer: Normalizer, encoder: ValueEncoder, empty_custid_key: str
+        self,
+        account: str,
+        normalizer: Normalizer,
+        encoder: ValueEncoder,
+        empty_custid_key: str,
+        timestamps: RecordTimestamps | None = None,  # None: every record at its produce time
     ) -> None:
         self.account = account
         self.headers = record_headers(account, encoder)
         self._normalizer, self._encoder = normalizer, encoder
         self._empty_custid_key = empty_custid_key
-        self._native = body_encoder(account, normalizer, encoder, empty_custid_key)
+        self._timestamps = timestamps
+        rtimes = timestamps is not None
+        self._native = body_encoder(account, normalizer, encoder, empty_custid_key, rtimes=rtimes)
 
     def build(self, entry: EntryLike) -> EntryRecords:
         out = EntryRecords()
@@ -153,6 +206,8 @@ class RecordBuilder:
         records = self._encode(out, entry, batch.records)
         out.keys = record_keys(records, self._empty_custid_key)
         out.observed.update((r["rtime"], r["stime"], r["status"]) for r in records)
+        if self._timestamps is not None:
+            out.timestamps = self._timestamps.stamp([r["rtime"] for r in records], out.clamped)
         for rejected in [*parsed.rejects, *batch.rejected]:  # the parser's, the normalizer's
             error = rejected.error
             reason = DeadLetterReason.INVALID_REPORT
@@ -169,6 +224,8 @@ class RecordBuilder:
             return False
         out.values, out.keys, out.unknown_fields = body.values, body.keys, body.unknown_fields
         out.observed.update(body.observed)
+        if self._timestamps is not None:
+            out.timestamps = self._timestamps.stamp(body.rtimes, out.clamped)
         for rejected in body.rejected:
             error, reason = rejected.error, DeadLetterReason.INVALID_REPORT
             self._dead_letter(out, entry, rejected.raw, type(error).__name__, str(error), reason)

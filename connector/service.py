@@ -32,7 +32,7 @@ from connector.retry import Backoff, Deadline
 from connector.spool import Spool, failpoints_from_env, spool_id
 from connector.spool_io import SpoolHooks
 from connector.status import EndpointServer, StatusBoard
-from connector.topics import ensure_topics
+from connector.topics import ensure_topics, record_timestamps
 from connector.views import AccountView
 
 log = logging.getLogger("connector.service")
@@ -108,7 +108,11 @@ def build_pipeline(
         open_spool=open_spool,
         new_publisher=new_publisher,
         builder=RecordBuilder(
-            view.name, Normalizer(view.name, platform.timezone), encoder, kafka.empty_custid_key
+            view.name,
+            Normalizer(view.name, platform.timezone),
+            encoder,
+            kafka.empty_custid_key,
+            record_timestamps(kafka, view.topic),  # reads the topic's limits for "rtime"
         ),
         observer=observer,
         schedule=PollSchedule(

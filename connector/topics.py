@@ -3,7 +3,9 @@
 `client_config` is the connection and security part of `kafka.producer`, shared by every
 client (producer, progress consumer, admin, group member); each gets its own `logger`, so
 librdkafka's lines go through Python logging. `producer_config` adds the producer defaults
-for the delivery mode; the operator's own properties always win.
+for the delivery mode; the operator's own properties always win. `record_timestamps` reads
+how far from the broker's clock a data topic accepts a record timestamp
+(kafka.record_timestamp = "rtime").
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ import logging
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from connector.config import KafkaSettings
 from connector.errors import KafkaUnreachableError, PublishError
 from connector.logs import librdkafka_logger
+from connector.records import RecordTimestamps, TimestampLimits
 
 log = logging.getLogger("connector.topics")
 # One logger per client name for the whole process: clients that are created again and again
 # (progress readers, a producer after a restart) share one summary of repeated errors.
 client_logger = functools.cache(librdkafka_logger)
 
+_AFTER, _BEFORE = "message.timestamp.after.max.ms", "message.timestamp.before.max.ms"
+_DIFFERENCE = "message.timestamp.difference.max.ms"  # brokers before 3.6: both directions
+UNREAD_LIMIT_MS = 3_600_000  # either way, when the topic's limits cannot be read
 TRANSACTION_TIMEOUT_MS = 60_000  # librdkafka default is 60 s too; said here because we rely on it
 MESSAGE_TIMEOUT_MS = 45_000  # below the transaction timeout: no delivery outlives its txn
 
@@ -120,3 +126,37 @@ def _new_topic(kafka: KafkaSettings, topic: str) -> NewTopic:
         replication_factor=kafka.replication_factor,
         config=config,
     )
+
+
+def record_timestamps(
+    kafka: KafkaSettings,
+    topic: str,
+    timeout: float = 5.0,
+    admin_factory: Callable[[dict], AdminClient] = AdminClient,
+) -> RecordTimestamps | None:
+    """What sets the data records' timestamps: None (their produce time), or, for
+    kafka.record_timestamp = "rtime", their rtimes within the limits `topic` has now."""
+    if kafka.record_timestamp != "rtime":
+        return None
+    return RecordTimestamps(timestamp_limits(admin_factory(client_config(kafka)), topic, timeout))
+
+
+def timestamp_limits(admin: AdminClient, topic: str, timeout: float) -> TimestampLimits:
+    """The topic's message.timestamp.after/before.max.ms (or difference.max.ms on a broker
+    before 3.6). Unreadable: 1 h both ways, Kafka 4's default ahead and, behind, a guess on
+    the safe side (a refused timestamp would fail the transaction at every retry)."""
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        future = admin.describe_configs([resource], request_timeout=timeout)[resource]
+        entries = {name: entry.value for name, entry in future.result(timeout).items()}
+        after = int(entries[_AFTER] if _AFTER in entries else entries[_DIFFERENCE])
+        before = int(entries[_BEFORE] if _BEFORE in entries else entries[_DIFFERENCE])
+    except (KafkaException, KeyError, ValueError, TypeError, TimeoutError) as exc:
+        limits = TimestampLimits(after_ms=UNREAD_LIMIT_MS, before_ms=UNREAD_LIMIT_MS)
+        log.warning(
+            "topic %s: cannot read %s/%s (%s): records get their rtime only within %d ms of "
+            "now, else their produce time", topic, _AFTER, _BEFORE, exc, UNREAD_LIMIT_MS,
+        )  # fmt: skip
+        return limits
+    log.info("topic %s accepts record timestamps %d ms ahead, %d ms behind", topic, after, before)
+    return TimestampLimits(after_ms=after, before_ms=before)

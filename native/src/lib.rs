@@ -26,6 +26,7 @@ struct Encoded {
     slow: Vec<(usize, usize, usize)>, // (report index, body start, body end)
     observed: Observed,
     unknown: usize,
+    rtimes: Vec<Option<i64>>, // per report (None: slow or no rtime); filled only when asked
 }
 
 /// The envelope: `result` exactly 0, `rpts` an array of flat objects, other members scalars.
@@ -90,6 +91,7 @@ struct BodyEncoder {
     prefix: Vec<u8>,
     key_msgid: bool,
     zone: Zone,
+    rtimes: bool,
 }
 
 impl BodyEncoder {
@@ -107,6 +109,7 @@ impl BodyEncoder {
             slow: Vec::new(),
             observed: HashMap::with_capacity(raws.len()),
             unknown: 0,
+            rtimes: Vec::with_capacity(if self.rtimes { raws.len() } else { 0 }),
         };
         for (index, (start, end, raw)) in raws.iter().enumerate() {
             e.unknown += raw.unknown;
@@ -114,8 +117,14 @@ impl BodyEncoder {
                 e.values.push(None);
                 e.keys.push(None);
                 e.slow.push((index, start + offset, end + offset));
+                if self.rtimes {
+                    e.rtimes.push(None);
+                }
                 continue;
             };
+            if self.rtimes {
+                e.rtimes.push(record.rtime);
+            }
             let at = e.buf.len();
             e.buf.extend_from_slice(&self.prefix);
             report::write(&mut e.buf, &record, &tail);
@@ -154,27 +163,32 @@ impl BodyEncoder {
     /// account: the record's `account`; prefix: magic + fingerprint or schema id;
     /// key_msgid: a report without custid is keyed by its msgid (else no key);
     /// offset, from_local: the zone's fixed UTC offset (s) and the first local wall-clock
-    /// second (epoch-based) from which it holds.
+    /// second (epoch-based) from which it holds; rtimes: encode_body also returns every
+    /// report's rtime (the record timestamps of kafka.record_timestamp = "rtime").
     #[new]
+    #[pyo3(signature = (account, prefix, key_msgid, offset, from_local, rtimes = false))]
     fn new(
         account: String,
         prefix: Vec<u8>,
         key_msgid: bool,
         offset: i64,
         from_local: i64,
+        rtimes: bool,
     ) -> Self {
         BodyEncoder {
             account,
             prefix,
             key_msgid,
             zone: Zone { offset, from_local },
+            rtimes,
         }
     }
 
     /// None when the body is not for the native path; else (values, keys, slow, observed,
     /// unknown_fields): values/keys per report (None where the report is slow), slow as
     /// (index, start, end) byte spans of those reports in `body`, observed as
-    /// {(rtime, stime, status): count} over the encoded reports.
+    /// {(rtime, stime, status): count} over the encoded reports. Built with rtimes=True, a
+    /// sixth element: per report its rtime in epoch ms, None where it is slow or has none.
     fn encode_body<'py>(
         &self,
         py: Python<'py>,
@@ -190,6 +204,11 @@ impl BodyEncoder {
         let observed = PyDict::new(py);
         for (key, count) in e.observed {
             observed.set_item(key, count)?;
+        }
+        if self.rtimes {
+            let rtimes = PyList::new(py, e.rtimes.iter())?;
+            let out = (values, keys, slow, observed, e.unknown, rtimes);
+            return out.into_pyobject(py).map(Some);
         }
         let out = (values, keys, slow, observed, e.unknown);
         out.into_pyobject(py).map(Some)

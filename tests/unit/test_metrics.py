@@ -59,6 +59,8 @@ CONTRACT = {
     "rpt_account_state": ("gauge", {"account", "state"}),
     "rpt_fetch_paused": ("gauge", {"account", "reason"}),
     "rpt_batch_capacity": ("gauge", {"account"}),
+    # issue 17: kafka.record_timestamp = "rtime"
+    "rpt_record_timestamp_clamped": ("counter", {"account", "reason"}),
 }
 
 STATS = {

@@ -2,7 +2,8 @@
 
 For arbitrary get-rpt bodies, a RecordBuilder with rpt_native and one without must build the
 same records byte for byte: values, keys, dead letters (raw bytes, error class and message),
-reasons, observations, unknown-field counts. Bodies mix every edge case the suite knows.
+reasons, observations, unknown-field counts, and (kafka.record_timestamp = "rtime") the record
+timestamps and their clamps. Bodies mix every edge case the suite knows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from connector import native
 from connector.avro_codec import AvroEncoder, decode_single_object, single_object_encoder
-from connector.records import EntryRecords, RecordBuilder
+from connector.records import EntryRecords, RecordBuilder, RecordTimestamps, TimestampLimits
 from connector.report import FIELDS, Normalizer, parse_body
 
 pytestmark = pytest.mark.skipif(native.rpt_native is None, reason="rpt_native is not built")
@@ -100,9 +101,11 @@ def body(reports: list, *, ensure_ascii: bool = False) -> bytes:
     ).encode()
 
 
-def builders(zone: str, encoder: AvroEncoder, empty: str) -> tuple[RecordBuilder, RecordBuilder]:
-    fast = RecordBuilder("acc-1", Normalizer("acc-1", zone), encoder, empty)
-    slow = RecordBuilder("acc-1", Normalizer("acc-1", zone), encoder, empty)
+def builders(
+    zone: str, encoder: AvroEncoder, empty: str, stamps: RecordTimestamps | None = None
+) -> tuple[RecordBuilder, RecordBuilder]:
+    fast = RecordBuilder("acc-1", Normalizer("acc-1", zone), encoder, empty, stamps)
+    slow = RecordBuilder("acc-1", Normalizer("acc-1", zone), encoder, empty, stamps)
     slow._native = None
     assert fast._native is not None
     return fast, slow
@@ -116,7 +119,23 @@ def same(fast: RecordBuilder, slow: RecordBuilder, entry: Entry) -> EntryRecords
     assert got.reasons == want.reasons
     assert got.observed == want.observed
     assert got.unknown_fields == want.unknown_fields
+    assert got.timestamps == want.timestamps
+    assert got.clamped == want.clamped
     return got
+
+
+NOW = 1_764_590_000.5  # the wall clock of the record timestamps below (2025-12-01)
+LIMITS = st.sampled_from([TimestampLimits(), TimestampLimits(3_600_000, 10 * 365 * 86_400_000)])
+
+
+def expected_stamps(built: EntryRecords, limits: TimestampLimits) -> list[int]:
+    """Each record's rtime where the limits (less the margin) allow it, else 0."""
+    low = max(1, round(NOW * 1000) - (limits.before_ms - min(300_000, limits.before_ms // 2)))
+    high = round(NOW * 1000) + limits.after_ms - 300_000
+    epoch, ms = datetime(1970, 1, 1, tzinfo=UTC), timedelta(milliseconds=1)
+    rtimes = [decode_single_object(value)["rtime"] for value in built.values]
+    millis = [None if t is None else (t - epoch) // ms for t in rtimes]
+    return [t if t is not None and low <= t <= high else 0 for t in millis]
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -127,16 +146,29 @@ def same(fast: RecordBuilder, slow: RecordBuilder, entry: Entry) -> EntryRecords
     empty=st.sampled_from(["msgid", "null"]),
     ascii_escapes=st.booleans(),
     memo=st.booleans(),
+    limits=st.none() | LIMITS,
 )
 def test_native_and_python_build_the_same_records(
-    reports: list, zone: str, confluent: bool, empty: str, ascii_escapes: bool, memo: bool
+    reports: list,
+    zone: str,
+    confluent: bool,
+    empty: str,
+    ascii_escapes: bool,
+    memo: bool,
+    limits: TimestampLimits | None,
 ) -> None:
     encoder = CONFLUENT if confluent else single_object_encoder()
-    fast, slow = builders(zone, encoder, empty)
+    stamps = None if limits is None else RecordTimestamps(limits, wall_clock=lambda: NOW)
+    fast, slow = builders(zone, encoder, empty, stamps)
     raw = body(reports, ensure_ascii=ascii_escapes)
     assert fast._native.encode(raw, 0) is not None  # flat objects: always the native path
     # With the fetcher's parsed body (the live path) and without (read back from disk).
-    same(fast, slow, Entry(raw, memo=parse_body(raw) if memo else None))
+    built = same(fast, slow, Entry(raw, memo=parse_body(raw) if memo else None))
+    if limits is None:
+        assert built.timestamps is None and not built.clamped
+    elif not confluent:
+        assert built.timestamps == expected_stamps(built, limits)
+        assert sum(built.clamped.values()) == built.timestamps.count(0)
 
 
 @settings(max_examples=100)
