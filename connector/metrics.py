@@ -245,11 +245,6 @@ class Metrics:
     def committed_sequence(self, account: str, sequence: int) -> None:
         self._committed_seq.labels(account).set(sequence)
 
-    def spool(self, account: str, pending_records: int, pending_bytes: int) -> None:
-        """Before the observer: the pipeline's own count. Prefer `spool_level`."""
-        self._spool_records.labels(account).set(pending_records)
-        self._spool_bytes.labels(account).set(pending_bytes)
-
     def spool_level(self, account: str, level: SpoolLevel) -> None:
         self._spool_records.labels(account).set(level.reports)
         self._spool_entries.labels(account).set(level.entries)

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from connector.archive import archive_entry
 from connector.checkpoint import Checkpoint
@@ -32,6 +33,9 @@ from connector.observer import AccountObserver, AccountState
 from connector.records import EntryRecords, RecordBuilder
 from connector.retry import Backoff, Clock, Deadline
 from connector.session import Session
+
+if TYPE_CHECKING:
+    from connector.publisher import AccountPublisher
 
 log = logging.getLogger("connector.pipeline")
 
@@ -162,26 +166,12 @@ class AccountPipeline:
         return self._session.spool.last_seq <= max(ckpt.last_seq, self._session.committed)
 
     def _produce(self, entry: object, ckpt: Checkpoint) -> None:
-        built = self._send(entry)
+        built = send_entry(
+            self._session.publisher, self.parts.builder, self.limits, self.name, entry
+        )
         if built.unknown_fields:
             self._observer.unknown_fields(built.unknown_fields)
         ckpt.add(entry.seq, built, self.parts.clock())
-
-    def _send(self, entry: object) -> EntryRecords:
-        """Produce the records and dead letters of one entry into the open transaction."""
-        built, publisher = self.parts.builder.build(entry), self._session.publisher
-        if built.values:
-            headers = self.parts.builder.headers
-            stamps = built.timestamps  # None unless kafka.record_timestamp = "rtime"
-            publisher.produce_many(
-                self.limits.topic, built.values, built.keys, headers, timestamps=stamps
-            )
-        for letter in built.dead_letters:
-            publisher.produce(self.limits.dlq_topic, letter.value, None, letter.headers)
-        if self.limits.archive_topic:  # the raw body, in the same transaction
-            archive = self.limits.archive_topic, self.name, self.limits.spool_id
-            archive_entry(publisher, *archive, entry, built)
-        return built
 
     def _commit(self, ckpt: Checkpoint) -> None:
         began = self.parts.clock()
@@ -201,7 +191,9 @@ class AccountPipeline:
         ckpt = self._checkpoint()
         try:
             self._session.publisher.begin()
-            built = self._send(item)
+            built = send_entry(
+                self._session.publisher, self.parts.builder, self.limits, self.name, item
+            )
             self._session.publisher.commit(self._session.committed, self._call_deadline())
         except BaseException:
             self._handoff.finish(sent=False)
@@ -294,3 +286,20 @@ def _fetcher(p: AccountPipeline) -> Fetcher:
         hooks=p.parts.hooks,
         wall_clock=p.parts.wall_clock,
     )
+
+
+def send_entry(
+    publisher: AccountPublisher, builder: RecordBuilder, limits: Limits, account: str, entry: object
+) -> EntryRecords:
+    """Produce the records, dead letters and archive record of one entry into the open
+    transaction."""
+    built = builder.build(entry)
+    if built.values:  # timestamps: None unless kafka.record_timestamp = "rtime"
+        publisher.produce_many(
+            limits.topic, built.values, built.keys, builder.headers, timestamps=built.timestamps
+        )
+    for letter in built.dead_letters:
+        publisher.produce(limits.dlq_topic, letter.value, None, letter.headers)
+    if limits.archive_topic:  # the raw body, in the same transaction
+        archive_entry(publisher, limits.archive_topic, account, limits.spool_id, entry, built)
+    return built

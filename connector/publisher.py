@@ -149,7 +149,6 @@ class AccountPublisher:
         self.transactional = kafka.delivery == "exactly_once"
         self.reachability = reachability
         self._kafka = kafka
-        self._txn_timeout = transaction_timeout(kafka)
         self._factory = producer_factory
         self._progress = progress or ProgressTopic(kafka)
         self._clock = clock
@@ -204,20 +203,14 @@ class AccountPublisher:
         partition: int = -1,
         timestamps: list[int] | None = None,
     ) -> None:
-        """The hot path: one produce() per record, one poll(0) per call. `timestamps`: each
-        record's (epoch ms; 0 = produce time), else every record gets its produce time."""
-        produce = self._producer.produce
+        """The hot path: one produce() per record, at `timestamps` (epoch ms) if given."""
         try:
-            if timestamps is not None:  # its own loop: without them, no kwarg per record
+            if timestamps is None:  # its own loop: without timestamps, no kwarg per record
+                _produce_plain(self._producer, topic, values, keys, headers, partition)
+            else:
                 _produce_stamped(
                     self._producer, topic, values, keys, headers, partition, timestamps
                 )
-            else:
-                for value, key in zip(values, keys, strict=True):
-                    try:
-                        produce(topic, value, key, partition, headers=headers)
-                    except BufferError:
-                        _produce_when_room(self._producer, topic, value, key, headers, partition)
             self._producer.poll(0)
         except KafkaException as exc:
             raise self._translate(exc.args[0]) from exc
@@ -299,10 +292,10 @@ class AccountPublisher:
     def _translate(self, error: KafkaError) -> PublishError:
         if error.code() == KafkaError._FATAL and self._fence_seen is None:
             self._serve_error_events()  # a bare "Fatal error": its cause comes via error_cb
-        now = self._clock()
-        open_for = now - self._txn_began if self._txn_began is not None else 0.0
+        open_for = self._clock() - self._txn_began if self._txn_began is not None else 0.0
         silent = max(open_for, self.reachability.silent_for())
-        return translate(self._fence_seen or error, self.account, silent, self._txn_timeout)
+        timeout = transaction_timeout(self._kafka)
+        return translate(self._fence_seen or error, self.account, silent, timeout)
 
     def _serve_error_events(self) -> None:
         """librdkafka fails the call with _FATAL and queues the real cause (a fence?) for
@@ -331,6 +324,23 @@ class AccountPublisher:
     def _on_delivery(self, error: KafkaError | None, _message: object) -> None:
         if error is not None and self._delivery_error is None:
             self._delivery_error = error
+
+
+def _produce_plain(
+    producer: Producer,
+    topic: str,
+    values: list[bytes],
+    keys: list[bytes | None],
+    headers: Headers,
+    partition: int,
+) -> None:
+    """produce_many's loop: every record gets its produce time."""
+    produce = producer.produce
+    for value, key in zip(values, keys, strict=True):
+        try:
+            produce(topic, value, key, partition, headers=headers)
+        except BufferError:
+            _produce_when_room(producer, topic, value, key, headers, partition)
 
 
 def _produce_stamped(
