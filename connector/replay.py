@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Message, Producer
 from connector.archive import chunk_of
 from connector.avro_codec import ValueEncoder, make_value_encoder
 from connector.config import Settings
-from connector.records import RecordBuilder
+from connector.records import RecordBuilder, RecordTimestamps
 from connector.replay_loop import (
     LoopHooks,
     Out,
@@ -39,6 +39,7 @@ from connector.replay_loop import (
     replay_ids,
 )
 from connector.report import Normalizer
+from connector.topics import record_timestamps
 
 
 def parse_time(text: str) -> int:
@@ -114,15 +115,20 @@ class Builders:
     """One RecordBuilder per account, with the current normalizer and encoder."""
 
     def __init__(
-        self, normalizer: Callable[[str], Normalizer], encoder: ValueEncoder, empty_key: str
+        self,
+        normalizer: Callable[[str], Normalizer],
+        encoder: ValueEncoder,
+        empty_key: str,
+        timestamps: RecordTimestamps | None = None,  # kafka.record_timestamp, as live
     ) -> None:
         self._normalizer, self._encoder, self._empty_key = normalizer, encoder, empty_key
+        self._timestamps = timestamps
         self._cache: dict[str, RecordBuilder] = {}
 
     def __call__(self, account: str) -> RecordBuilder:
         if account not in self._cache:
             self._cache[account] = RecordBuilder(
-                account, self._normalizer(account), self._encoder, self._empty_key
+                account, self._normalizer(account), self._encoder, self._empty_key, self._timestamps
             )
         return self._cache[account]
 
@@ -132,9 +138,9 @@ def derive(
 ) -> list[Out]:
     """What the live pipeline's `_send` produces for one entry, as Out records."""
     built = builder.build(entry)
-    outs = [
-        Out(topic, v, k, builder.headers) for v, k in zip(built.values, built.keys, strict=True)
-    ]
+    stamps = built.timestamps or [0] * len(built.values)  # 0: the produce time
+    records = zip(built.values, built.keys, stamps, strict=True)
+    outs = [Out(topic, v, k, builder.headers, t) for v, k, t in records]
     outs += [Out(dlq, d.value, None, d.headers) for d in built.dead_letters]
     summary.bodies += 1
     summary.records += len(built.values)
@@ -249,7 +255,9 @@ def replay_archive(
 
         ensure_topics(settings.kafka, [to_topic, dlq])
     began = time.monotonic()
-    builders = Builders(parts.normalizer, parts.encoder(to_topic), settings.kafka.empty_custid_key)
+    kafka = settings.kafka
+    stamps = None if dry_run else record_timestamps(kafka, to_topic)
+    builders = Builders(parts.normalizer, parts.encoder(to_topic), kafka.empty_custid_key, stamps)
     transform = ArchiveTransform(builders, to_topic, dlq, window, dry_run)
     ids = replay_ids("archive", to_topic)
     run_copy(settings, parts, source, ids, transform, batch=batch, dry_run=dry_run)

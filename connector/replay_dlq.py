@@ -28,6 +28,7 @@ from connector.config import Settings
 from connector.observer import DeadLetterReason
 from connector.replay import ArchivedBody, Builders, ReplayParts, Summary, derive, headers_of
 from connector.replay_loop import Out, replay_ids
+from connector.topics import record_timestamps
 
 _WHOLE_BODY = {str(DeadLetterReason.INVALID_RESPONSE), str(DeadLetterReason.REJECTED_RESULT)}
 _ONE_REPORT = str(DeadLetterReason.INVALID_REPORT)
@@ -111,10 +112,10 @@ def replay_dlq(
     began, summary = time.monotonic(), Summary()
     source = settings.kafka.dlq_topic
     for name in reasons:
+        target = to_topic or settings.kafka.topic
+        stamps = None if dry_run else record_timestamps(settings.kafka, target)
         builders = Builders(
-            parts.normalizer,
-            parts.encoder(to_topic or settings.kafka.topic),
-            settings.kafka.empty_custid_key,
+            parts.normalizer, parts.encoder(target), settings.kafka.empty_custid_key, stamps
         )
         transform = DeadLetterTransform(builders, settings, name, to_topic, dry_run, summary)
         ids = replay_ids("dlq", f"{source}.{name}")

@@ -53,6 +53,7 @@ class Out:
     value: bytes
     key: bytes | None
     headers: Headers
+    timestamp: int = 0  # epoch ms; 0: the produce time
 
 
 Transform = Callable[[Message], "list[Out] | None"]
@@ -211,7 +212,9 @@ class TransactionalCopy:
     def _produce(self, out: Out) -> None:
         while True:
             try:
-                self.producer.produce(out.topic, out.value, out.key, headers=out.headers)
+                self.producer.produce(
+                    out.topic, out.value, out.key, headers=out.headers, timestamp=out.timestamp
+                )
                 return
             except BufferError:
                 self.producer.poll(0.05)

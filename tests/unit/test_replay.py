@@ -14,6 +14,7 @@ from connector.archive import archive_records, chunk_of
 from connector.avro_codec import single_object_encoder
 from connector.config import settings_from_dict
 from connector.errors import ConfigError
+from connector.records import RecordTimestamps, TimestampLimits
 from connector.replay import ArchiveTransform, Builders, Summary, Window, parse_time
 from connector.replay_dlq import DeadLetterTransform, as_body
 from connector.replay_loop import LoopHooks, TransactionalCopy
@@ -112,6 +113,7 @@ class FakeProducer:
     offsets: list = field(default_factory=list)
     _open: list = field(default_factory=list)
     _open_offsets: list = field(default_factory=list)
+    timestamps: list = field(default_factory=list)  # every produce() call's, in order
     in_txn: bool = False
 
     def init_transactions(self, timeout: float) -> None: ...
@@ -120,9 +122,12 @@ class FakeProducer:
         assert not self.in_txn
         self.in_txn = True
 
-    def produce(self, topic: str, value: bytes, key: object, headers: list) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: object, headers: list, timestamp: int = 0
+    ) -> None:
         assert self.in_txn
         self._open.append((topic, value))
+        self.timestamps.append(timestamp)
 
     def send_offsets_to_transaction(self, offsets: list, metadata: object, timeout: float) -> None:
         assert metadata == "group-metadata"
@@ -321,3 +326,24 @@ def test_other_reasons_and_chunks_are_not_taken() -> None:
     assert transform(dead_letter(BODY, "invalid_report")) == []
     assert transform(dead_letter(BODY, "invalid_response", chunk=b"1/2")) == []
     assert summary.left == {"invalid_response": 1} and summary.bodies == 0
+
+
+# 2024-01-02 03:04:05 in Asia/Shanghai (UTC+8), BODY's rtime, as epoch ms.
+BODY_RTIME_MS = 1_704_135_845_000
+
+
+def stamping_transform() -> ArchiveTransform:
+    """kafka.record_timestamp = "rtime": the builders stamp records as the live connector's do."""
+    stamps = RecordTimestamps(TimestampLimits(), wall_clock=lambda: BODY_RTIME_MS / 1000 + 60)
+    builders = Builders(Normalizer, single_object_encoder(), "msgid", stamps)
+    return ArchiveTransform(builders, "out", "out.dlq", Window())
+
+
+def test_a_replay_stamps_records_with_rtime_as_the_live_connector_does() -> None:
+    [stamped] = stamping_transform()(archived(BODY, 1000)[0])
+    [plain] = transform()(archived(BODY, 1000)[0])
+    assert (stamped.timestamp, plain.timestamp) == (BODY_RTIME_MS, 0)  # 0: the produce time
+    producer = FakeProducer()
+    log = [archived(BODY, 1000, offset=i)[0] for i in range(2)]
+    TransactionalCopy(FakeConsumer(log), producer, "archive").run(stamping_transform())
+    assert producer.timestamps == [BODY_RTIME_MS, BODY_RTIME_MS]
