@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -253,13 +254,16 @@ def _draw_stat(ax: Axes, panel: Panel, series: list[Series]) -> None:
 
 
 def summarize(panel: Panel, series: list[Series]) -> dict:
+    """Last, max and min of each series over its numbers: a NaN point (Prometheus' 0/0, e.g. a
+    rate ratio over a window with no increase) is a gap, as Grafana draws it, not a value."""
+    numbers = {s.label: [v for v in s.values if not math.isnan(v)] for s in series}
     return {
         "title": panel.title,
         "type": panel.kind,
         "series": {
-            s.label: {"last": s.values[-1], "max": max(s.values), "min": min(s.values)}
-            for s in series
-            if s.values
+            label: {"last": values[-1], "max": max(values), "min": min(values)}
+            for label, values in numbers.items()
+            if values
         },
     }
 

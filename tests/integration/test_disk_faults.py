@@ -4,7 +4,8 @@ Real processes: the simulator (`--record` is the ground truth), `rpt-connector r
 broker. The spool lives on its own small tmpfs, mounted by the test (it runs as root, as in the
 CI container). Faults:
 - full: a ballast file takes every free byte (and keeps taking what the spool frees), then goes;
-- read-only: a read-only bind mount is stacked over the volume, then removed. (`mount -o
+- read-only: a read-only bind mount is stacked over the volume (atomically, with the new mount
+  API), then removed. (`mount -o
   remount,ro` of the tmpfs itself is refused with EBUSY while the spool holds a segment open
   for writing, on any Linux filesystem; the stacked mount makes every path-based write fail
   with EROFS: new segments, the `released` file, unlinks. Segments are small, so every append
@@ -17,6 +18,7 @@ Afterwards every handed-out report must be in the topic exactly once (read_commi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import subprocess
@@ -106,18 +108,58 @@ class Ballast:
         self.path.unlink()
 
 
+# The new mount API (Linux 5.12+), x86_64 numbers: a read-only copy of a mount made while it
+# is detached, then attached over the original in one step.
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
+_OPEN_TREE_CLONE, _AT_FDCWD, _AT_EMPTY_PATH, _MOVE_MOUNT_F_EMPTY_PATH = 1, -100, 0x1000, 0x4
+_MOUNT_ATTR_RDONLY = 0x1
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("set", "clr", "propagation", "userns")]
+
+
+def _syscall(number: int, *args: object) -> int:
+    result = _LIBC.syscall(number, *args)
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"syscall {number}: {os.strerror(code)}")
+    return result
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def stack_read_only(volume: Path) -> None:
+    """Put a read-only bind mount over `volume` atomically. (`mount --bind` then `mount -o
+    remount,bind,ro` is two steps: a segment the spool opens in between, through the new
+    mount, makes the remount fail with EBUSY.)"""
+    target = os.fsencode(volume)
+    clone = _syscall(_SYS_OPEN_TREE, _AT_FDCWD, target, _OPEN_TREE_CLONE | os.O_CLOEXEC)
+    try:
+        attr = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+        size = ctypes.sizeof(attr)
+        _syscall(_SYS_MOUNT_SETATTR, clone, b"", _AT_EMPTY_PATH, ctypes.byref(attr), size)
+        _syscall(_SYS_MOVE_MOUNT, clone, b"", _AT_FDCWD, target, _MOVE_MOUNT_F_EMPTY_PATH)
+    finally:
+        os.close(clone)
+
+
 @contextlib.contextmanager
 def read_only(volume: Path) -> Iterator[None]:
-    run("mount", "--bind", str(volume), str(volume))
+    layers = mounted(volume)
+    stack_read_only(volume)
     try:
-        run("mount", "-o", "remount,bind,ro", str(volume))
+        assert mounted(volume) == layers + 1
         probe = volume / "probe"
         with pytest.raises(OSError) as refused:
             probe.write_bytes(b"x")
         assert refused.value.errno == errno.EROFS
         yield
     finally:
-        run("umount", str(volume))  # the stacked read-only mount only
+        # Lazily: the connector may be reading a segment through the read-only layer right now.
+        run("umount", "-l", str(volume))  # the stacked read-only mount only
+        assert mounted(volume) == layers
 
 
 def start(tmp_path: Path, volume: Path, kafka_bootstrap: str, topics: Topics):
