@@ -196,8 +196,17 @@ impl BodyEncoder {
     }
 }
 
+/// The report count of a clean strict get-rpt body (one the Python path takes whole, every
+/// entry of `rpts` a report), or None: then connector.body judges the body in Python. The
+/// fetch thread counts with it; no Python object is built per report.
+#[pyfunction]
+fn count_body(py: Python<'_>, body: &[u8]) -> Option<usize> {
+    py.allow_threads(|| json::count_reports(body.strip_prefix(BOM).unwrap_or(body)).ok())
+}
+
 #[pymodule]
 fn rpt_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BodyEncoder>()?;
+    m.add_function(wrap_pyfunction!(count_body, m)?)?;
     Ok(())
 }
