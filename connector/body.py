@@ -89,7 +89,7 @@ class ParsedBody:
     clean (no rejects), and the native record path never needs them as dicts.
     """
 
-    __slots__ = ("_reports", "_text", "_count", "rejects")
+    __slots__ = ("_count", "_reports", "_text", "rejects")
 
     def __init__(self, reports: list[dict], rejects: list[Rejected] | None = None) -> None:
         self._reports: list[dict] | None = reports
@@ -115,6 +115,11 @@ class ParsedBody:
     def count(self) -> int:
         """Every report the platform handed out in this answer, good or not."""
         return self._count
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the reports exist as Python objects yet (a counted body: once asked for)."""
+        return self._reports is not None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ParsedBody):
