@@ -200,8 +200,10 @@ def _build(builder: RecordBuilder, entry: SpoolEntry, use_native: bool, clock: C
     if use_native:
         return clock.time("build", builder.build, entry)
     out = EntryRecords()
-    memo = entry.memo if entry.memo is not None else clock.time("reparse", parse_body, entry.body)
-    reports = memo.reports
+    if entry.memo is not None:
+        reports = entry.memo.reports
+    else:  # as RecordBuilder.build: the body parsed again, on the pure-Python path
+        reports = clock.time("reparse", _python_reports, entry.body)
     fetched_at_ms = round(entry.fetched_at * 1000)
     batch = clock.time("normalize", builder._normalizer.normalize_batch, reports, fetched_at_ms)
     out.values = clock.time("encode", builder._encoder.encode_batch, batch.records)
@@ -209,6 +211,14 @@ def _build(builder: RecordBuilder, entry: SpoolEntry, use_native: bool, clock: C
     observed = ((r["rtime"], r["stime"], r["status"]) for r in batch.records)
     clock.time("observed", out.observed.update, observed)
     return out
+
+
+def _python_reports(raw: bytes) -> list[dict]:
+    counter, body_module._count_native = body_module._count_native, None  # RPT_NATIVE=0
+    try:
+        return parse_body(raw).reports
+    finally:
+        body_module._count_native = counter
 
 
 def _ignore(*_args: object) -> None:
