@@ -7,8 +7,9 @@ librdkafka's local queue and only the call (argument parsing, copying into the q
 timed, in CPU seconds of this process. Values are 120-byte Avro-sized payloads with 20-byte
 keys; `produce` is timed with the connector's three record headers (the same list object every
 call, as the connector passes them; a new list per call; a dict — a tuple is refused) and
-without any, since `produce_batch` takes no headers (confluent-kafka 2.x: "Message headers are not currently
-supported in batch mode"). The batch figure includes building its list of dicts.
+without any, since `produce_batch` takes no headers (confluent-kafka 2.x: "Message headers
+are not currently supported in batch mode"). The batch figure includes building its list of
+dicts.
 """
 
 from __future__ import annotations

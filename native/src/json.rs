@@ -259,21 +259,17 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// The number of reports in a clean strict get-rpt answer, their values left unread: the
-/// envelope an object whose `result` is the integer 0 and whose `rpts` is an array of flat
-/// objects (or null, or absent: no reports), every member a scalar, no key repeated in any
-/// object. A float or an integer literal longer than 64 characters anywhere is a `Bail` too
-/// (msgspec refuses some: Python decides). For such a body the Python path takes every entry
-/// of `rpts` as a report, so the count is exactly its count.
-pub fn count_reports(b: &[u8]) -> Res<usize> {
-    let mut p = Parser::new(b);
-    let mut names: Vec<Cow<'_, str>> = Vec::new();
-    let (mut result, mut count) = (false, 0);
+/// The envelope of a get-rpt answer: an object with distinct member names whose `result` is
+/// the integer 0, and nothing after it. `rpts` reads the value of `rpts`, `other` the value
+/// of any other member. Ok(whether there was an `rpts`).
+pub fn envelope<'a>(
+    p: &mut Parser<'a>,
+    mut rpts: impl FnMut(&mut Parser<'a>) -> Res<()>,
+    mut other: impl FnMut(&mut Parser<'a>) -> Res<()>,
+) -> Res<bool> {
+    let mut names: Vec<Cow<'a, str>> = Vec::new();
+    let (mut result, mut has_rpts) = (false, false);
     p.expect(b'{')?;
-    p.ws();
-    if p.peek() == Some(b'}') {
-        return Err(Bail); // no `result`: Python names the problem
-    }
     loop {
         let name = p.string()?;
         if names.contains(&name) {
@@ -281,14 +277,17 @@ pub fn count_reports(b: &[u8]) -> Res<usize> {
         }
         p.expect(b':')?;
         match name.as_ref() {
-            "rpts" => count = p.flat_objects()?,
+            "rpts" => {
+                has_rpts = true;
+                rpts(p)?;
+            }
             "result" => {
-                result = matches!(p.scalar()?, Some(Scalar::Int("0")));
-                if !result {
+                if !matches!(p.scalar()?, Some(Scalar::Int("0"))) {
                     return Err(Bail);
                 }
+                result = true;
             }
-            _ => p.plain_scalar()?,
+            _ => other(p)?,
         }
         names.push(name);
         if !p.next_or_end(b'}')? {
@@ -299,6 +298,20 @@ pub fn count_reports(b: &[u8]) -> Res<usize> {
     if p.i != p.b.len() || !result {
         return Err(Bail);
     }
+    Ok(has_rpts)
+}
+
+/// The number of reports in a clean strict get-rpt answer, their values left unread: the
+/// envelope above, with `rpts` an array of flat objects (or null, or absent: no reports),
+/// every member a scalar, no key repeated in any object. A float or an integer literal longer
+/// than 64 characters anywhere is a `Bail` too (msgspec refuses some: Python decides). For
+/// such a body the Python path takes every entry of `rpts` as a report, so the count is
+/// exactly its count.
+pub fn count_reports(b: &[u8]) -> Res<usize> {
+    let mut p = Parser::new(b);
+    let mut count = 0;
+    let rpts = |p: &mut Parser<'_>| p.flat_objects().map(|n| count = n);
+    envelope(&mut p, rpts, |p| p.plain_scalar())?;
     Ok(count)
 }
 
