@@ -15,13 +15,21 @@ The read is destructive, so a body is never half-believed and never thrown away:
 Envelope rules: `result` 0 with `rpts` a list → the reports; `result` 0 with `rpts: null` → an
 empty batch; 401 → AuthError; another non-zero `result` → PlatformResultError, with `raw` set
 when reports came along anyway (the fetcher must keep that body).
+
+Counting first, natively: `rpt_native.count_body` recognizes a clean strict body (the usual
+answer: `result` 0, flat report objects, no repeated key, no float) and counts its reports
+without building a Python object per report. Such a body's `ParsedBody.reports` is decoded
+only when asked for (the pure-Python record path asks; the native one reads the raw bytes).
+Any other body, and every body with RPT_NATIVE=0 or without the extension, is judged here.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import msgspec
 
@@ -47,6 +55,23 @@ _LONE_SURROGATE = re.compile(
     rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 )
 _LEADING_ZERO = re.compile(rb"-?0[0-9]")
+# A quote followed by a blank: only then can a key's closing quote be apart from its colon.
+_QUOTE_BLANKS = (b'" ', b'"\t', b'"\r', b'"\n')
+
+
+def _native_counter() -> Callable[[bytes], int | None] | None:
+    """rpt_native.count_body, unless RPT_NATIVE=0 or the extension (or that function) is
+    missing: then every body is judged in Python (connector.native says which path runs)."""
+    if os.environ.get("RPT_NATIVE", "1") == "0":
+        return None
+    try:
+        from rpt_native import count_body
+    except ImportError:
+        return None
+    return count_body
+
+
+_count_native = _native_counter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,22 +82,63 @@ class Rejected:
     error: ReportError
 
 
-@dataclass(frozen=True, slots=True)
 class ParsedBody:
-    """The reports of one get-rpt answer: the usable ones, and the rejected ones as bytes."""
+    """The reports of one get-rpt answer: the usable ones, and the rejected ones as bytes.
 
-    reports: list[dict]
-    rejects: list[Rejected] = field(default_factory=list)
+    `counted` makes one whose reports are decoded on first use: the body is known to be
+    clean (no rejects), and the native record path never needs them as dicts.
+    """
+
+    __slots__ = ("_count", "_reports", "_text", "rejects")
+
+    def __init__(self, reports: list[dict], rejects: list[Rejected] | None = None) -> None:
+        self._reports: list[dict] | None = reports
+        self._text = b""
+        self.rejects: list[Rejected] = [] if rejects is None else rejects
+        self._count = len(reports) + len(self.rejects)
+
+    @classmethod
+    def counted(cls, text: bytes, count: int) -> ParsedBody:
+        """A clean strict body (BOM stripped) of `count` reports, decoded when first asked."""
+        body = cls.__new__(cls)
+        body._reports, body._text, body._count, body.rejects = None, text, count, []
+        return body
+
+    @property
+    def reports(self) -> list[dict]:
+        if self._reports is None:
+            self._reports = _DECODER.decode(self._text).get("rpts") or []
+            self._text = b""
+        return self._reports
 
     @property
     def count(self) -> int:
         """Every report the platform handed out in this answer, good or not."""
-        return len(self.reports) + len(self.rejects)
+        return self._count
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the reports exist as Python objects yet (a counted body: once asked for)."""
+        return self._reports is not None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ParsedBody):
+            return NotImplemented
+        return (self.reports, self.rejects) == (other.reports, other.rejects)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"ParsedBody(count={self._count}, rejects={len(self.rejects)})"
 
 
 def parse_body(raw: bytes) -> ParsedBody:
     """A get-rpt body → ParsedBody; raises InvalidResponseError, AuthError, PlatformResultError."""
     text = raw[len(_BOM) :] if raw.startswith(_BOM) else raw
+    if _count_native is not None and type(raw) is bytes:  # rpt_native reads bytes only
+        count = _count_native(raw)
+        if count is not None:
+            return ParsedBody.counted(text, count)
     try:
         body = _DECODER.decode(text)
     except UNDECODABLE:
@@ -143,6 +209,8 @@ def _duplicate_key(text: bytes, body: dict) -> str | None:
     reports = body.get("rpts")
     if isinstance(reports, list):
         keys += sum(len(r) for r in reports if type(r) is dict)
+    if text.count(b'":') == keys and not any(q in text for q in _QUOTE_BLANKS):
+        return None  # compact JSON (no blank after any quote): no translate pass needed
     if text.translate(None, _BLANKS).count(b'":') == keys:
         return None  # every key occurrence is a distinct decoded key (nested objects aside)
     return _first_duplicate(text)

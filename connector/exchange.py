@@ -6,9 +6,10 @@ one byte a second keeps a call alive for ever. Three things bound an exchange he
 * each request's own timeouts are cut to the time left when it is built (connect, write, pool,
   and each read);
 * the body is streamed and the time left is checked between chunks;
-* a watchdog timer shuts the connection's socket down when the deadline passes, which wakes a
-  read that is blocked (for headers or body) at once. The socket is learned through httpcore's
-  `trace` extension when the (single, pooled) connection is made.
+* a watchdog shuts the connection's socket down when the deadline passes, which wakes a read
+  that is blocked (for headers or body) at once. The socket is learned through httpcore's
+  `trace` extension when the (single, pooled) connection is made. The watchdog is one thread
+  per client (`Alarm`), not a timer thread per call: arming it for an exchange costs a lock.
 
 A 2xx body that was cut off by the deadline, by the peer or by `max_response_bytes` is an
 `InvalidResponseError` that keeps every byte that arrived; its message is the reason, and the
@@ -46,6 +47,65 @@ class Deadline:
         return self._clock() >= self._end
 
 
+class Alarm:
+    """One daemon thread that calls the armed function once its time has come.
+
+    Arming costs a lock, no thread start and, unless the new time is earlier than the one the
+    thread sleeps until, no wake-up: a thread that wakes for an alarm that was cancelled or
+    replaced meanwhile just sleeps on until the current one. Times are `time.monotonic()`.
+    """
+
+    def __init__(self, name: str = "rpt-watchdog") -> None:
+        self._cond = threading.Condition()
+        self._armed: tuple[float, Callable[[], None]] | None = None
+        self._sleeping_until: float | None = None  # None: waiting for an alarm to be armed
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+
+    def arm(self, seconds: float, fire: Callable[[], None]) -> None:
+        at = time.monotonic() + seconds
+        with self._cond:
+            self._armed = (at, fire)
+            if not self._started:
+                self._started = True
+                self._thread.start()
+            elif self._sleeping_until is None or at < self._sleeping_until:
+                self._cond.notify()
+
+    def cancel(self, fire: Callable[[], None]) -> None:
+        """Disarm, if `fire` is still the armed function (no wake-up: see the class)."""
+        with self._cond:
+            if self._armed is not None and self._armed[1] is fire:
+                self._armed = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed, self._armed = True, None
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while (fire := self._next()) is not None:
+            fire()
+
+    def _next(self) -> Callable[[], None] | None:
+        """Sleep until the armed time; the function to call then (None once closed)."""
+        with self._cond:
+            while not self._closed:
+                if self._armed is None:
+                    self._sleeping_until = None
+                    self._cond.wait()
+                    continue
+                at, fire = self._armed
+                left = at - time.monotonic()
+                if left <= 0:
+                    self._armed = None
+                    return fire
+                self._sleeping_until = at
+                self._cond.wait(left)
+            return None
+
+
 class SocketWatch:
     """Remembers the socket of the client's one connection; can shut it down from any thread.
 
@@ -58,6 +118,7 @@ class SocketWatch:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._expired = False
+        self.alarm = Alarm()  # the client's watchdog thread (started by the first exchange)
 
     def trace(self, event: str, info: dict) -> None:
         """httpcore `trace` extension: note the socket when a connection is made."""
@@ -105,15 +166,13 @@ def watchdog(deadline: Deadline, watch: SocketWatch) -> Iterator[threading.Event
             watch.expire()
 
     watch.arm()
-    timer = threading.Timer(deadline.remaining(), expire)
-    timer.daemon = True
-    timer.start()
+    watch.alarm.arm(deadline.remaining(), expire)
     try:
         yield fired
     finally:
         with guard:
             done = True
-        timer.cancel()
+        watch.alarm.cancel(expire)
         watch.arm()  # a connection kept in the pool is not to be shut down later
 
 
@@ -138,25 +197,27 @@ def read_body(
     an error page that fails to arrive is only a RetriableError (its status says enough).
     """
     ok = response.is_success
-    buf = bytearray()
+    chunks: list[bytes] = []  # joined once at the end: no growing buffer, no second copy
+    size = 0
     try:
-        for chunk in response.iter_bytes():
-            buf += chunk
-            if len(buf) > limit:
+        for chunk in response.iter_bytes():  # decoded, should the platform gzip it
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
                 if ok:
                     message = f"{what} body exceeds max_response_bytes ({limit})"
-                    raise InvalidResponseError(message, bytes(buf[:limit]))
+                    raise InvalidResponseError(message, b"".join(chunks)[:limit])
                 break
             if deadline.expired():
-                raise _late(what, deadline, bytes(buf), ok)
+                raise _late(what, deadline, b"".join(chunks), ok)
     except httpx.HTTPError as exc:
         if fired.is_set() or deadline.expired():
-            raise _late(what, deadline, bytes(buf), ok) from exc
+            raise _late(what, deadline, b"".join(chunks), ok) from exc
         if ok:
-            message = f"{what} body cut off after {len(buf)} bytes ({type(exc).__name__})"
-            raise InvalidResponseError(message, bytes(buf)) from exc
+            message = f"{what} body cut off after {size} bytes ({type(exc).__name__})"
+            raise InvalidResponseError(message, b"".join(chunks)) from exc
         raise RetriableError(f"{what} HTTP {response.status_code}, body cut off") from exc
-    return bytes(buf)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _late(what: str, deadline: Deadline, partial: bytes, ok: bool) -> Exception:

@@ -207,6 +207,7 @@ class PlatformClient:
 
     def close(self) -> None:
         self._http.close()
+        self._watch.alarm.close()  # the watchdog thread ends
 
     def _get_rpt(self, token: SecretStr, deadline: Deadline) -> tuple[bytes, ParsedBody]:
         path, headers = self._platform.path, {TOKEN_HEADER: token.get_secret_value()}

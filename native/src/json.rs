@@ -82,6 +82,7 @@ impl<'a> Parser<'a> {
         }
         self.i += 1;
         let start = self.i;
+        self.skip_plain();
         while let Some(&c) = self.b.get(self.i) {
             match c {
                 b'"' => {
@@ -95,6 +96,28 @@ impl<'a> Parser<'a> {
             }
         }
         Err(Bail)
+    }
+
+    /// Skip string bytes that need no attention (not `"`, `\\`, or a control character),
+    /// eight at a time: most of a body is such bytes.
+    fn skip_plain(&mut self) {
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            let (quote, backslash) = (w ^ (LO * 0x22), w ^ (LO * 0x5c));
+            // The classic "has a zero byte" / "has a byte below n" tests; the lowest flagged
+            // byte is exact, which is the one this needs.
+            let hit = ((quote.wrapping_sub(LO) & !quote)
+                | (backslash.wrapping_sub(LO) & !backslash)
+                | (w.wrapping_sub(LO * 0x20) & !w))
+                & HI;
+            if hit != 0 {
+                self.i += (hit.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.i += 8;
+        }
     }
 
     fn escaped_string(&mut self, start: usize) -> Res<Cow<'a, str>> {
@@ -232,6 +255,121 @@ impl<'a> Parser<'a> {
             b'f' => self.literal(b"false").map(|_| Some(Scalar::Other)),
             b'-' | b'0'..=b'9' => self.number().map(Some),
             _ => Err(Bail),
+        }
+    }
+}
+
+/// The envelope of a get-rpt answer: an object with distinct member names whose `result` is
+/// the integer 0, and nothing after it. `rpts` reads the value of `rpts`, `other` the value
+/// of any other member. Ok(whether there was an `rpts`).
+pub fn envelope<'a>(
+    p: &mut Parser<'a>,
+    mut rpts: impl FnMut(&mut Parser<'a>) -> Res<()>,
+    mut other: impl FnMut(&mut Parser<'a>) -> Res<()>,
+) -> Res<bool> {
+    let mut names: Vec<Cow<'a, str>> = Vec::new();
+    let (mut result, mut has_rpts) = (false, false);
+    p.expect(b'{')?;
+    loop {
+        let name = p.string()?;
+        if names.contains(&name) {
+            return Err(Bail);
+        }
+        p.expect(b':')?;
+        match name.as_ref() {
+            "rpts" => {
+                has_rpts = true;
+                rpts(p)?;
+            }
+            "result" => {
+                if !matches!(p.scalar()?, Some(Scalar::Int("0"))) {
+                    return Err(Bail);
+                }
+                result = true;
+            }
+            _ => other(p)?,
+        }
+        names.push(name);
+        if !p.next_or_end(b'}')? {
+            break;
+        }
+    }
+    p.ws();
+    if p.i != p.b.len() || !result {
+        return Err(Bail);
+    }
+    Ok(has_rpts)
+}
+
+/// The number of reports in a clean strict get-rpt answer, their values left unread: the
+/// envelope above, with `rpts` an array of flat objects (or null, or absent: no reports),
+/// every member a scalar, no key repeated in any object. A float or an integer literal longer
+/// than 64 characters anywhere is a `Bail` too (msgspec refuses some: Python decides). For
+/// such a body the Python path takes every entry of `rpts` as a report, so the count is
+/// exactly its count.
+pub fn count_reports(b: &[u8]) -> Res<usize> {
+    let mut p = Parser::new(b);
+    let mut count = 0;
+    let rpts = |p: &mut Parser<'_>| p.flat_objects().map(|n| count = n);
+    envelope(&mut p, rpts, |p| p.plain_scalar())?;
+    Ok(count)
+}
+
+impl<'a> Parser<'a> {
+    /// `null` (0) or an array of flat objects: how many.
+    fn flat_objects(&mut self) -> Res<usize> {
+        self.ws();
+        if self.peek() == Some(b'n') {
+            return self.literal(b"null").map(|_| 0);
+        }
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(0);
+        }
+        let mut count = 0;
+        let mut keys: Vec<Cow<'a, str>> = Vec::with_capacity(16);
+        loop {
+            self.flat_object(&mut keys)?;
+            count += 1;
+            if !self.next_or_end(b']')? {
+                return Ok(count);
+            }
+        }
+    }
+
+    /// One object of scalars with distinct keys; `keys` is scratch space.
+    fn flat_object(&mut self, keys: &mut Vec<Cow<'a, str>>) -> Res<()> {
+        keys.clear();
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            let key = self.string()?;
+            if keys.contains(&key) {
+                return Err(Bail);
+            }
+            keys.push(key);
+            self.expect(b':')?;
+            self.plain_scalar()?;
+            if !self.next_or_end(b'}')? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A scalar that msgspec surely decodes as Python would: no float, no very long integer.
+    fn plain_scalar(&mut self) -> Res<()> {
+        self.ws();
+        let first = self.peek();
+        match self.scalar()? {
+            Some(Scalar::Other) if !matches!(first, Some(b't' | b'f')) => Err(Bail), // a float
+            Some(Scalar::Int(text)) if text.len() > 64 => Err(Bail),
+            _ => Ok(()),
         }
     }
 }

@@ -32,54 +32,30 @@ struct Encoded {
 /// The envelope: `result` exactly 0, `rpts` an array of flat objects, other members scalars.
 fn reports<'a>(p: &mut Parser<'a>) -> Res<Vec<(usize, usize, RawReport<'a>)>> {
     let mut out = Vec::new();
-    let mut names: Vec<std::borrow::Cow<'a, str>> = Vec::new();
-    let (mut result, mut rpts) = (false, false);
-    p.expect(b'{')?;
-    loop {
-        let name = p.string()?;
-        if names.contains(&name) {
-            return Err(Bail);
+    let rpts = |p: &mut Parser<'a>| {
+        p.expect(b'[')?;
+        p.ws();
+        if p.peek() == Some(b']') {
+            p.i += 1;
+            return Ok(());
         }
-        p.expect(b':')?;
-        match name.as_ref() {
-            "rpts" => {
-                rpts = true;
-                p.expect(b'[')?;
-                p.ws();
-                if p.peek() == Some(b']') {
-                    p.i += 1;
-                } else {
-                    loop {
-                        p.ws();
-                        let start = p.i;
-                        let raw = report::read_report(p)?;
-                        out.push((start, p.i, raw));
-                        if !p.next_or_end(b']')? {
-                            break;
-                        }
-                    }
-                }
+        loop {
+            p.ws();
+            let start = p.i;
+            let raw = report::read_report(p)?;
+            out.push((start, p.i, raw));
+            if !p.next_or_end(b']')? {
+                return Ok(());
             }
-            "result" => {
-                result = matches!(p.scalar()?, Some(json::Scalar::Int("0")));
-                if !result {
-                    return Err(Bail);
-                }
-            }
-            _ => match p.scalar()? {
-                // msgspec refuses some floats (1e400) and very long integers: Python decides.
-                Some(json::Scalar::Other) => return Err(Bail),
-                Some(json::Scalar::Int(text)) if text.len() > 64 => return Err(Bail),
-                _ => {}
-            },
         }
-        names.push(name);
-        if !p.next_or_end(b'}')? {
-            break;
-        }
-    }
-    p.ws();
-    if p.i != p.b.len() || !result || !rpts {
+    };
+    // msgspec refuses some floats (1e400) and very long integers: Python decides.
+    let other = |p: &mut Parser<'a>| match p.scalar()? {
+        Some(json::Scalar::Other) => Err(Bail),
+        Some(json::Scalar::Int(text)) if text.len() > 64 => Err(Bail),
+        _ => Ok(()),
+    };
+    if !json::envelope(p, rpts, other)? {
         return Err(Bail);
     }
     Ok(out)
@@ -215,8 +191,17 @@ impl BodyEncoder {
     }
 }
 
+/// The report count of a clean strict get-rpt body (one the Python path takes whole, every
+/// entry of `rpts` a report), or None: then connector.body judges the body in Python. The
+/// fetch thread counts with it; no Python object is built per report.
+#[pyfunction]
+fn count_body(py: Python<'_>, body: &[u8]) -> Option<usize> {
+    py.allow_threads(|| json::count_reports(body.strip_prefix(BOM).unwrap_or(body)).ok())
+}
+
 #[pymodule]
 fn rpt_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BodyEncoder>()?;
+    m.add_function(wrap_pyfunction!(count_body, m)?)?;
     Ok(())
 }

@@ -12,6 +12,7 @@ import datetime
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from connector.config import AccountSettings, PlatformSettings, settings_from_dict
 from connector.errors import ConfigError, Disposition, InvalidResponseError, RetriableError
-from connector.exchange import Deadline, SocketWatch, watchdog
+from connector.exchange import Alarm, Deadline, SocketWatch, watchdog
 from connector.platform import PlatformClient
 
 TOKEN = "drip-token-1"
@@ -288,3 +289,16 @@ def test_the_deadline_holds_over_tls(
         assert time.monotonic() - started < LOOSE
     assert str(caught.value).startswith(reason)
     assert "request_timeout 1.5s" in str(caught.value)
+
+
+def test_one_watchdog_thread_serves_exchange_after_exchange() -> None:
+    alarm, fired, done = Alarm(), [], threading.Event()
+    alarm.arm(60.0, lambda: fired.append("long"))
+    alarm.arm(0.05, lambda: fired.append("short"))  # replaces it, earlier: the thread wakes
+    cancelled = lambda: fired.append("cancelled")  # noqa: E731
+    alarm.arm(1.0, cancelled)
+    alarm.cancel(cancelled)  # the exchange ended in time
+    alarm.arm(1.5, lambda: (fired.append("last"), done.set()))
+    assert done.wait(20)
+    assert fired[-1] == "last" and "long" not in fired and "cancelled" not in fired
+    alarm.close()

@@ -3,10 +3,12 @@ hand-off of a body the spool cannot take."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 
+from connector import native
 from connector.errors import SpoolWriteError
 from connector.fetcher import PAUSED_RECHECK, Fetcher, Handoff, Unspooled
 from connector.observer import PauseReason
@@ -117,3 +119,32 @@ def test_after_a_body_bypassed_the_spool_the_fetcher_waits_before_the_next_call(
     assert delay >= PAUSED_RECHECK  # not "again at once", although the batch was a full one
     assert "spool_error" in observer.states()
     assert [str(a[0]) for a, _ in observer.named("fetch_paused")] == ["spool_error"]
+
+
+class RecordingSpool(RoomlessSpool):
+    """Room always; keeps what each append was given."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.kept: list[dict] = []
+
+    def append(self, body: bytes, **meta: object) -> object:
+        self.kept.append({"body": body, **meta})
+        return Unspooled(body, 0.0, 0, None, None)
+
+    def level(self) -> object:
+        return None
+
+
+def test_the_fetcher_spools_the_count_and_builds_no_report_objects() -> None:
+    platform = ScriptedPlatform([[report(1), report(2), report(3)]])
+    spool = RecordingSpool()
+    observer, f = fetcher(platform, spool)
+    f.step()
+    (kept,) = spool.kept
+    assert kept["reports"] == 3
+    assert [kw["reports"] for _, kw in observer.named("polled")] == [3]
+    memo = kept["memo"]
+    if native.rpt_native is not None and os.environ.get("RPT_NATIVE", "1") != "0":
+        assert not memo.decoded  # counted natively: the publisher decodes only if it must
+    assert [r["msgid"] for r in memo.reports] == [1, 2, 3]
