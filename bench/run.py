@@ -32,6 +32,7 @@ from pathlib import Path
 
 import confluent_kafka
 import floor
+import stages
 from broker_bytes import settled_topic_bytes
 from confluent_kafka import Consumer
 from summary import save, summarize
@@ -306,8 +307,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default="exactly_once,at_least_once")
     parser.add_argument("--latency-seconds", type=int, help="length of the 5,000/s scenario")
-    parser.add_argument("--skip", default="", help="comma list of: floor,serve,latency")
+    parser.add_argument("--skip", default="", help="comma list of: floor,stages,serve,latency")
     parser.add_argument("--no-markdown", action="store_true", help="leave BENCHMARKS.md alone")
+    parser.add_argument(
+        "--no-python-path", dest="python_path", action="store_false",
+        help="skip the exactly_once run on the pure-Python path (RPT_NATIVE=0)",
+    )  # fmt: skip
     parser.add_argument(
         "--archive", choices=["on", "off", "both"], default="both",
         help="exactly_once runs with the raw archive topic, without it, or both",
@@ -327,6 +332,19 @@ def archive_runs(delivery: str, choice: str) -> list[tuple[str, bool]]:
     return [on] if choice == "on" else [(delivery, False), on]
 
 
+PYTHON_PATH = "exactly_once (pure Python)"
+
+
+def connector_runs(delivery: str, args: argparse.Namespace) -> list[tuple[str, bool, bool]]:
+    """(result key, with the archive, native path) per connector run of one round: the
+    archive variants of `archive_runs`, then, for exactly_once, the pure-Python path
+    (RPT_NATIVE=0) as the before of the native hot path (issue 19), unless --no-python-path."""
+    runs = [(mode, archive, True) for mode, archive in archive_runs(delivery, args.archive)]
+    if delivery == "exactly_once" and args.python_path:
+        runs.append((PYTHON_PATH, False, False))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -342,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         payloads = None if "floor" in skip else floor.make_payloads(args.reports)
         for i in range(args.runs):
             for delivery in args.modes.split(","):
-                for mode, with_archive in archive_runs(delivery, args.archive):
+                for mode, with_archive, native in connector_runs(delivery, args):
+                    os.environ["RPT_NATIVE"] = "1" if native else "0"  # the connector's env
                     run = connector_run(broker, args.reports, delivery, with_archive)
                     results["connector"].setdefault(mode, []).append(run)
                     print(f"run {i + 1} {mode}: {run['reports_per_s']:,.0f} reports/s, "
@@ -354,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault("floor", {}).setdefault(kind, []).append(run)
                     print(f"run {i + 1} floor {kind}: {run['reports_per_s']:,.0f} reports/s",
                           flush=True)  # fmt: skip
+        os.environ.pop("RPT_NATIVE", None)
+        if "stages" not in skip:  # in-process, per stage, both record paths
+            results["stages"] = stages.measure(min(args.reports, 100_000))
+            print(stages.markdown(results["stages"]), flush=True)
         if "serve" not in skip:
             results["simulator_serve"] = serve_runs(args.reports, args.runs)
         if "latency" not in skip:

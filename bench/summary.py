@@ -6,6 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
+from stages import markdown as stages_markdown
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -30,7 +32,12 @@ def summarize(results: dict) -> dict:
         }
     if "simulator_serve" in results:
         summary["simulator_serve_per_s"] = median(results["simulator_serve"], "reports_per_s")
-    pairs = (("exactly_once", "floor_transactional"), ("at_least_once", "floor_idempotent"))
+    pairs = (
+        ("exactly_once", "floor_transactional"),
+        ("exactly_once+archive", "floor_transactional"),
+        ("exactly_once (pure Python)", "floor_transactional"),
+        ("at_least_once", "floor_idempotent"),
+    )
     for mode, floor_key in pairs:
         if mode in summary and floor_key in summary:
             ratio = summary[mode]["reports_per_s"] / summary[floor_key]["reports_per_s"]
@@ -91,7 +98,8 @@ def markdown_table(results: dict) -> str:
         "| broker B/report: data + archive | peak RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for mode in ("exactly_once", "exactly_once+archive", "at_least_once"):
+    for mode in ("exactly_once", "exactly_once+archive", "exactly_once (pure Python)",
+                 "at_least_once"):  # fmt: skip
         if mode in s:
             r = s[mode]
             ratio = f"{r['ratio_to_floor']:.2f}" if "ratio_to_floor" in r else "–"
@@ -112,6 +120,9 @@ def markdown_table(results: dict) -> str:
                      "| – | – | – | – | – |")  # fmt: skip
     if "archive_cost" in s:
         lines += ["", archive_sentence(s["archive_cost"])]
+    if "stages" in results:
+        lines += ["", "Where the connector's CPU goes, per stage (issue 19), in the same run: "
+                  + stages_markdown(results["stages"])]  # fmt: skip
     for lat in s.get("latency", []):
         lines += [
             "",

@@ -1,6 +1,6 @@
 """Where the connector's CPU goes, stage by stage: thread CPU µs per report, both record paths.
 
-    .venv/bin/python bench/profile.py [--reports 100000] [--runs 3]
+    .venv/bin/python bench/stages.py [--reports 100000] [--runs 3]
 
 In-process, on get-rpt bodies served over HTTP by the simulator (a separate process, so its
 CPU is not counted), through the connector's own code; each stage is timed with
@@ -274,7 +274,7 @@ def markdown(results: dict) -> str:
     lines.append(f"| both | **per report, both threads** | {cells} |")
     load = ", ".join(f"{x:.1f}" for x in results["load_average"])
     caption = (
-        f"`bench/profile.py`: {results['reports']:,} reports, best of {results['runs']} runs, "
+        f"`bench/stages.py`: {results['reports']:,} reports, best of {results['runs']} runs, "
         f"thread CPU per stage; load average {load} (start, end)."
     )
     return caption + "\n\n" + "\n".join(lines) + "\n"
