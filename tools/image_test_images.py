@@ -232,7 +232,8 @@ def prometheus_image(base: str, env: dict[str, str]) -> str:
 def prune(env: dict[str, str]) -> str:
     """Drop this tool's images a rebuild left untagged (with their layers); say what is left."""
     docker("image", "prune", "--force", "--filter", f"label={LABEL}", env=env, timeout=600)
-    return docker("system", "df", "--format", "{{.Type}} {{.Size}}", env=env).replace("\n", ", ")
+    usage = docker("system", "df", "--format", "{{.Type}} {{.Size}}", env=env).splitlines()
+    return ", ".join(line for line in usage if line.strip())
 
 
 PROMETHEUS_DOCKERFILE = """\
