@@ -188,9 +188,12 @@ def debian_mirror() -> str:
     raise EngineError("no Debian bookworm mirror configured for apt; debootstrap needs one")
 
 
-def build(tag: str, context: Path, env: dict[str, str], **build_args: str) -> float:
+def build(
+    tag: str, context: Path, env: dict[str, str], target: str | None = None, **build_args: str
+) -> float:
     """docker build (legacy builder, host network: there is no bridge); returns seconds."""
     args = [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
+    args += ["--target", target] if target else []
     started = time.monotonic()
     docker(
         "build", "--network=host", "-q", "--label", f"{LABEL}=1", *args, "-t", tag, str(context),
