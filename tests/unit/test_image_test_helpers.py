@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,12 @@ def test_only_the_compose_binary_of_the_pinned_source_is_kept(tmp_path: Path, mo
     monkeypatch.setattr(image_test_compose.subprocess, "run", lambda *a, **k: no_plugin)
     assert image_test_compose.compose_command(tmp_path, {}) == [str(current)]
     assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == [current.name]
+
+
+def test_the_stages_image_test_tags_are_the_dockerfiles_build_stages() -> None:
+    """Untagged, a build stage is pruned after the run and the next one rebuilds Rust."""
+    import image_test
+
+    dockerfile = (TOOLS.parent / "Dockerfile").read_text()
+    names = re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M)
+    assert names == [*image_test.BUILD_STAGES, "runtime"]
