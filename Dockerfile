@@ -1,9 +1,32 @@
 # syntax=docker/dockerfile:1
 # rpt-connector image: `docker build -t rpt-connector .`
-# Stage 1 builds the wheel; stage 2 installs it against the lock (constraints.txt), so the image
-# runs exactly the dependency versions the test suite ran.
+# Stage `native` builds rpt_native (native/, the Rust hot path) into a wheel, stage `build` the
+# connector's wheel; the runtime stage installs both against the lock (constraints.txt), so the
+# image runs exactly the dependency versions the test suite ran, on the native path. The Rust
+# toolchain stays in the `native` stage: the image has none.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS native
+# A Debian mirror for a base image without apt sources (`make image-test` makes one with
+# debootstrap); python:*-slim-bookworm has its own. It never reaches the runtime stage.
+ARG APT_MIRROR=""
+# Debian's rustc-web/cargo-web (1.85 in bookworm): pyo3 0.23 needs 1.63, Cargo.lock v4 1.78.
+RUN if [ -n "$APT_MIRROR" ]; then echo "deb $APT_MIRROR bookworm main" > /etc/apt/sources.list.d/build.list; fi \
+    && apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends rustc-web cargo-web > /dev/null \
+    && rm -rf /var/lib/apt/lists/* /etc/apt/sources.list.d/build.list
+WORKDIR /src/native
+# maturin as native/pyproject.toml asks, then the crates Cargo.lock names, each in a layer that
+# changes only with those files: a change to native/src recompiles, it does not download.
+COPY native/pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))" > build-requires.txt \
+    && python -m pip install --no-cache-dir -r build-requires.txt
+COPY native/Cargo.toml native/Cargo.lock ./
+RUN mkdir src && touch src/lib.rs && cargo fetch --locked && rm -r src
+COPY native/src/ src/
+RUN CARGO_NET_OFFLINE=true python -m pip wheel --no-cache-dir --no-deps --no-build-isolation \
+    --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
@@ -35,6 +58,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY constraints.txt /tmp/constraints.txt
 COPY --from=build /src/requirements.txt /tmp/requirements.txt
 RUN python -m pip install --no-cache-dir -c /tmp/constraints.txt -r /tmp/requirements.txt
+# The native wheel before the connector's: a change to connector/ does not reinstall it.
+COPY --from=native /wheels /tmp/native
+RUN python -m pip install --no-cache-dir --no-deps /tmp/native/*.whl && rm -rf /tmp/native
 COPY --from=build /wheels /tmp/wheels
 RUN python -m pip install --no-cache-dir --no-deps -c /tmp/constraints.txt /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels /tmp/constraints.txt /tmp/requirements.txt

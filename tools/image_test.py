@@ -17,9 +17,11 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, NamedTuple
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
@@ -27,10 +29,12 @@ for _path in (TOOLS, REPO, REPO / "devkafka"):  # REPO: the devharness package
     sys.path.insert(0, str(_path))
 
 import image_test_images as images  # noqa: E402
+from image_test_compose import Stack, compose_check, compose_command  # noqa: E402
 from image_test_engine import EngineError, docker, engine  # noqa: E402
 from image_test_run import ContainerRun  # noqa: E402
 
 IMAGE = "rpt-connector:image-test"
+BUILD_STAGES = ("native", "build")  # the Dockerfile's stages before the runtime one
 DEFAULT_CACHE = Path.home() / ".cache" / "rpt-connector" / "image-test"
 
 
@@ -39,19 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache)
     started = time.monotonic()
     try:
-        with engine(cache / "docker-data") as env:
-            prefetch = _prefetch(cache, env, compose=not args.no_compose)
-            figures = _build(cache, env)
-            failures = ContainerRun(IMAGE, env, reports=args.reports).check(figures)
-            prefetch.join()
-            if not args.no_compose:
-                from image_test_compose import compose_check
-
-                failures += compose_check(cache, env, IMAGE, figures)
-                failures += _testcontainers(env, figures)
+        with engine(cache / "docker-data") as env, ThreadPoolExecutor(2) as pool:
+            figures: dict[str, str] = {}
+            failures = _checks(cache, env, args, pool, figures)
+            figures["engine after prune"] = images.prune(env)
     except EngineError as exc:
         print(f"image-test: FAIL {exc}", file=sys.stderr)
         return 2
+    figures["cache"] = _size(cache)
     figures["total"] = f"{time.monotonic() - started:.0f}s"
     print("image-test figures: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
     for failure in failures:
@@ -60,40 +59,73 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
-def _prefetch(cache: Path, env: dict[str, str], compose: bool) -> threading.Thread:
-    """Cold runs: bootstrap the JRE folder and build compose v2 while the image builds.
+def _checks(
+    cache: Path, env: dict[str, str], args: argparse.Namespace, pool: Executor, figures: dict
+) -> list[str]:
+    """The steps, overlapped where one waits on the network or the disk while another computes.
 
-    Both are mostly downloads and disk; overlapping them with `docker build` shortens a cold
-    run by minutes. Failures are left for the step that needs the result to report.
+    Cold, compose v2's Go build (downloads, then compiling) starts at once, next to the base
+    image's debootstrap; the Kafka and Prometheus images (apt downloads, layer writes) build
+    while the connector's image does (pip downloads, compiling Rust).
     """
+    compose = None if args.no_compose else pool.submit(_timed, compose_command, cache, env)
+    base = _timed(images.python_base, cache, env)
+    figures["base image"] = f"{base.value} ({base.seconds:.0f}s)"
+    side = None if args.no_compose else pool.submit(_timed, _side_images, base.value, env)
+    failures = _build(env, base.value, figures)
+    failures += ContainerRun(IMAGE, env, reports=args.reports).check(figures)
+    if compose is None or side is None:
+        return failures
+    built, made = compose.result(), side.result()
+    figures["compose v2"] = f"{built.seconds:.0f}s"
+    figures["kafka+prometheus images"] = f"{made.seconds:.0f}s"
+    stack = Stack(built.value, *made.value)
+    failures += compose_check(cache, env, IMAGE, figures, stack)
+    return failures + _testcontainers(env, figures)
 
-    def work() -> None:
-        if not compose:
-            return
-        from image_test_compose import compose_command
 
-        for step in (lambda: images.jre_rootfs(cache), lambda: compose_command(cache, env)):
-            try:
-                step()
-            except Exception as exc:  # reported again, with context, by the step itself
-                print(f"image-test: prefetch: {exc}", file=sys.stderr, flush=True)
-
-    thread = threading.Thread(target=work, name="prefetch", daemon=True)
-    thread.start()
-    return thread
+class Timed(NamedTuple):
+    value: Any
+    seconds: float
 
 
-def _build(cache: Path, env: dict[str, str]) -> dict[str, str]:
+def _timed(step: Callable[..., Any], *args: Any) -> Timed:
     started = time.monotonic()
-    base = images.python_base(cache, env)
-    figures = {"base image": f"{base} ({time.monotonic() - started:.0f}s)"}
-    seconds = images.build(IMAGE, REPO, env, PYTHON_IMAGE=base)
+    return Timed(step(*args), time.monotonic() - started)
+
+
+def _side_images(base: str, env: dict[str, str]) -> tuple[str, str]:
+    return images.kafka_image(base, env), images.prometheus_image(base, env)
+
+
+def _build(env: dict[str, str], base: str, figures: dict[str, str]) -> list[str]:
+    args = {"PYTHON_IMAGE": base, "APT_MIRROR": images.apt_mirror(base)}
+    seconds = 0.0
+    # The build stages tagged too: untagged, prune() would take them (they inherit the base's
+    # label) and with them the layer cache that spares a warm run the Rust build.
+    for stage in BUILD_STAGES:
+        seconds += images.build(f"{IMAGE}-{stage}", REPO, env, target=stage, **args)
+    seconds += images.build(IMAGE, REPO, env, **args)
     figures["docker build"] = f"{seconds:.0f}s"
     figures["image size"] = f"{images.size_mb(IMAGE, env):.0f} MB"
     user = docker("image", "inspect", "--format", "{{.Config.User}}", IMAGE, env=env).strip()
     figures["image user"] = user
     print(f"image-test: built {IMAGE} in {seconds:.0f}s, {figures['image size']}", flush=True)
-    return figures
+    return _no_toolchain(env)
+
+
+def _no_toolchain(env: dict[str, str]) -> list[str]:
+    """The Rust toolchain and the C compiler stay in the build stage."""
+    found = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE, "-c",
+        "for t in cargo rustc cc gcc maturin; do command -v $t; done; true", env=env,
+    ).split()  # fmt: skip
+    return [f"the image holds build tools: {found}"] if found else []
+
+
+def _size(path: Path) -> str:
+    result = subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True)
+    return result.stdout.split()[0] if result.returncode == 0 else "?"
 
 
 def _testcontainers(env: dict[str, str], figures: dict[str, str]) -> list[str]:

@@ -1,13 +1,18 @@
-"""Images the image test needs: base images (pulled, or made with debootstrap), Kafka, Prometheus.
+"""The image test's images: the base (pulled, or made with debootstrap), Kafka, Prometheus.
 
-No registry may answer here, so a base image is made from Debian's packages: `debootstrap`
-(bookworm, minbase) into a folder of the cache, then `docker import`. Each step is skipped when
-its result exists: the image in the engine, or the bootstrapped folder in the cache. The Debian
-mirror is the one apt already uses, read at run time; none is left inside an image.
+No registry may answer here, so the base image is made from Debian's packages: `debootstrap`
+(bookworm, minbase, python3) into a folder of the cache, then `docker import`. It is the one
+bootstrapped tree: the connector's build stages, Kafka's image (the JRE added with apt in a
+`docker build`) and Prometheus' image all start from it. The folder and the imported image
+carry a key made from what they were built from (suite, packages, the tidy step), so a change
+there makes a new one instead of reusing a stale one. The other images are always `docker
+build`: the engine's layer cache skips what did not change. The Debian mirror is the one apt
+already uses, read at run time and handed to builds as APT_MIRROR; none is left in an image.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -22,42 +27,48 @@ KAFKA_CONTEXT = REPO / "tools" / "image_test_kafka"
 PULL_TIMEOUT_S = 60.0
 
 PYTHON_BASE = "local/python:3.11-bookworm"
-JRE_BASE = "local/jre:17-bookworm"
 PYTHON_PULL = "python:3.11-slim-bookworm"  # the Dockerfile's default, when a registry answers
-PACKAGES = {
-    PYTHON_BASE: "python3,python3-pip,python3-venv,python-is-python3,ca-certificates",
-    JRE_BASE: "openjdk-17-jre-headless,ca-certificates",
-}
+SUITE = "bookworm"
+PACKAGES = "python3,python3-pip,python3-venv,python-is-python3,ca-certificates"
+TIDY_VERSION = "1"  # bump when _tidy changes what goes into the tree
 KAFKA_IMAGE = "local/kafka:4.1.1"
 PROMETHEUS_IMAGE = "local/prometheus:debian"
+# On every image built or imported here: what prune() may remove once a newer one replaced it.
+LABEL = "org.rpt-connector.image-test"
+KEY_LABEL = "org.rpt-connector.image-test.key"
 
 
 def exists(image: str, env: dict[str, str]) -> bool:
+    return _inspect(image, "{{.Id}}", env) is not None
+
+
+def _inspect(image: str, template: str, env: dict[str, str]) -> str | None:
     try:
-        docker("image", "inspect", "--format", "{{.Id}}", image, env=env, timeout=30)
+        return docker("image", "inspect", "--format", template, image, env=env, timeout=30)
     except EngineError:
-        return False
-    return True
+        return None
 
 
 def size_mb(image: str, env: dict[str, str]) -> float:
     return int(docker("image", "inspect", "--format", "{{.Size}}", image, env=env)) / 1e6
 
 
+def base_key() -> str:
+    """What the bootstrapped tree is made from, hashed: the cache's key for it."""
+    made_from = f"{SUITE} minbase {PACKAGES} tidy {TIDY_VERSION}"
+    return hashlib.sha256(made_from.encode()).hexdigest()[:12]
+
+
 def python_base(cache: Path, env: dict[str, str]) -> str:
     """The PYTHON_IMAGE for the Dockerfile: the registry's when it answers, else a local one."""
-    if exists(PYTHON_BASE, env):
+    key = base_key()
+    label = _inspect(PYTHON_BASE, '{{index .Config.Labels "' + KEY_LABEL + '"}}', env)
+    if label is not None and label.strip() == key:
         return PYTHON_BASE
     if exists(PYTHON_PULL, env) or _pulled(PYTHON_PULL, env):
         return PYTHON_PULL
-    _import_debootstrapped(PYTHON_BASE, cache, env)
+    _import_debootstrapped(PYTHON_BASE, cache, env, key)
     return PYTHON_BASE
-
-
-def jre_base(cache: Path, env: dict[str, str]) -> str:
-    if not exists(JRE_BASE, env):
-        _import_debootstrapped(JRE_BASE, cache, env)
-    return JRE_BASE
 
 
 def _pulled(image: str, env: dict[str, str]) -> bool:
@@ -70,26 +81,28 @@ def _pulled(image: str, env: dict[str, str]) -> bool:
     return True
 
 
-def jre_rootfs(cache: Path) -> Path:
-    """The bootstrapped JRE folder (made now when missing); no engine needed."""
-    return _rootfs(JRE_BASE, cache)
+def rootfs(cache: Path, key: str) -> Path:
+    """The bootstrapped tree for `key` (made now when missing); trees of other keys go."""
+    tree = cache / f"rootfs-python-{key}"
+    for stale in cache.glob("rootfs-*"):
+        if stale != tree and not stale.name.endswith(".partial"):
+            _unmount_all(stale)
+            shutil.rmtree(stale)
+    if not tree.is_dir():
+        _debootstrap(tree, PACKAGES, cache / "debs")
+    return tree
 
 
-def _rootfs(image: str, cache: Path) -> Path:
-    name = image.split("/")[1].split(":")[0]
-    rootfs = cache / f"rootfs-{name}"
-    if not rootfs.is_dir():
-        # A package cache per image: two debootstraps may run at once (see image_test._prefetch)
-        _debootstrap(rootfs, PACKAGES[image], cache / "debs" / name)
-    return rootfs
-
-
-def _import_debootstrapped(image: str, cache: Path, env: dict[str, str]) -> None:
-    rootfs = _rootfs(image, cache)
+def _import_debootstrapped(image: str, cache: Path, env: dict[str, str], key: str) -> None:
+    tree = rootfs(cache, key)
     started = time.monotonic()
-    changes = ["ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt", 'CMD ["/bin/bash"]']
+    changes = [
+        "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+        f"LABEL {LABEL}=1 {KEY_LABEL}={key}",
+        'CMD ["/bin/bash"]',
+    ]
     args = [arg for change in changes for arg in ("--change", change)]
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    tar = subprocess.Popen(["tar", "-C", str(tree), "-c", "."], stdout=subprocess.PIPE)
     try:
         docker("import", *args, "-", image, env=env, stdin=tar.stdout)
     finally:
@@ -108,7 +121,7 @@ def _debootstrap(rootfs: Path, include: str, debs: Path) -> None:
     print(f"image-test: debootstrap bookworm minbase + {include} (a few minutes)", flush=True)
     cmd = ["debootstrap", "--variant=minbase", f"--cache-dir={debs}", f"--include={include}"]
     result = subprocess.run(
-        [*cmd, "bookworm", str(partial), debian_mirror()], capture_output=True, text=True
+        [*cmd, SUITE, str(partial), debian_mirror()], capture_output=True, text=True
     )
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip()[-2000:]
@@ -175,38 +188,40 @@ def debian_mirror() -> str:
     raise EngineError("no Debian bookworm mirror configured for apt; debootstrap needs one")
 
 
-def build(tag: str, context: Path, env: dict[str, str], **build_args: str) -> float:
+def build(
+    tag: str, context: Path, env: dict[str, str], target: str | None = None, **build_args: str
+) -> float:
     """docker build (legacy builder, host network: there is no bridge); returns seconds."""
     args = [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
+    args += ["--target", target] if target else []
     started = time.monotonic()
     docker(
-        "build", "--network=host", "-q", *args, "-t", tag, str(context),
+        "build", "--network=host", "-q", "--label", f"{LABEL}=1", *args, "-t", tag, str(context),
         env={**env, "DOCKER_BUILDKIT": "0"}, timeout=1800,
     )  # fmt: skip
     return time.monotonic() - started
 
 
-def kafka_image(cache: Path, env: dict[str, str]) -> str:
-    """Kafka from the Maven Central jars devkafka fetched (.cache/kafka/lib), on a local JRE."""
-    if exists(KAFKA_IMAGE, env):
-        return KAFKA_IMAGE
-    jre = jre_base(cache, env)
+def apt_mirror(base: str) -> str:
+    """APT_MIRROR for a build FROM `base`: this host's mirror for the local base (no sources)."""
+    return debian_mirror() if base == PYTHON_BASE else ""
+
+
+def kafka_image(base: str, env: dict[str, str]) -> str:
+    """Kafka from the Maven Central jars devkafka fetched (.cache/kafka/lib), on Debian's JRE."""
     with tempfile.TemporaryDirectory(prefix="rpt-kafka-ctx-") as scratch:
         context = Path(scratch)
         shutil.copytree(KAFKA_CONTEXT, context, dirs_exist_ok=True)
         shutil.copytree(REPO / ".cache" / "kafka" / "lib", context / "libs")
         shutil.copy(REPO / "devkafka" / "log4j2.xml", context / "log4j2.xml")
-        seconds = build(KAFKA_IMAGE, context, env, JRE_IMAGE=jre)
+        seconds = build(KAFKA_IMAGE, context, env, BASE_IMAGE=base, APT_MIRROR=apt_mirror(base))
     print(f"image-test: built {KAFKA_IMAGE} in {seconds:.0f}s", flush=True)
     return KAFKA_IMAGE
 
 
-def prometheus_image(cache: Path, env: dict[str, str]) -> str:
+def prometheus_image(base: str, env: dict[str, str]) -> str:
     """Prometheus from Debian's package (installed on this host by tools/ensure-prometheus.sh)."""
-    if exists(PROMETHEUS_IMAGE, env):
-        return PROMETHEUS_IMAGE
     subprocess.run(["bash", str(REPO / "tools" / "ensure-prometheus.sh")], check=True)
-    base = python_base(cache, env)
     with tempfile.TemporaryDirectory(prefix="rpt-prom-ctx-") as scratch:
         context = Path(scratch)
         for tool in ("prometheus", "promtool"):
@@ -215,6 +230,13 @@ def prometheus_image(cache: Path, env: dict[str, str]) -> str:
         seconds = build(PROMETHEUS_IMAGE, context, env, BASE_IMAGE=base)
     print(f"image-test: built {PROMETHEUS_IMAGE} in {seconds:.0f}s", flush=True)
     return PROMETHEUS_IMAGE
+
+
+def prune(env: dict[str, str]) -> str:
+    """Drop this tool's images a rebuild left untagged (with their layers); say what is left."""
+    docker("image", "prune", "--force", "--filter", f"label={LABEL}", env=env, timeout=600)
+    usage = docker("system", "df", "--format", "{{.Type}} {{.Size}}", env=env).splitlines()
+    return ", ".join(line for line in usage if line.strip())
 
 
 PROMETHEUS_DOCKERFILE = """\

@@ -171,17 +171,20 @@ class ContainerRun:
 
     def _json_logs(self, figures: dict) -> list[str]:
         lines = [line for line in self._logs().splitlines() if line.strip()]
-        bad = []
+        events, bad = [], []
         for line in lines:
             try:
-                if not isinstance(json.loads(line), dict):
-                    bad.append(line)
+                event = json.loads(line)
             except ValueError:
-                bad.append(line)
+                event = None
+            (events if isinstance(event, dict) else bad).append(event or line)
         figures["log lines"] = f"{len(lines)} ({len(bad)} not JSON)"
+        problems = _native_path(events, figures)
         if bad or not lines:
-            return [f"{len(bad)} of {len(lines)} log lines are not JSON objects, e.g. {bad[:3]}"]
-        return []
+            problems.append(
+                f"{len(bad)} of {len(lines)} log lines are not JSON objects, e.g. {bad[:3]}"
+            )
+        return problems
 
     def _spool_modes(self) -> list[str]:
         """While running: the spool and its files belong to the image's user, 0700/0600."""
@@ -204,6 +207,15 @@ class ContainerRun:
                 docker(*args, env=self.env, timeout=60)
             except EngineError as exc:
                 print(f"image-test: cleanup: {exc}", file=sys.stderr)
+
+
+def _native_path(events: list[dict], figures: dict) -> list[str]:
+    """The container encoded with rpt_native: connector/native.py logs which path it took."""
+    said = [str(e.get("message", "")) for e in events if "native hot path" in str(e.get("message"))]
+    figures["hot path"] = said[0] if said else "not logged"
+    if not any(message.startswith("native hot path on") for message in said):
+        return [f"the container did not run the native hot path: {said or 'nothing logged'}"]
+    return []
 
 
 def _judge_modes(listing: str, when: str) -> list[str]:

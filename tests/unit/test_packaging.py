@@ -83,24 +83,102 @@ def test_dockerfile_labels_the_package_version() -> None:
 
 
 def test_dockerfile_installs_the_wheel_against_the_lock() -> None:
-    installs = [r for r in instructions("RUN") if "pip install" in r and ".whl" in r]
+    installs = [r for r in instructions("RUN") if "pip install" in r and "/tmp/wheels/" in r]
     assert installs and "-c /tmp/constraints.txt" in installs[0]
     assert "pip wheel" in " ".join(instructions("RUN"))
 
 
-def test_dockerfile_copies_only_files_the_build_context_keeps() -> None:
-    ignored = {
-        line.strip().rstrip("/")
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's instructions per stage (FROM ... AS name; the last is "runtime")."""
+    named: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for instruction, args in dockerfile():
+        if instruction == "FROM":
+            current = named.setdefault(args.split()[-1], [])
+        current.append((instruction, args))
+    return named
+
+
+def _context_rules() -> list[tuple[re.Pattern[str], bool]]:
+    """.dockerignore as (pattern, excludes) in order; the last rule matching a path wins."""
+    rules = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            glob = line.lstrip("!").strip("/")
+            regex = "".join(
+                "(.*/)?" if part == "**/" else "[^/]*" if part == "*" else re.escape(part)
+                for part in re.split(r"(\*\*/|\*)", glob)
+            )
+            rules.append((re.compile(regex), not negated))
+    return rules
+
+
+def in_context(path: str, rules: list[tuple[re.Pattern[str], bool]]) -> bool:
+    """Docker's rule: a pattern matches the path or one of its parent folders."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    kept = True
+    for pattern, excludes in rules:
+        if any(pattern.fullmatch(prefix) for prefix in prefixes):
+            kept = not excludes
+    return kept
+
+
+def copy_sources() -> list[str]:
+    sources = []
     for copy in instructions("COPY"):
-        if copy.startswith("--from"):
-            continue
-        for source in shlex.split(copy)[:-1]:
-            source = source.rstrip("/")
-            assert (REPO / source).exists(), f"COPY {source}: no such file"
-            assert not any(source == i or source.startswith(i + "/") for i in ignored), source
+        if not copy.startswith("--from"):
+            sources += [s.rstrip("/") for s in shlex.split(copy)[:-1]]
+    return sources
+
+
+def test_dockerfile_copies_only_files_the_build_context_keeps() -> None:
+    rules = _context_rules()
+    for source in copy_sources():
+        assert (REPO / source).exists(), f"COPY {source}: no such file"
+        assert in_context(source, rules), f"COPY {source}: left out by .dockerignore"
+
+
+def test_the_build_context_holds_only_what_the_dockerfile_copies() -> None:
+    """No build output (native/target), virtualenv, jars or tests reach the docker daemon."""
+    rules, sources = _context_rules(), copy_sources()
+    for outside in ("native/target/release/librpt_native.so", ".venv/bin/python", ".git/HEAD",
+                    ".cache/kafka/lib/kafka.jar", "tests/unit/x.py", "connector/__pycache__/x.pyc",
+                    "docs/dashboard/summary.json", "Dockerfile"):  # fmt: skip
+        assert not in_context(outside, rules), outside
+    for folder, dirs, files in os.walk(REPO):
+        rel = Path(folder).relative_to(REPO).as_posix()
+        dirs[:] = [d for d in dirs if d not in {".git", ".venv", ".cache", "target"}]
+        for name in files:
+            path = name if rel == "." else f"{rel}/{name}"
+            if in_context(path, rules):
+                assert any(path == s or path.startswith(s + "/") for s in sources), path
+
+
+def test_the_image_builds_rpt_native_and_keeps_the_toolchain_out() -> None:
+    named = stages()
+    native, runtime = named["native"], named["runtime"]
+    native_runs = " ".join(args for instruction, args in native if instruction == "RUN")
+    assert "rustc-web" in native_runs and "cargo fetch --locked" in native_runs
+    assert "pip wheel" in native_runs and "/wheels" in native_runs
+    runtime_text = " ".join(args for _instruction, args in runtime)
+    assert "--from=native /wheels" in runtime_text
+    assert not re.search(r"rustc|cargo|apt-get install", runtime_text)
+
+
+def test_dockerfile_layers_keep_rebuilds_short() -> None:
+    """connector/ changes do not recompile Rust; native/src changes do not reinstall deps."""
+    named = stages()
+    native_copies = [a for i, a in named["native"] if i == "COPY"]
+    assert not any("connector" in copy for copy in native_copies)
+    assert native_copies[-1].startswith("native/src")  # the crates are fetched before it
+    order = [a for i, a in named["runtime"] if i in {"COPY", "RUN"}]
+    deps = next(n for n, a in enumerate(order) if "-r /tmp/requirements.txt" in a)
+    native = next(n for n, a in enumerate(order) if a.startswith("--from=native"))
+    connector = next(n for n, a in enumerate(order) if a.startswith("--from=build /wheels"))
+    assert deps < native < connector
 
 
 def test_lock_pins_every_declared_dependency() -> None:
