@@ -205,12 +205,7 @@ class AccountPublisher:
     ) -> None:
         """The hot path: one produce() per record, at `timestamps` (epoch ms) if given."""
         try:
-            if timestamps is None:  # its own loop: without timestamps, no kwarg per record
-                _produce_plain(self._producer, topic, values, keys, headers, partition)
-            else:
-                _produce_stamped(
-                    self._producer, topic, values, keys, headers, partition, timestamps
-                )
+            _produce_all(self._producer, topic, values, keys, headers, partition, timestamps)
             self._producer.poll(0)
         except KafkaException as exc:
             raise self._translate(exc.args[0]) from exc
@@ -326,34 +321,25 @@ class AccountPublisher:
             self._delivery_error = error
 
 
-def _produce_plain(
+def _produce_all(
     producer: Producer,
     topic: str,
     values: list[bytes],
     keys: list[bytes | None],
     headers: Headers,
     partition: int,
+    timestamps: list[int] | None,
 ) -> None:
-    """produce_many's loop: every record gets its produce time."""
+    """produce_many's loops: each record at its timestamp (kafka.record_timestamp = "rtime"),
+    or, without timestamps, a loop that passes no timestamp at all (the hot path's default)."""
     produce = producer.produce
-    for value, key in zip(values, keys, strict=True):
-        try:
-            produce(topic, value, key, partition, headers=headers)
-        except BufferError:
-            _produce_when_room(producer, topic, value, key, headers, partition)
-
-
-def _produce_stamped(
-    producer: Producer,
-    topic: str,
-    values: list[bytes],
-    keys: list[bytes | None],
-    headers: Headers,
-    partition: int,
-    timestamps: list[int],
-) -> None:
-    """produce_many's loop with each record's timestamp (kafka.record_timestamp = "rtime")."""
-    produce = producer.produce
+    if timestamps is None:
+        for value, key in zip(values, keys, strict=True):
+            try:
+                produce(topic, value, key, partition, headers=headers)
+            except BufferError:
+                _produce_when_room(producer, topic, value, key, headers, partition)
+        return
     for value, key, stamp in zip(values, keys, timestamps, strict=True):
         try:
             produce(topic, value, key, partition, headers=headers, timestamp=stamp)

@@ -208,7 +208,9 @@ def test_an_append_that_fails_then_recovers_keeps_the_body_exactly_once(tmp_path
 def test_release_write_failures_retry_and_never_end_the_account(tmp_path) -> None:
     rig = make_rig(tmp_path, ScriptedPlatform(batches(2, 2)), spool_wrapper=faulty(release=3))
     rig.pipeline.start()
-    rig.wait_for(lambda: len(rig.msgids()) == 4)
+    # The releases come after the commits, retried with a backoff: wait for them, not only for
+    # the records (a stop returns from a failing release at once, by design).
+    rig.wait_for(lambda: len(rig.msgids()) == 4 and rig.spools[0].level().entries == 0)
     rig.stop()
     assert_exactly_once(rig, 4)
     assert len(rig.observer.named("spool_write_failed")) == 3
