@@ -45,3 +45,11 @@ def test_no_class_grows_past_200_lines(module: Path) -> None:
 def test_the_class_rule_sees_a_long_class() -> None:
     long_class = "class Big:\n" + "    x = 1\n" * MAX_CLASS_LINES
     assert classes_over(MAX_CLASS_LINES, long_class) == [("Big", MAX_CLASS_LINES + 1)]
+
+
+def test_no_two_test_files_share_a_basename() -> None:
+    """pytest imports test modules by basename (rootdir-relative, no __init__.py): a unit and an
+    integration test of the same name make a whole-suite run stop at collection."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [path.name for path in tests.rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []

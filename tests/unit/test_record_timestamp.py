@@ -2,7 +2,7 @@
 kept inside what the topic accepts (else the produce time, counted); "produce" adds nothing.
 
 The real broker's side (INVALID_TIMESTAMP for a timestamp outside the topic's limits) is
-tests/integration/test_record_timestamp.py."""
+tests/integration/test_record_timestamp_e2e.py."""
 
 from __future__ import annotations
 
