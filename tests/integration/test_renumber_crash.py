@@ -116,6 +116,9 @@ def test_a_kill_at_each_renumber_step_loses_and_duplicates_nothing(
         assert left["entries"] == entries and left["first_seq"] > tail["last_seq"], left
 
         connector = ConnectorProcess(config, log).start()
+        # The crash runs may have drained the simulator already: a SIGTERM sent before the
+        # connector installs its handlers (during interpreter start-up) would just kill it.
+        connector.metrics_base_url()
         simulator.wait_drained(TOTAL, timeout=180)
         assert connector.terminate(60) == 0, connector.output()
     finally:
