@@ -190,7 +190,12 @@ class AccountPublisher:
         self._progress_sent = False
 
     def produce(
-        self, topic: str, value: bytes, key: bytes | None, headers: Headers, partition: int = -1
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers | None,
+        partition: int = -1,
     ) -> None:
         self.produce_many(topic, [value], [key], headers, partition)
 
@@ -199,7 +204,7 @@ class AccountPublisher:
         topic: str,
         values: list[bytes],
         keys: list[bytes | None],
-        headers: Headers,
+        headers: Headers | None,  # None: no headers (kafka.record_headers = false)
         partition: int = -1,
         timestamps: list[int] | None = None,
     ) -> None:
@@ -326,7 +331,7 @@ def _produce_all(
     topic: str,
     values: list[bytes],
     keys: list[bytes | None],
-    headers: Headers,
+    headers: Headers | None,
     partition: int,
     timestamps: list[int] | None,
 ) -> None:
@@ -352,7 +357,7 @@ def _produce_when_room(
     topic: str,
     value: bytes,
     key: bytes | None,
-    headers: Headers,
+    headers: Headers | None,
     partition: int,
     timestamp: int = 0,  # 0: the produce time
 ) -> None:

@@ -3,7 +3,8 @@
 One spool entry (a raw get-rpt body) becomes, in one transaction:
 
     data records   value = Avro (encoder), key = custid (or msgid / none: empty_custid_key),
-                   headers = account, content-type, schema-fingerprint, timestamp = the
+                   headers = account, content-type, schema-fingerprint (unless
+                   kafka.record_headers = false), timestamp = the
                    produce time, or (kafka.record_timestamp = "rtime") the report's rtime
                    where the topic accepts it (RecordTimestamps)
     dead letters   value = the raw bytes that could not become a record, headers =
@@ -173,9 +174,10 @@ class RecordBuilder:
         encoder: ValueEncoder,
         empty_custid_key: str,
         timestamps: RecordTimestamps | None = None,  # None: every record at its produce time
+        headers: bool = True,  # kafka.record_headers
     ) -> None:
         self.account = account
-        self.headers = record_headers(account, encoder)
+        self.headers: Headers | None = record_headers(account, encoder) if headers else None
         self._normalizer, self._encoder = normalizer, encoder
         self._empty_custid_key = empty_custid_key
         self._timestamps = timestamps

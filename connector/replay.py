@@ -120,16 +120,18 @@ class Builders:
         encoder: ValueEncoder,
         empty_key: str,
         timestamps: RecordTimestamps | None = None,  # kafka.record_timestamp, as live
+        headers: bool = True,  # kafka.record_headers, as live
     ) -> None:
         self._normalizer, self._encoder, self._empty_key = normalizer, encoder, empty_key
-        self._timestamps = timestamps
+        self._timestamps, self._headers = timestamps, headers
         self._cache: dict[str, RecordBuilder] = {}
 
     def __call__(self, account: str) -> RecordBuilder:
         if account not in self._cache:
             self._cache[account] = RecordBuilder(
-                account, self._normalizer(account), self._encoder, self._empty_key, self._timestamps
-            )
+                account, self._normalizer(account), self._encoder, self._empty_key,
+                self._timestamps, self._headers,
+            )  # fmt: skip
         return self._cache[account]
 
 
@@ -257,7 +259,10 @@ def replay_archive(
     began = time.monotonic()
     kafka = settings.kafka
     stamps = None if dry_run else record_timestamps(kafka, to_topic)
-    builders = Builders(parts.normalizer, parts.encoder(to_topic), kafka.empty_custid_key, stamps)
+    builders = Builders(
+        parts.normalizer, parts.encoder(to_topic), kafka.empty_custid_key, stamps,
+        kafka.record_headers,
+    )  # fmt: skip
     transform = ArchiveTransform(builders, to_topic, dlq, window, dry_run)
     ids = replay_ids("archive", to_topic)
     run_copy(settings, parts, source, ids, transform, batch=batch, dry_run=dry_run)

@@ -115,8 +115,9 @@ def replay_dlq(
         target = to_topic or settings.kafka.topic
         stamps = None if dry_run else record_timestamps(settings.kafka, target)
         builders = Builders(
-            parts.normalizer, parts.encoder(target), settings.kafka.empty_custid_key, stamps
-        )
+            parts.normalizer, parts.encoder(target), settings.kafka.empty_custid_key, stamps,
+            settings.kafka.record_headers,
+        )  # fmt: skip
         transform = DeadLetterTransform(builders, settings, name, to_topic, dry_run, summary)
         ids = replay_ids("dlq", f"{source}.{name}")
         run_copy(settings, parts, source, ids, transform, batch=batch, dry_run=dry_run)

@@ -52,7 +52,7 @@ class Out:
     topic: str
     value: bytes
     key: bytes | None
-    headers: Headers
+    headers: Headers | None  # None: no headers (kafka.record_headers = false)
     timestamp: int = 0  # epoch ms; 0: the produce time
 
 

@@ -113,6 +113,7 @@ def build_pipeline(
             encoder,
             kafka.empty_custid_key,
             record_timestamps(kafka, view.topic),  # reads the topic's limits for "rtime"
+            headers=kafka.record_headers,
         ),
         observer=observer,
         schedule=PollSchedule(

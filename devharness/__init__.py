@@ -34,7 +34,13 @@ from devharness.processes import (  # noqa: E402
     stop_process,
     wait_until,
 )
-from devharness.verdict import Verdict, assert_exactly_once, ground_truth, verify  # noqa: E402
+from devharness.verdict import (  # noqa: E402
+    Verdict,
+    assert_exactly_once,
+    drain_exactly_once,
+    ground_truth,
+    verify,
+)
 from devkafka import Broker, free_port  # noqa: E402
 
 __all__ = [
@@ -52,6 +58,7 @@ __all__ = [
     "connector_env",
     "consume_all",
     "delete_topics",
+    "drain_exactly_once",
     "free_port",
     "ground_truth",
     "stop_everything",

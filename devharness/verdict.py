@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from connector.avro_codec import decode_single_object
 from connector.report import Normalizer
-from devharness.config import Topics
+from devharness.config import TOKEN, Topics, write_config
 from devharness.kafka import ConsumedRecord, consume_all
+from devharness.processes import ConnectorProcess, SimulatorProcess, stop_everything
 
 
 def ground_truth(record_file: Path) -> tuple[dict[str, dict], set[str]]:
@@ -61,3 +63,29 @@ def assert_exactly_once(bootstrap: str, topics: Topics, record_file: Path) -> Ve
     assert set(verdict.delivered) == set(good)
     assert len(verdict.dead_letters) == len(bad)
     return verdict
+
+
+def drain_exactly_once(
+    bootstrap: str, workdir: Path, kafka: dict, *, seed: int, reports: int
+) -> Topics:
+    """The simulator's `reports` drained by one connector with these `kafka` settings, stopped
+    with SIGTERM (exit 0), every report exactly once on fresh topics; those topics."""
+    topics = Topics.fresh()
+    record = workdir / "handed-out.jsonl"
+    simulator = SimulatorProcess(
+        ["--token", f"main={TOKEN}", "--record", str(record), "--seed", str(seed),
+         "--reports", str(reports)]
+    ).start()  # fmt: skip
+    config = write_config(
+        workdir / "c.toml", base_url=simulator.base_url, bootstrap=bootstrap, topics=topics,
+        spool=workdir / "spool", overrides={"kafka": kafka},
+    )  # fmt: skip
+    connector = ConnectorProcess(config, workdir / "connector.log").start()
+    try:
+        simulator.wait_drained()
+        time.sleep(1.5)  # the last transaction commits
+        assert connector.terminate() == 0, connector.output()
+    finally:
+        stop_everything(connector, simulator)
+    assert_exactly_once(bootstrap, topics, record)
+    return topics

@@ -30,8 +30,12 @@ pub struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    pub fn new(b: &'a [u8]) -> Self {
-        Parser { b, i: 0 }
+    /// A parser over a body that is valid UTF-8 as a whole, else a Bail (Python decides, as
+    /// it would for invalid UTF-8 anywhere). One check for the whole body: every string
+    /// between two quotes is then valid UTF-8 too and is not checked again.
+    pub fn new(b: &'a [u8]) -> Res<Self> {
+        std::str::from_utf8(b).map_err(|_| Bail)?;
+        Ok(Parser { b, i: 0 })
     }
 
     pub fn ws(&mut self) {
@@ -86,7 +90,9 @@ impl<'a> Parser<'a> {
         while let Some(&c) = self.b.get(self.i) {
             match c {
                 b'"' => {
-                    let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| Bail)?;
+                    // SAFETY: `b` is valid UTF-8 (Parser::new) and both ends of the slice are
+                    // next to ASCII quotes, so they are character boundaries.
+                    let text = unsafe { std::str::from_utf8_unchecked(&self.b[start..self.i]) };
                     self.i += 1;
                     return Ok(Cow::Borrowed(text));
                 }
@@ -307,17 +313,20 @@ pub fn envelope<'a>(
 /// than 64 characters anywhere is a `Bail` too (msgspec refuses some: Python decides). For
 /// such a body the Python path takes every entry of `rpts` as a report, so the count is
 /// exactly its count.
-pub fn count_reports(b: &[u8]) -> Res<usize> {
-    let mut p = Parser::new(b);
+///
+/// `known` numbers the field names a report usually has (below 32): those are checked for
+/// repeats with a bit each, the others with a list.
+pub fn count_reports(b: &[u8], known: fn(&str) -> Option<usize>) -> Res<usize> {
+    let mut p = Parser::new(b)?;
     let mut count = 0;
-    let rpts = |p: &mut Parser<'_>| p.flat_objects().map(|n| count = n);
+    let rpts = |p: &mut Parser<'_>| p.flat_objects(known).map(|n| count = n);
     envelope(&mut p, rpts, |p| p.plain_scalar())?;
     Ok(count)
 }
 
 impl<'a> Parser<'a> {
     /// `null` (0) or an array of flat objects: how many.
-    fn flat_objects(&mut self) -> Res<usize> {
+    fn flat_objects(&mut self, known: fn(&str) -> Option<usize>) -> Res<usize> {
         self.ws();
         if self.peek() == Some(b'n') {
             return self.literal(b"null").map(|_| 0);
@@ -331,7 +340,7 @@ impl<'a> Parser<'a> {
         let mut count = 0;
         let mut keys: Vec<Cow<'a, str>> = Vec::with_capacity(16);
         loop {
-            self.flat_object(&mut keys)?;
+            self.flat_object(&mut keys, known)?;
             count += 1;
             if !self.next_or_end(b']')? {
                 return Ok(count);
@@ -339,9 +348,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// One object of scalars with distinct keys; `keys` is scratch space.
-    fn flat_object(&mut self, keys: &mut Vec<Cow<'a, str>>) -> Res<()> {
+    /// One object of scalars with distinct keys; `keys` is scratch space (the unknown ones).
+    fn flat_object(
+        &mut self,
+        keys: &mut Vec<Cow<'a, str>>,
+        known: fn(&str) -> Option<usize>,
+    ) -> Res<()> {
         keys.clear();
+        let mut seen: u32 = 0;
         self.expect(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
@@ -350,10 +364,16 @@ impl<'a> Parser<'a> {
         }
         loop {
             let key = self.string()?;
-            if keys.contains(&key) {
-                return Err(Bail);
+            match known(&key) {
+                Some(bit) => {
+                    if seen & (1 << bit) != 0 {
+                        return Err(Bail);
+                    }
+                    seen |= 1 << bit;
+                }
+                None if keys.contains(&key) => return Err(Bail),
+                None => keys.push(key),
             }
-            keys.push(key);
             self.expect(b':')?;
             self.plain_scalar()?;
             if !self.next_or_end(b'}')? {

@@ -74,7 +74,7 @@ impl BodyEncoder {
     fn encode(&self, body: &[u8], fetched_at_ms: i64) -> Res<Encoded> {
         let text = body.strip_prefix(BOM).unwrap_or(body);
         let offset = body.len() - text.len();
-        let mut p = Parser::new(text);
+        let mut p = Parser::new(text)?;
         let raws = reports(&mut p)?;
         let tail = report::tail(&self.account, fetched_at_ms);
         let mut e = Encoded {
@@ -196,7 +196,7 @@ impl BodyEncoder {
 /// fetch thread counts with it; no Python object is built per report.
 #[pyfunction]
 fn count_body(py: Python<'_>, body: &[u8]) -> Option<usize> {
-    py.allow_threads(|| json::count_reports(body.strip_prefix(BOM).unwrap_or(body)).ok())
+    py.allow_threads(|| json::count_reports(body.strip_prefix(BOM).unwrap_or(body), report::field_index).ok())
 }
 
 #[pymodule]

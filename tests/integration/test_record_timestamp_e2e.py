@@ -15,14 +15,11 @@ import hostile_platform as hostile
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError, KafkaException, Producer
 from harness import (
-    TOKEN,
     ConnectorProcess,
     Endpoints,
-    SimulatorProcess,
     Topics,
-    assert_exactly_once,
     connector_env,
-    stop_everything,
+    drain_exactly_once,
     write_config,
 )
 from hostile_platform import wait_for
@@ -93,24 +90,9 @@ def test_the_broker_refuses_a_transaction_holding_a_far_future_timestamp(
 def test_each_record_s_timestamp_is_its_rtime_or_its_produce_time(
     kafka_bootstrap: str, tmp_path: Path, mode: str
 ) -> None:
-    topics = Topics.fresh()
-    record = tmp_path / "handed-out.jsonl"
-    simulator = SimulatorProcess(
-        ["--token", f"main={TOKEN}", "--record", str(record), "--seed", "17", "--reports", "3000"]
-    ).start()
-    config = write_config(
-        tmp_path / "c.toml", base_url=simulator.base_url, bootstrap=kafka_bootstrap,
-        topics=topics, spool=tmp_path / "spool", overrides={"kafka": {"record_timestamp": mode}},
-    )  # fmt: skip
-    connector = ConnectorProcess(config, tmp_path / "connector.log").start()
-    try:
-        simulator.wait_drained()
-        time.sleep(1.5)  # the last transaction commits
-        assert connector.terminate() == 0, connector.output()
-    finally:
-        stop_everything(connector, simulator)
+    overrides = {"record_timestamp": mode}
+    topics = drain_exactly_once(kafka_bootstrap, tmp_path, overrides, seed=17, reports=3000)
     ended = round(time.time() * 1000)
-    assert_exactly_once(kafka_bootstrap, topics, record)
     records = stamps(kafka_bootstrap, topics.data)
     assert len(records) == 3000
     if mode == "rtime":
