@@ -9,7 +9,9 @@ connector's rpt_records_published_total reaches N). The connector's CPU (utime+s
 /proc) is taken over that window; peak RSS is VmHWM just before it is stopped; the broker
 bytes of the data and archive topics (their partitions' .log files, bench/broker_bytes.py)
 once it has stopped, before the run's topics are deleted. exactly_once runs with and without
-the raw archive topic in each round (`--archive both`). Then the
+the raw archive topic in each round (`--archive both`), on the pure-Python path
+(RPT_NATIVE=0, `--no-python-path` leaves it out) and with kafka.record_headers = false
+(`--no-headers-run` leaves it out). Then the
 librdkafka floor, the simulator's serve rate and a latency scenario (simulator in rate mode,
 a read_committed consumer timing fetched_at → visible). Writes bench/results/<stamp>.json,
 bench/results/latest.json and BENCHMARKS.md.
@@ -67,16 +69,17 @@ def start_simulator(*args: str) -> SimulatorProcess:
 
 
 def bench_config(workdir: Path, base_url: str, bootstrap: str, topics: Topics, delivery: str,
-                 archive: str, commit_ms: int = 200) -> Path:  # fmt: skip
+                 archive: str, commit_ms: int = 200, headers: bool = True) -> Path:  # fmt: skip
     """The harness config with the production-like parts a benchmark needs: fsync, big batches;
-    `archive` is kafka.archive_topic ("" = none)."""
+    `archive` is kafka.archive_topic ("" = none), `headers` kafka.record_headers."""
     return write_config(
         workdir / "connector.toml", base_url=base_url, bootstrap=bootstrap, topics=topics,
         spool=workdir / "spool", delivery=delivery,
         overrides={
             "platform": {"read_timeout": "10s"},
             "kafka": {"commit_interval": f"{commit_ms}ms", "max_batch_records": BATCH,
-                      "topic_partitions": PARTITIONS, "archive_topic": archive},
+                      "topic_partitions": PARTITIONS, "archive_topic": archive,
+                      "record_headers": headers},
             "spool": {"fsync": True},
         },
     )  # fmt: skip
@@ -142,7 +145,9 @@ def broker_bytes(broker: Broker, topics: Topics, archive: str, n: int) -> dict:
 
 
 # --- scenarios ---------------------------------------------------------------------------------
-def connector_run(broker: Broker, n: int, delivery: str, with_archive: bool) -> dict:
+def connector_run(
+    broker: Broker, n: int, delivery: str, with_archive: bool, headers: bool = True
+) -> dict:
     """One end-to-end run; the figures of the window first fetch → last commit, then the
     topics' bytes on the broker."""
     bootstrap, broker_pid = broker.bootstrap, broker.pid
@@ -152,7 +157,9 @@ def connector_run(broker: Broker, n: int, delivery: str, with_archive: bool) -> 
     simulator = start_simulator("--reports", str(n))
     with tempfile.TemporaryDirectory(prefix="rpt-bench-") as tmp:
         workdir = Path(tmp)
-        config = bench_config(workdir, simulator.base_url, bootstrap, topics, delivery, archive)
+        config = bench_config(
+            workdir, simulator.base_url, bootstrap, topics, delivery, archive, headers=headers
+        )
         connector, endpoints = start_connector(workdir, config)
         try:
             wait_until(lambda: simulator.stats()["handed_out"] > 0, 120, "a first fetch", 0.005)
@@ -314,6 +321,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the exactly_once run on the pure-Python path (RPT_NATIVE=0)",
     )  # fmt: skip
     parser.add_argument(
+        "--no-headers-run", dest="headers_run", action="store_false",
+        help="skip the exactly_once run with kafka.record_headers = false",
+    )  # fmt: skip
+    parser.add_argument(
         "--archive", choices=["on", "off", "both"], default="both",
         help="exactly_once runs with the raw archive topic, without it, or both",
     )  # fmt: skip
@@ -333,15 +344,20 @@ def archive_runs(delivery: str, choice: str) -> list[tuple[str, bool]]:
 
 
 PYTHON_PATH = "exactly_once (pure Python)"
+NO_HEADERS = "exactly_once (no headers)"
 
 
-def connector_runs(delivery: str, args: argparse.Namespace) -> list[tuple[str, bool, bool]]:
-    """(result key, with the archive, native path) per connector run of one round: the
-    archive variants of `archive_runs`, then, for exactly_once, the pure-Python path
-    (RPT_NATIVE=0) as the before of the native hot path (issue 19), unless --no-python-path."""
-    runs = [(mode, archive, True) for mode, archive in archive_runs(delivery, args.archive)]
+def connector_runs(delivery: str, args: argparse.Namespace) -> list[tuple[str, bool, bool, bool]]:
+    """(result key, with the archive, native path, record headers) per connector run of one
+    round: the archive variants of `archive_runs`, then, for exactly_once, the pure-Python
+    path (RPT_NATIVE=0) as the before of the native hot path (issue 19), unless
+    --no-python-path, and the native path with kafka.record_headers = false, unless
+    --no-headers-run."""
+    runs = [(mode, archive, True, True) for mode, archive in archive_runs(delivery, args.archive)]
     if delivery == "exactly_once" and args.python_path:
-        runs.append((PYTHON_PATH, False, False))
+        runs.append((PYTHON_PATH, False, False, True))
+    if delivery == "exactly_once" and args.headers_run:
+        runs.append((NO_HEADERS, False, True, False))
     return runs
 
 
@@ -360,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         payloads = None if "floor" in skip else floor.make_payloads(args.reports)
         for i in range(args.runs):
             for delivery in args.modes.split(","):
-                for mode, with_archive, native in connector_runs(delivery, args):
+                for mode, with_archive, native, headers in connector_runs(delivery, args):
                     os.environ["RPT_NATIVE"] = "1" if native else "0"  # the connector's env
-                    run = connector_run(broker, args.reports, delivery, with_archive)
+                    run = connector_run(broker, args.reports, delivery, with_archive, headers)
                     results["connector"].setdefault(mode, []).append(run)
                     print(f"run {i + 1} {mode}: {run['reports_per_s']:,.0f} reports/s, "
                           f"{run['cpu_us_per_report']:.1f} µs CPU/report, "

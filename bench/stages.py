@@ -6,7 +6,7 @@ In-process, on get-rpt bodies served over HTTP by the simulator (a separate proc
 CPU is not counted), through the connector's own code; each stage is timed with
 `time.thread_time` around the calls the connector makes:
 
-fetch thread   `PlatformClient.fetch` (httpx + connector.exchange's deadline and watchdog),
+fetch thread   `PlatformClient.fetch` (httpx requests through connector.wire, the deadline),
                less `parse_body`, which is shown on its own: the Python strict parse, or the
                native count (`rpt_native.count_body`); the spool append (fsync on, a temporary
                directory); room/level checks (statvfs); the fetch-side observations.
@@ -30,6 +30,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # devharness/
@@ -57,7 +59,11 @@ READ_CHUNK = 8 * 2**20  # what one publish round reads at most (pipeline._READ_C
 ACCOUNT = "main"
 BATCH = 20_000  # max_batch_records of the bench
 STAGES = (  # (key, thread, label)
-    ("fetch", "fetch", "get-rpt call: httpx + exchange (deadline, watchdog), without the parse"),
+    (
+        "fetch",
+        "fetch",
+        "get-rpt call: httpx request, wire transport, exchange (deadline), no parse",
+    ),
     ("parse", "fetch", "parse_body: Python strict parse / native count"),
     ("spool", "fetch", "spool append (CRC, write, fsync)"),
     ("room", "fetch", "spool room + level (statvfs)"),
@@ -135,22 +141,21 @@ def fetch_side(n: int, use_native: bool, clock: Clock, workdir: Path) -> Spool:
 
 
 def bare_httpx(n: int, clock: Clock, workdir: Path) -> int:
-    """For comparison: the same get-rpt calls as a bare `httpx.Client.post` + body read, on the
-    connector's client (no deadline, no watchdog, no streaming); the reports it drained."""
+    """For comparison: the same get-rpt calls as a bare `httpx.Client.post` + body read through
+    httpx's own transport (httpcore + h11; no deadline, no watchdog, no streaming), the
+    connector's transport before connector.wire; the reports it drained."""
     simulator = SimulatorProcess(
         ["--seed", "1", *token_args({ACCOUNT: TOKEN}), "--reports", str(n)]
     )
     simulator.start()
     try:
         settings = _settings(workdir, simulator.base_url)
-        with PlatformClient(settings.platform, settings.accounts[0], 0) as client:
+        with httpx.Client(base_url=settings.platform.base_url, timeout=10) as client:
             headers, got = {TOKEN_HEADER: TOKEN}, 0
             retsize = {"retsize": settings.accounts[0].retsize or settings.platform.retsize}
             while got < n:
                 t0 = time.thread_time()
-                raw = client._http.post(
-                    settings.platform.path, json=retsize, headers=headers
-                ).content
+                raw = client.post(settings.platform.path, json=retsize, headers=headers).content
                 clock.spent["httpx_bare"] += time.thread_time() - t0
                 got += parse_body(raw).count
     finally:
@@ -265,7 +270,8 @@ def markdown(results: dict) -> str:
         lines.append(f"| {thread} | {label} | {' | '.join(cells)} |")
     bare = " | ".join(f"({results['stages'][p].get('httpx_bare', 0.0):.2f})" for p in paths)
     lines.append(
-        f"| fetch | for comparison, not in the totals: a bare httpx post + read | {bare} |"
+        "| fetch | for comparison, not in the totals: a bare httpx post + read, httpx's own "
+        f"transport | {bare} |"
     )
     for thread in ("fetch", "publish"):
         cells = " | ".join(f"**{totals[p, thread]:.2f}**" for p in paths)

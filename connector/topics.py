@@ -67,8 +67,9 @@ def producer_config(
         config["transactional.id"] = f"{kafka.transactional_id_prefix}{account}"
         config["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
         config["message.timeout.ms"] = MESSAGE_TIMEOUT_MS
-    else:
-        config["delivery.report.only.error"] = True
+    # No delivery report per delivered record: exactly_once learns a failed delivery from the
+    # commit, at_least_once from the reports of failures alone (AccountPublisher._on_delivery).
+    config["delivery.report.only.error"] = True
     config.update(kafka.producer)
     config["error_cb"] = on_error
     config["logger"] = client_logger(f"producer-{account}")
