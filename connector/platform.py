@@ -193,7 +193,7 @@ class PlatformClient:
         return Fetch(raw, body, self._wall_clock(), self._clock() - started, attempts)
 
     def close(self) -> None:
-        self._transport.close()
+        self._http.close()  # and its transport
         self._watch.alarm.close()  # the watchdog thread ends
 
     def _get_rpt(self, token: SecretStr, deadline: Deadline) -> tuple[bytes, ParsedBody]:
@@ -208,14 +208,14 @@ class PlatformClient:
         """The get-rpt request, built once per token: every call sends the same bytes."""
         secret = token.get_secret_value()
         if self._request is None or self._request[0] != secret:
-            headers = {TOKEN_HEADER: secret}
+            retsize = {"retsize": self._retsize}
             if self._platform.method == "GET":
-                options: dict = {"params": {"retsize": self._retsize}}
+                method, options = "GET", {"params": retsize}
             else:
-                options = {"json": {"retsize": self._retsize}}
-            method = "POST" if "json" in options else "GET"
-            path = self._platform.path
-            request = self._http.build_request(method, path, headers=headers, **options)
+                method, options = "POST", {"json": retsize}
+            request = self._http.build_request(
+                method, self._platform.path, headers={TOKEN_HEADER: secret}, **options
+            )
             self._request = (secret, request)
         return self._request[1]
 

@@ -218,11 +218,6 @@ class WireTransport(httpx.BaseTransport):
             raise httpx.ConnectError(str(exc)) from exc
         return connection
 
-    def _release(self, connection: Connection, reusable: bool) -> None:
-        """An answer was read to its end (reusable, unless the server said close) or not."""
-        if not reusable:
-            self._discard(connection)
-
     def _discard(self, connection: Connection) -> None:
         with self._lock:
             if self._connection is connection:
@@ -269,9 +264,10 @@ class _Body(httpx.SyncByteStream):
             yield chunk
 
     def close(self) -> None:
-        reusable = self._done and not self._answer.will_close
+        reusable = self._done and not self._answer.will_close  # read to its end, kept alive
         self._answer.close()
-        self._transport._release(self._connection, reusable)
+        if not reusable:
+            self._transport._discard(self._connection)
 
 
 def _send(connection: Connection, request: httpx.Request, timeout: float | None) -> None:
