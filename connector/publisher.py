@@ -37,6 +37,7 @@ from connector.errors import (
     TransactionTimedOutError,
 )
 from connector.logs import RepeatSummary
+from connector.native_produce import Sender, record_sender, send_all
 from connector.progress import Progress, ProgressTopic
 from connector.records import Headers, progress_partition, progress_value
 from connector.retry import Backoff, Clock, Deadline
@@ -53,6 +54,7 @@ log = logging.getLogger("connector.publisher")
 __all__ = ["AccountPublisher", "Progress", "ProgressTopic", "Reachability"]
 
 ProducerFactory = Callable[[dict], Producer]
+SenderFactory = Callable[[Producer, dict, str], Sender | None]  # (producer, its config, topic)
 _FENCE_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
@@ -135,6 +137,7 @@ class AccountPublisher:
         spool_id: str,
         reachability: Reachability,
         producer_factory: ProducerFactory = Producer,
+        sender_factory: SenderFactory = record_sender,
         progress: ProgressTopic | None = None,
         clock: Clock = time.monotonic,
         stop: threading.Event | None = None,
@@ -150,12 +153,16 @@ class AccountPublisher:
         self.reachability = reachability
         self._kafka = kafka
         self._factory = producer_factory
+        self._sender_factory = sender_factory
         self._progress = progress or ProgressTopic(kafka)
         self._clock = clock
         self._stop = stop or threading.Event()
         self._rng = rng or random.Random()
         self._on_stats = on_stats
         self._producer: Producer | None = None
+        self._config: dict = {}
+        # exactly_once: per topic, the native sender of this producer (None: produce()).
+        self._senders: dict[str, Sender | None] = {}
         self._delivery_error: KafkaError | None = None
         self._fence_seen: KafkaError | None = None
         self._txn_began: float | None = None  # clock() at begin(); None outside a transaction
@@ -172,7 +179,8 @@ class AccountPublisher:
         config = producer_config(self._kafka, self.account, self._on_stats, self._on_error)
         if not self.transactional:
             config["on_delivery"] = self._on_delivery
-        self._producer = self._factory(config)
+        self._senders.clear()
+        self._producer, self._config = self._factory(config), config
         if self.transactional:
             self._call(self._producer.init_transactions, deadline, interrupt=self._stop)
         self.reachability.ok()
@@ -208,9 +216,14 @@ class AccountPublisher:
         partition: int = -1,
         timestamps: list[int] | None = None,
     ) -> None:
-        """The hot path: one produce() per record, at `timestamps` (epoch ms) if given."""
+        """The hot path: every record queued, at `timestamps` (epoch ms) if given; in one
+        native call where there is a sender (exactly_once), else one produce() per record."""
         try:
-            _produce_all(self._producer, topic, values, keys, headers, partition, timestamps)
+            sender = self._sender(topic)
+            if sender is None:
+                _produce_all(self._producer, topic, values, keys, headers, partition, timestamps)
+            else:
+                send_all(sender, self._producer.poll, values, keys, headers, partition, timestamps)
             self._producer.poll(0)
         except KafkaException as exc:
             raise self._translate(exc.args[0]) from exc
@@ -246,9 +259,18 @@ class AccountPublisher:
             self._producer.flush(deadline.remaining())
         except KafkaException as exc:
             log.debug("account %s: producer closed in error: %s", self.account, exc)
+        self._senders.clear()  # a sender holds its producer
         self._producer = None
 
     # --- internals ------------------------------------------------------------------------
+    def _sender(self, topic: str) -> Sender | None:
+        """The native sender of `topic`: exactly_once only (no per-record delivery report)."""
+        if not self.transactional:
+            return None
+        if topic not in self._senders:
+            self._senders[topic] = self._sender_factory(self._producer, self._config, topic)
+        return self._senders[topic]
+
     def _produce_progress(self, sequence: int) -> None:
         partition = progress_partition(self.account, self._progress.partitions or 1)
         value = progress_value(self.account, sequence, self.spool_id, time.time())

@@ -1,8 +1,10 @@
 //! rpt-connector's native hot path: one call per get-rpt body, raw bytes in, Kafka keys and
-//! Avro values out. connector/native.py wraps it; connector/report.py and avro_codec.py stay
-//! the reference (the tests compare byte for byte) and judge every report this code leaves.
+//! Avro values out (connector/native.py wraps it; connector/report.py and avro_codec.py stay
+//! the reference: the tests compare byte for byte and judge every report this code leaves),
+//! and one call per batch of records to produce them through librdkafka (produce.rs).
 
 mod json;
+mod produce;
 mod report;
 
 use std::collections::HashMap;
@@ -203,5 +205,7 @@ fn count_body(py: Python<'_>, body: &[u8]) -> Option<usize> {
 fn rpt_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BodyEncoder>()?;
     m.add_function(wrap_pyfunction!(count_body, m)?)?;
+    m.add_class::<produce::RecordSender>()?;
+    m.add_function(wrap_pyfunction!(produce::bind_librdkafka, m)?)?;
     Ok(())
 }

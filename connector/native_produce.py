@@ -1,0 +1,139 @@
+"""Native produce: a batch of data records in one call, through the producer's own librdkafka.
+
+`rpt_native.RecordSender` hands each record to `rd_kafka_produceva` on the librdkafka handle
+of the account's confluent-kafka `Producer`: the same transaction, partitioner, settings and
+queue as `Producer.produce()`, without a Python call per record (its argument parsing, its
+conversion of the header list, its callback state). The records are byte for byte what
+`produce()` would send (tests/integration/test_native_produce_e2e.py reads both back).
+
+No delivery callback is attached to these records, so it is used for exactly_once only: a
+failed delivery fails the transaction's commit, which is how that mode learns of it anyway.
+at_least_once needs the failed record's report (AccountPublisher._on_delivery) and keeps
+`produce()`.
+
+The handle is the second word after the Python object header of confluent-kafka's C object.
+That is checked, not assumed: the word after it must be the very error callback the producer
+was configured with, and librdkafka must name the handle after the producer's client.id.
+Anything else (another confluent-kafka layout, a test's fake producer, a second librdkafka
+in the process, RPT_NATIVE=0 or RPT_NATIVE_PRODUCE=0) leaves `produce()` in place, said
+once in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException
+
+from connector.native import rpt_native
+
+log = logging.getLogger(__name__)
+QUEUE_FULL = KafkaError._QUEUE_FULL
+_said: set[str] = set()
+_bound: str | None = None  # the librdkafka path bound, once per process
+
+
+class Sender(Protocol):
+    def send(
+        self,
+        values: list[bytes],
+        keys: list[bytes | None],
+        headers: list[tuple[str, bytes]] | None,
+        partition: int,
+        timestamps: list[int] | None,
+        start: int = 0,
+    ) -> tuple[int, tuple[int, str, bool, bool, bool] | None]: ...
+
+
+def record_sender(producer: object, config: dict, topic: str) -> Sender | None:
+    """The native sender of `topic` for this producer (built from `config`), or None."""
+    reason = _unusable(producer)
+    if reason is None:
+        try:
+            sender = rpt_native.RecordSender(  # type: ignore[union-attr]
+                producer, config["error_cb"], config["client.id"], topic
+            )
+        except ValueError as exc:
+            reason = str(exc)
+        else:
+            _say_once("native produce on: data records go to librdkafka in one call per batch")
+            return sender
+    _say_once(f"native produce off ({reason}): one Producer.produce() per record")
+    return None
+
+
+def send_all(
+    sender: Sender,
+    poll: Callable[[float], object],
+    values: list[bytes],
+    keys: list[bytes | None],
+    headers: list[tuple[str, bytes]] | None,
+    partition: int,
+    timestamps: list[int] | None,
+    wait: float = 0.05,
+) -> None:
+    """Every record queued; while the local queue is full, `poll(wait)` makes room. A
+    refusal raises KafkaException, as `produce()` would."""
+    start = 0
+    while True:
+        start, failure = sender.send(values, keys, headers, partition, timestamps, start)
+        if failure is None:
+            return
+        code, reason, fatal, retriable, txn_requires_abort = failure
+        if code != QUEUE_FULL:
+            error = KafkaError(code, reason, fatal, retriable, txn_requires_abort)
+            raise KafkaException(error)
+        poll(wait)
+
+
+def _unusable(producer: object) -> str | None:
+    if os.environ.get("RPT_NATIVE", "1") == "0":
+        return "RPT_NATIVE=0"
+    if os.environ.get("RPT_NATIVE_PRODUCE", "1") == "0":
+        return "RPT_NATIVE_PRODUCE=0"
+    if rpt_native is None or not hasattr(rpt_native, "RecordSender"):
+        return "the rpt_native extension is not installed"
+    if type(producer) is not confluent_kafka.Producer:
+        return f"the producer is a {type(producer).__name__}, not a confluent_kafka.Producer"
+    return _bind()
+
+
+def _bind() -> str | None:
+    """Bind rpt_native to the librdkafka confluent-kafka loaded; the reason it cannot."""
+    global _bound
+    if _bound is not None:
+        return None
+    paths = _loaded_librdkafka()
+    if len(paths) != 1:
+        return f"{len(paths)} librdkafka libraries are loaded, not one: {sorted(paths)}"
+    path = paths.pop()
+    try:
+        version = rpt_native.bind_librdkafka(path)  # type: ignore[union-attr]
+    except RuntimeError as exc:
+        return str(exc)
+    expected = confluent_kafka.libversion()[1]
+    if version != expected:
+        return f"{path} is librdkafka {version:#x}, confluent-kafka runs {expected:#x}"
+    _bound = path
+    return None
+
+
+def _loaded_librdkafka() -> set[str]:
+    """The files mapped into this process whose name is librdkafka's."""
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return set()
+    paths = {parts[5] for parts in (line.split(None, 5) for line in lines) if len(parts) == 6}
+    return {p for p in paths if os.path.basename(p).startswith("librdkafka")}
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.info(message)
