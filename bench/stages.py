@@ -45,6 +45,7 @@ from connector.avro_codec import record_keys, single_object_encoder  # noqa: E40
 from connector.checkpoint import Checkpoint  # noqa: E402
 from connector.config import load_settings  # noqa: E402
 from connector.metrics import Metrics  # noqa: E402
+from connector.native_produce import record_sender  # noqa: E402
 from connector.observer import AccountState, PollOutcome, SpoolLevel, make_observer  # noqa: E402
 from connector.platform import TOKEN_HEADER, PlatformClient  # noqa: E402
 from connector.publisher import AccountPublisher, Reachability  # noqa: E402
@@ -76,7 +77,12 @@ STAGES = (  # (key, thread, label)
     ("keys", "publish", "keys (Python path)"),
     ("observed", "publish", "observed (rtime, stime, status) Counter (Python path)"),
     ("build", "publish", "RecordBuilder.build, native (parse + normalize + encode + keys)"),
-    ("produce", "publish", "produce_many: produce() with 3 headers per record + poll(0)"),
+    (
+        "produce",
+        "publish",
+        "produce_many, 3 headers per record, + poll(0): one native send "
+        "per body (native path), one produce() per record (Python path)",
+    ),
     ("commit_obs", "publish", "commit-side observations (Checkpoint, observer.committed)"),
 )
 
@@ -178,12 +184,15 @@ def publish_side(spool: Spool, use_native: bool, clock: Clock, settings: object)
     if not use_native:
         builder._native = None
     publisher = AccountPublisher(
-        settings.kafka, ACCOUNT, spool_id="profile", reachability=Reachability(60, _ignore)
-    )
-    publisher._producer = Producer({
+        settings.kafka, ACCOUNT, spool_id="profile", reachability=Reachability(60, _ignore),
+        sender_factory=record_sender if use_native else _no_sender,
+    )  # fmt: skip
+    publisher._config = {
         "bootstrap.servers": "127.0.0.1:9", "log_level": 0, "message.timeout.ms": 600_000,
         "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 4_000_000,
-    })  # fmt: skip
+        "client.id": "rpt-connector-profile", "error_cb": _ignore,
+    }  # fmt: skip
+    publisher._producer = Producer(publisher._config)
     observer = make_observer(Metrics(accounts=[ACCOUNT]), StatusBoard([ACCOUNT]), ACCOUNT)
     ckpt, level, done = Checkpoint(0.2, BATCH), SpoolLevel(0, 0, 0, None, 2**30), 0
     while entries := clock.time("read", spool.entries_after, ckpt.last_seq or done, READ_CHUNK):
@@ -227,6 +236,11 @@ def _python_reports(raw: bytes) -> list[dict]:
         return parse_body(raw).reports
     finally:
         body_module._count_native = counter
+
+
+def _no_sender(*_args: object) -> None:
+    """The pure-Python path's produce: no native sender, one produce() per record."""
+    return None
 
 
 def _ignore(*_args: object) -> None:

@@ -51,11 +51,11 @@ class Sender(Protocol):
 
 def record_sender(producer: object, config: dict, topic: str) -> Sender | None:
     """The native sender of `topic` for this producer (built from `config`), or None."""
-    reason = _unusable(producer)
+    reason = _unusable(producer, config)
     if reason is None:
         try:
             sender = rpt_native.RecordSender(  # type: ignore[union-attr]
-                producer, config["error_cb"], config["client.id"], topic
+                producer, config["error_cb"], str(config["client.id"]), topic
             )
         except ValueError as exc:
             reason = str(exc)
@@ -90,7 +90,7 @@ def send_all(
         poll(wait)
 
 
-def _unusable(producer: object) -> str | None:
+def _unusable(producer: object, config: dict) -> str | None:
     if os.environ.get("RPT_NATIVE", "1") == "0":
         return "RPT_NATIVE=0"
     if os.environ.get("RPT_NATIVE_PRODUCE", "1") == "0":
@@ -99,6 +99,8 @@ def _unusable(producer: object) -> str | None:
         return "the rpt_native extension is not installed"
     if type(producer) is not confluent_kafka.Producer:
         return f"the producer is a {type(producer).__name__}, not a confluent_kafka.Producer"
+    if config.get("error_cb") is None or not config.get("client.id"):
+        return "the producer's error_cb and client.id are not known"
     return _bind()
 
 

@@ -73,7 +73,7 @@ struct Api {
 unsafe impl Sync for Api {}
 unsafe impl Send for Api {}
 
-static API: OnceLock<Api> = OnceLock::new();
+static API: OnceLock<(String, Api)> = OnceLock::new();
 
 fn dl_error() -> String {
     let text = unsafe { dlerror() };
@@ -121,9 +121,12 @@ unsafe fn load(path: &str) -> PyResult<Api> {
 pub fn bind_librdkafka(path: &str) -> PyResult<i64> {
     if API.get().is_none() {
         let api = unsafe { load(path) }?;
-        let _ = API.set(api); // a concurrent first call bound the same library
+        let _ = API.set((path.to_owned(), api)); // or a concurrent first call bound one
     }
-    let api = API.get().expect("set above");
+    let (bound, api) = API.get().expect("set above");
+    if bound != path {
+        return Err(PyRuntimeError::new_err(format!("rpt_native is bound to {bound}, not {path}")));
+    }
     Ok(unsafe { (api.version)() } as i64)
 }
 
@@ -141,14 +144,16 @@ pub struct RecordSender {
 
 impl Drop for RecordSender {
     fn drop(&mut self) {
-        if let Some(api) = API.get() {
+        if let Some((_, api)) = API.get() {
             unsafe { (api.topic_destroy)(self.rkt as *mut c_void) };
         }
     }
 }
 
 fn api() -> PyResult<&'static Api> {
-    API.get().ok_or_else(|| PyRuntimeError::new_err("bind_librdkafka() was not called"))
+    API.get()
+        .map(|(_, api)| api)
+        .ok_or_else(|| PyRuntimeError::new_err("bind_librdkafka() was not called"))
 }
 
 /// The librdkafka handle of a confluent_kafka.Producer: its C object starts with the Python
