@@ -45,7 +45,7 @@ from connector.avro_codec import record_keys, single_object_encoder  # noqa: E40
 from connector.checkpoint import Checkpoint  # noqa: E402
 from connector.config import load_settings  # noqa: E402
 from connector.metrics import Metrics  # noqa: E402
-from connector.native_produce import record_sender  # noqa: E402
+from connector.native_produce import RecordQueue, record_sender  # noqa: E402
 from connector.observer import AccountState, PollOutcome, SpoolLevel, make_observer  # noqa: E402
 from connector.platform import TOKEN_HEADER, PlatformClient  # noqa: E402
 from connector.publisher import AccountPublisher, Reachability  # noqa: E402
@@ -184,15 +184,18 @@ def publish_side(spool: Spool, use_native: bool, clock: Clock, settings: object)
     if not use_native:
         builder._native = None
     publisher = AccountPublisher(
-        settings.kafka, ACCOUNT, spool_id="profile", reachability=Reachability(60, _ignore),
-        sender_factory=record_sender if use_native else _no_sender,
-    )  # fmt: skip
-    publisher._config = {
+        settings.kafka, ACCOUNT, spool_id="profile", reachability=Reachability(60, _ignore)
+    )
+    config = {
         "bootstrap.servers": "127.0.0.1:9", "log_level": 0, "message.timeout.ms": 600_000,
         "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 4_000_000,
         "client.id": "rpt-connector-profile", "error_cb": _ignore,
     }  # fmt: skip
-    publisher._producer = Producer(publisher._config)
+    publisher._producer = Producer(config)
+    # The native path's produce is one native call per body; the Python path's, produce().
+    publisher._queue = RecordQueue(
+        publisher._producer, config, record_sender if use_native else None
+    )
     observer = make_observer(Metrics(accounts=[ACCOUNT]), StatusBoard([ACCOUNT]), ACCOUNT)
     ckpt, level, done = Checkpoint(0.2, BATCH), SpoolLevel(0, 0, 0, None, 2**30), 0
     while entries := clock.time("read", spool.entries_after, ckpt.last_seq or done, READ_CHUNK):
@@ -236,11 +239,6 @@ def _python_reports(raw: bytes) -> list[dict]:
         return parse_body(raw).reports
     finally:
         body_module._count_native = counter
-
-
-def _no_sender(*_args: object) -> None:
-    """The pure-Python path's produce: no native sender, one produce() per record."""
-    return None
 
 
 def _ignore(*_args: object) -> None:

@@ -1,4 +1,7 @@
-"""Native produce: a batch of data records in one call, through the producer's own librdkafka.
+"""How records reach a producer's queue: a batch in one native call, or one produce() each.
+
+`RecordQueue` is the publisher's way in: per topic, the native sender when there is one,
+else `Producer.produce()` per record; both wait for room while the local queue is full.
 
 `rpt_native.RecordSender` hands each record to `rd_kafka_produceva` on the librdkafka handle
 of the account's confluent-kafka `Producer`: the same transaction, partitioner, settings and
@@ -27,12 +30,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 import confluent_kafka
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connector.native import rpt_native
 
 log = logging.getLogger(__name__)
+Headers = list[tuple[str, bytes]]
 QUEUE_FULL = KafkaError._QUEUE_FULL
+_BUFFER_FULL_WAIT = 0.05  # each poll() while librdkafka's local queue is full
 _said: set[str] = set()
 _bound: str | None = None  # the librdkafka path bound, once per process
 
@@ -47,6 +52,41 @@ class Sender(Protocol):
         timestamps: list[int] | None,
         start: int = 0,
     ) -> tuple[int, tuple[int, str, bool, bool, bool] | None]: ...
+
+
+SenderFactory = Callable[[Producer, dict, str], "Sender | None"]  # (producer, its config, topic)
+
+
+class RecordQueue:
+    """The records of one producer: natively per topic where `senders` gives a sender (None:
+    never), else one produce() per record."""
+
+    def __init__(self, producer: Producer, config: dict, senders: SenderFactory | None) -> None:
+        self._producer, self._config, self._senders_for = producer, config, senders
+        self._senders: dict[str, Sender | None] = {}
+
+    def put(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes | None],
+        headers: Headers | None,
+        partition: int,
+        timestamps: list[int] | None,
+    ) -> None:
+        """Every record queued, or KafkaException as produce() raises it."""
+        sender = self._sender(topic)
+        if sender is None:
+            _produce_all(self._producer, topic, values, keys, headers, partition, timestamps)
+        else:
+            send_all(sender, self._producer.poll, values, keys, headers, partition, timestamps)
+
+    def _sender(self, topic: str) -> Sender | None:
+        if self._senders_for is None:
+            return None
+        if topic not in self._senders:
+            self._senders[topic] = self._senders_for(self._producer, self._config, topic)
+        return self._senders[topic]
 
 
 def record_sender(producer: object, config: dict, topic: str) -> Sender | None:
@@ -74,7 +114,6 @@ def send_all(
     headers: list[tuple[str, bytes]] | None,
     partition: int,
     timestamps: list[int] | None,
-    wait: float = 0.05,
 ) -> None:
     """Every record queued; while the local queue is full, `poll(wait)` makes room. A
     refusal raises KafkaException, as `produce()` would."""
@@ -87,7 +126,7 @@ def send_all(
         if code != QUEUE_FULL:
             error = KafkaError(code, reason, fatal, retriable, txn_requires_abort)
             raise KafkaException(error)
-        poll(wait)
+        poll(_BUFFER_FULL_WAIT)
 
 
 def _unusable(producer: object, config: dict) -> str | None:
@@ -139,3 +178,48 @@ def _say_once(message: str) -> None:
     if message not in _said:
         _said.add(message)
         log.info(message)
+
+
+def _produce_all(
+    producer: Producer,
+    topic: str,
+    values: list[bytes],
+    keys: list[bytes | None],
+    headers: Headers | None,
+    partition: int,
+    timestamps: list[int] | None,
+) -> None:
+    """One produce() per record: each at its timestamp (kafka.record_timestamp = "rtime"),
+    or, without timestamps, a loop that passes no timestamp at all (the hot path's default)."""
+    produce = producer.produce
+    if timestamps is None:
+        for value, key in zip(values, keys, strict=True):
+            try:
+                produce(topic, value, key, partition, headers=headers)
+            except BufferError:
+                _produce_when_room(producer, topic, value, key, headers, partition)
+        return
+    for value, key, stamp in zip(values, keys, timestamps, strict=True):
+        try:
+            produce(topic, value, key, partition, headers=headers, timestamp=stamp)
+        except BufferError:
+            _produce_when_room(producer, topic, value, key, headers, partition, stamp)
+
+
+def _produce_when_room(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None,
+    headers: Headers | None,
+    partition: int,
+    timestamp: int = 0,  # 0: the produce time
+) -> None:
+    """The local queue is full: serve delivery reports until there is room again."""
+    while True:
+        producer.poll(_BUFFER_FULL_WAIT)
+        try:
+            producer.produce(topic, value, key, partition, headers=headers, timestamp=timestamp)
+            return
+        except BufferError:
+            continue

@@ -37,7 +37,7 @@ from connector.errors import (
     TransactionTimedOutError,
 )
 from connector.logs import RepeatSummary
-from connector.native_produce import Sender, record_sender, send_all
+from connector.native_produce import RecordQueue, SenderFactory, record_sender
 from connector.progress import Progress, ProgressTopic
 from connector.records import Headers, progress_partition, progress_value
 from connector.retry import Backoff, Clock, Deadline
@@ -54,7 +54,6 @@ log = logging.getLogger("connector.publisher")
 __all__ = ["AccountPublisher", "Progress", "ProgressTopic", "Reachability"]
 
 ProducerFactory = Callable[[dict], Producer]
-SenderFactory = Callable[[Producer, dict, str], Sender | None]  # (producer, its config, topic)
 _FENCE_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
@@ -63,7 +62,6 @@ _UNREACHABLE_CODES = frozenset(
 )
 _FATAL_CAUSE_POLLS = 10  # x 50 ms: how long to wait for error_cb to name a fatal error's cause
 _CALL_SLICE = 1.0  # each librdkafka call waits at most this long, then the deadline is checked
-_BUFFER_FULL_WAIT = 0.05
 
 
 class Reachability:
@@ -126,6 +124,30 @@ def translate(
     return PublishError(f"account {account}: Kafka error: {text}")
 
 
+class ProducerEvents:
+    """What librdkafka's error_cb says about an account's producers: a fatal fence (kept:
+    later calls only say "Local: Fatal error"), whether Kafka is reachable, and a log line
+    (connection errors summarized, one line per 30 s while Kafka is away)."""
+
+    def __init__(self, account: str, reachability: Reachability, summary: RepeatSummary) -> None:
+        self.account, self.reachability, self._summary = account, reachability, summary
+        self.fence: KafkaError | None = None
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.fatal() and error.code() in _FENCE_CODES:
+            self.fence = error
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.reachability.failed(error.str())
+        if error.code() in _UNREACHABLE_CODES:
+            held_back = self._summary.admit()
+            if held_back is None:
+                return
+            more = f" (+{held_back} more since the last one logged)" if held_back else ""
+            log.warning("account %s: Kafka: %s%s", self.account, error.str(), more)
+            return
+        log.warning("account %s: Kafka: %s", self.account, error.str())
+
+
 class AccountPublisher:
     """The producer of one account, in either delivery mode. No I/O until `init()`."""
 
@@ -146,8 +168,9 @@ class AccountPublisher:
         connection_errors: RepeatSummary | None = None,
     ) -> None:
         self.account = account
-        # Shared by the account's successive producers: one line per 30 s while Kafka is away.
-        self._connection_errors = connection_errors or RepeatSummary()
+        # error_cb of the account's successive producers (which share its log summary).
+        self._events = ProducerEvents(account, reachability, connection_errors or RepeatSummary())
+        self._on_error = self._events.on_error
         self.spool_id = spool_id  # the spool folder whose sequence numbers this producer commits
         self.transactional = kafka.delivery == "exactly_once"
         self.reachability = reachability
@@ -160,11 +183,8 @@ class AccountPublisher:
         self._rng = rng or random.Random()
         self._on_stats = on_stats
         self._producer: Producer | None = None
-        self._config: dict = {}
-        # exactly_once: per topic, the native sender of this producer (None: produce()).
-        self._senders: dict[str, Sender | None] = {}
+        self._queue: RecordQueue | None = None  # how records reach self._producer
         self._delivery_error: KafkaError | None = None
-        self._fence_seen: KafkaError | None = None
         self._txn_began: float | None = None  # clock() at begin(); None outside a transaction
         self._progress_sent = False
 
@@ -179,8 +199,10 @@ class AccountPublisher:
         config = producer_config(self._kafka, self.account, self._on_stats, self._on_error)
         if not self.transactional:
             config["on_delivery"] = self._on_delivery
-        self._senders.clear()
-        self._producer, self._config = self._factory(config), config
+        self._producer = self._factory(config)
+        # No native sender for at_least_once: it needs each failed record's delivery report.
+        senders = self._sender_factory if self.transactional else None
+        self._queue = RecordQueue(self._producer, config, senders)
         if self.transactional:
             self._call(self._producer.init_transactions, deadline, interrupt=self._stop)
         self.reachability.ok()
@@ -219,11 +241,7 @@ class AccountPublisher:
         """The hot path: every record queued, at `timestamps` (epoch ms) if given; in one
         native call where there is a sender (exactly_once), else one produce() per record."""
         try:
-            sender = self._sender(topic)
-            if sender is None:
-                _produce_all(self._producer, topic, values, keys, headers, partition, timestamps)
-            else:
-                send_all(sender, self._producer.poll, values, keys, headers, partition, timestamps)
+            self._queue.put(topic, values, keys, headers, partition, timestamps)
             self._producer.poll(0)
         except KafkaException as exc:
             raise self._translate(exc.args[0]) from exc
@@ -259,18 +277,9 @@ class AccountPublisher:
             self._producer.flush(deadline.remaining())
         except KafkaException as exc:
             log.debug("account %s: producer closed in error: %s", self.account, exc)
-        self._senders.clear()  # a sender holds its producer
-        self._producer = None
+        self._producer = self._queue = None  # (a native sender holds its producer)
 
     # --- internals ------------------------------------------------------------------------
-    def _sender(self, topic: str) -> Sender | None:
-        """The native sender of `topic`: exactly_once only (no per-record delivery report)."""
-        if not self.transactional:
-            return None
-        if topic not in self._senders:
-            self._senders[topic] = self._sender_factory(self._producer, self._config, topic)
-        return self._senders[topic]
-
     def _produce_progress(self, sequence: int) -> None:
         partition = progress_partition(self.account, self._progress.partitions or 1)
         value = progress_value(self.account, sequence, self.spool_id, time.time())
@@ -312,82 +321,22 @@ class AccountPublisher:
                     raise KafkaUnreachableError(f"account {self.account}: stopped") from exc
 
     def _translate(self, error: KafkaError) -> PublishError:
-        if error.code() == KafkaError._FATAL and self._fence_seen is None:
+        if error.code() == KafkaError._FATAL and self._events.fence is None:
             self._serve_error_events()  # a bare "Fatal error": its cause comes via error_cb
         open_for = self._clock() - self._txn_began if self._txn_began is not None else 0.0
         silent = max(open_for, self.reachability.silent_for())
         timeout = transaction_timeout(self._kafka)
-        return translate(self._fence_seen or error, self.account, silent, timeout)
+        return translate(self._events.fence or error, self.account, silent, timeout)
 
     def _serve_error_events(self) -> None:
         """librdkafka fails the call with _FATAL and queues the real cause (a fence?) for
         error_cb: serve it before deciding, or a fence would look like any fatal error and a
         new producer would fence the newer instance back."""
         for _ in range(_FATAL_CAUSE_POLLS):
-            if self._fence_seen is not None or self._producer is None:
+            if self._events.fence is not None or self._producer is None:
                 return
             self._producer.poll(0.05)
-
-    def _on_error(self, error: KafkaError) -> None:
-        # A fatal fencing shows up here first; later calls only say "Local: Fatal error".
-        if error.fatal() and error.code() in _FENCE_CODES:
-            self._fence_seen = error
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            self.reachability.failed(error.str())
-        if error.code() in _UNREACHABLE_CODES:
-            held_back = self._connection_errors.admit()
-            if held_back is None:
-                return
-            more = f" (+{held_back} more since the last one logged)" if held_back else ""
-            log.warning("account %s: Kafka: %s%s", self.account, error.str(), more)
-            return
-        log.warning("account %s: Kafka: %s", self.account, error.str())
 
     def _on_delivery(self, error: KafkaError | None, _message: object) -> None:
         if error is not None and self._delivery_error is None:
             self._delivery_error = error
-
-
-def _produce_all(
-    producer: Producer,
-    topic: str,
-    values: list[bytes],
-    keys: list[bytes | None],
-    headers: Headers | None,
-    partition: int,
-    timestamps: list[int] | None,
-) -> None:
-    """produce_many's loops: each record at its timestamp (kafka.record_timestamp = "rtime"),
-    or, without timestamps, a loop that passes no timestamp at all (the hot path's default)."""
-    produce = producer.produce
-    if timestamps is None:
-        for value, key in zip(values, keys, strict=True):
-            try:
-                produce(topic, value, key, partition, headers=headers)
-            except BufferError:
-                _produce_when_room(producer, topic, value, key, headers, partition)
-        return
-    for value, key, stamp in zip(values, keys, timestamps, strict=True):
-        try:
-            produce(topic, value, key, partition, headers=headers, timestamp=stamp)
-        except BufferError:
-            _produce_when_room(producer, topic, value, key, headers, partition, stamp)
-
-
-def _produce_when_room(
-    producer: Producer,
-    topic: str,
-    value: bytes,
-    key: bytes | None,
-    headers: Headers | None,
-    partition: int,
-    timestamp: int = 0,  # 0: the produce time
-) -> None:
-    """The local queue is full: serve delivery reports until there is room again."""
-    while True:
-        producer.poll(_BUFFER_FULL_WAIT)
-        try:
-            producer.produce(topic, value, key, partition, headers=headers, timestamp=timestamp)
-            return
-        except BufferError:
-            continue

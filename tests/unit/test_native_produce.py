@@ -93,6 +93,7 @@ def test_exactly_once_sends_each_batch_in_one_native_call(kafka, clock) -> None:
     pub.produce_many("data", values(3), [None] * 3, None)
     pub.commit(1, Deadline.after(5, clock))
     assert [topic for _, topic in senders.asked] == ["data", "rpt-connector.progress"]
+    assert all(producer is kafka.producers[0] for producer, _ in senders.asked)
     assert senders.made[0].calls == [0, 0]  # one call per batch, one sender per topic
     data = kafka.visible("data")
     assert [r.value for r in data] == values(5) + values(3)
@@ -158,7 +159,7 @@ def test_a_new_producer_gets_new_senders_and_close_lets_them_go(kafka, clock) ->
     pub.produce_many("data", values(1), [b"k"], None)
     pub.abort(Deadline.after(5, clock))  # as the session restarts a producer
     pub.close(Deadline.after(5, clock))
-    assert pub._senders == {}  # a sender keeps its producer alive
+    assert pub._queue is None  # its senders hold the producer: they go with it
     pub.init(Deadline.after(5, clock))
     pub.begin()
     pub.produce_many("data", values(1), [b"k"], None)
