@@ -1,7 +1,8 @@
 """End to end with the native hot path on and off: the same ground truth, exactly once.
 
 The simulator hands out 20,000 reports, 1 % of them malformed (rejected by the Python
-normalizer in the native path's place); the connector process says which path it took.
+normalizer in the native path's place); the connector process says which paths it took:
+the native encoder and native produce, the encoder alone (RPT_NATIVE_PRODUCE=0), neither.
 """
 
 from __future__ import annotations
@@ -21,21 +22,28 @@ pytestmark = [
 
 
 @pytest.mark.parametrize(
-    ("switch", "said"),
-    [("1", "native hot path on"), ("0", "native hot path off (RPT_NATIVE=0)")],
-    ids=["native", "python"],
-)
+    ("switches", "said"),
+    [
+        ({"RPT_NATIVE": "1"}, ["native hot path on", "native produce on"]),
+        ({"RPT_NATIVE_PRODUCE": "0"},
+         ["native hot path on", "native produce off (RPT_NATIVE_PRODUCE=0)"]),
+        ({"RPT_NATIVE": "0"},
+         ["native hot path off (RPT_NATIVE=0)", "native produce off (RPT_NATIVE=0)"]),
+    ],
+    ids=["native", "native-encoder-only", "python"],
+)  # fmt: skip
 def test_every_report_exactly_once_on_either_path(
-    kafka_bootstrap: str, tmp_path: Path, switch: str, said: str
+    kafka_bootstrap: str, tmp_path: Path, switches: dict, said: list[str]
 ) -> None:
     topics = Topics.fresh()
     simulator = start_simulator(tmp_path, "--reports", "20000", "--malformed-rate", "0.01")
     config = config_for(simulator, kafka_bootstrap, topics, tmp_path)
-    env = {**connector_env(), "RPT_NATIVE": switch}
+    env = {**connector_env(), **switches}
     connector = ConnectorProcess(config, tmp_path / "connector.log", env).start()
     try:
         drain_and_stop(connector, simulator)
     finally:
         stop_everything(connector, simulator)
-    assert said in connector.output()
+    for line in said:
+        assert line in connector.output(), line
     assert_exactly_once(kafka_bootstrap, topics, tmp_path)
