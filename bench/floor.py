@@ -2,7 +2,8 @@
 
 * the librdkafka floor: a bare confluent-kafka producer sending pre-encoded Avro payloads with
   the connector's keys, headers and producer settings — idempotent (as at_least_once), and
-  transactional with the connector's batch size (as exactly_once);
+  transactional with the connector's batch size (as exactly_once), and that again with each
+  batch queued by one native call (`rpt_native.RecordSender`, as exactly_once does now);
 * the simulator's serve rate: an httpx client draining a preloaded simulator, no Kafka.
 """
 
@@ -18,6 +19,7 @@ from confluent_kafka import KafkaError, Producer
 
 from connector.avro_codec import record_headers, single_object_encoder
 from connector.config import KafkaSettings
+from connector.native_produce import record_sender, send_all
 from connector.platform import TOKEN_HEADER
 from connector.publisher import producer_config
 from connector.report import Normalizer
@@ -25,6 +27,7 @@ from connector.simulator import ReportFactory
 
 RETSIZE = 500
 _POLL_EVERY = RETSIZE  # the connector calls poll(0) once per spool entry (one get-rpt answer)
+_BODY = RETSIZE  # and the native floor queues that many records per call, as the connector does
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,17 @@ def make_payloads(n: int, seed: int = 1) -> Payloads:
 
 
 def _producer(bootstrap: str, delivery: str, topic: str) -> Producer:
+    return Producer(_config(bootstrap, delivery, topic))
+
+
+def _config(bootstrap: str, delivery: str, topic: str) -> dict:
     kafka = KafkaSettings(
         topic=topic,
         delivery=delivery,
         transactional_id_prefix=f"bench-floor-{topic}-",
         producer={"bootstrap.servers": bootstrap},
     )
-    return Producer(producer_config(kafka, "main", None, _raise))
+    return producer_config(kafka, "main", None, _raise)
 
 
 def _raise(error: KafkaError) -> None:
@@ -103,6 +110,28 @@ def transactional_floor(bootstrap: str, topic: str, payloads: Payloads, batch: i
     for lo in range(0, n, batch):
         producer.begin_transaction()
         _produce_range(producer, topic, payloads, lo, min(n, lo + batch))
+        producer.commit_transaction(60)
+    return Timed(time.perf_counter() - t0, time.process_time() - c0)
+
+
+def transactional_native_floor(bootstrap: str, topic: str, payloads: Payloads, batch: int) -> Timed:
+    """transactional_floor with the records of each get-rpt answer's worth (RETSIZE) queued
+    by one native call, as the connector does."""
+    config = _config(bootstrap, "exactly_once", topic)
+    producer = Producer(config)
+    sender = record_sender(producer, config, topic)
+    if sender is None:
+        raise RuntimeError("floor producer: no native sender (is rpt_native built?)")
+    producer.init_transactions(60)
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = len(payloads.values)
+    for lo in range(0, n, batch):
+        producer.begin_transaction()
+        for at in range(lo, min(n, lo + batch), _BODY):
+            to = min(n, lo + batch, at + _BODY)
+            values, keys = payloads.values[at:to], payloads.keys[at:to]
+            send_all(sender, producer.poll, values, keys, payloads.headers, -1, None)
+            producer.poll(0)
         producer.commit_transaction(60)
     return Timed(time.perf_counter() - t0, time.process_time() - c0)
 

@@ -192,16 +192,19 @@ def connector_run(
 
 
 def floor_once(bootstrap: str, payloads: floor.Payloads) -> dict[str, dict]:
-    """One idempotent and one transactional floor run, each on a fresh topic."""
+    """One idempotent, one transactional and one transactional floor run with native
+    produce, each on a fresh topic."""
     out = {}
     n = len(payloads.values)
-    for kind in ("idempotent", "transactional"):
+    for kind in ("idempotent", "transactional", "transactional_native"):
         topics = Topics.fresh("bench")
         ensure_topics(kafka_settings(bootstrap, topics), [topics.data])
         if kind == "idempotent":
             timed = floor.idempotent_floor(bootstrap, topics.data, payloads)
-        else:
+        elif kind == "transactional":
             timed = floor.transactional_floor(bootstrap, topics.data, payloads, BATCH)
+        else:
+            timed = floor.transactional_native_floor(bootstrap, topics.data, payloads, BATCH)
         out[kind] = {
             "reports": n, "seconds": timed.seconds, "reports_per_s": n / timed.seconds,
             "cpu_us_per_report": timed.cpu_seconds / n * 1e6,

@@ -109,11 +109,18 @@ def markdown_table(results: dict) -> str:
                 f"| {r['cpu_us_per_report']:.1f} | {r['broker_cpu_us_per_report']:.1f} "
                 f"| {_bytes(r)} | {r['peak_rss_mib']:.0f} ({r['peak_rss_mib_max']:.0f}) |"
             )
-    for kind in ("transactional", "idempotent"):
+    floors = {
+        "transactional": ("transactional, produce() per record", "1.00"),
+        "transactional_native": ("transactional, native produce per 500", None),
+        "idempotent": ("idempotent, produce() per record", "1.00"),
+    }
+    for kind, (label, ratio) in floors.items():
         if f"floor_{kind}" in s:
             r = s[f"floor_{kind}"]
+            if ratio is None and "floor_transactional" in s:
+                ratio = f"{r['reports_per_s'] / s['floor_transactional']['reports_per_s']:.2f}"
             lines.append(
-                f"| floor: bare producer, {kind} | {r['reports_per_s']:,.0f} | 1.00 "
+                f"| floor: bare producer, {label} | {r['reports_per_s']:,.0f} | {ratio or '–'} "
                 f"| {r['cpu_us_per_report']:.1f} (whole process) | – | – | – |"
             )
     if "simulator_serve_per_s" in s:
