@@ -7,8 +7,9 @@ can emit exists from the start (0), so alerts see the first change.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
+from connector.metric_types import Counter, Gauge
 from connector.observer import AccountState, PauseReason
 
 
@@ -17,6 +18,9 @@ class HealthSeries:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
+        # What each account's enum gauges say now: a call that changes nothing sets nothing
+        # (the fetch loop says POLLING once per get-rpt call).
+        self._shown: dict[tuple[str, str], object] = {}
         self._state = Gauge(
             "rpt_account_state",
             "1 for the account's current state, 0 for every other state.",
@@ -58,11 +62,17 @@ class HealthSeries:
 
     def state(self, account: str, state: AccountState) -> None:
         current = AccountState(state)
+        if self._shown.get((account, "state"), self) is current:
+            return
+        self._shown[account, "state"] = current
         for member in AccountState:
             self._state.labels(account, member.value).set(1 if member is current else 0)
 
     def paused(self, account: str, reason: PauseReason | None) -> None:
         current = PauseReason(reason) if reason is not None else None
+        if self._shown.get((account, "paused"), self) is current:
+            return
+        self._shown[account, "paused"] = current
         for member in PauseReason:
             self._paused.labels(account, member.value).set(1 if member is current else 0)
 

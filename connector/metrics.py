@@ -12,14 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, Info, disable_created_metrics
 from prometheus_client.process_collector import ProcessCollector
 
 from connector import __version__
@@ -29,6 +22,7 @@ from connector.collectors import (
     UncommittedAgeCollector,
 )
 from connector.health_metrics import HealthSeries
+from connector.metric_types import Counter, Gauge, Histogram
 from connector.observer import DeadLetterReason, PollOutcome, SpoolLevel, TimestampClamp
 
 __all__ = ["BatchHistogram", "Metrics", "batch_size_buckets"]
