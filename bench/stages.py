@@ -66,7 +66,7 @@ STAGES = (  # (key, thread, label)
         "fetch",
         "get-rpt call: httpx request, wire transport, exchange (deadline), no parse",
     ),
-    ("parse", "fetch", "parse_body: Python strict parse / native count"),
+    ("parse", "fetch", "parse_body: Python strict parse / native read-ahead (or count)"),
     ("spool", "fetch", "spool append (CRC, write, fsync)"),
     ("room", "fetch", "spool room + level (statvfs)"),
     ("fetch_obs", "fetch", "observations: polled, spooled, state"),
@@ -116,7 +116,7 @@ def fetch_side(n: int, use_native: bool, clock: Clock, workdir: Path) -> Spool:
     counter = body_module._count_native
     body_module._count_native = counter if use_native else None
     parse = platform_module.parse_body  # timed where the client calls it, inside the fetch
-    platform_module.parse_body = lambda raw: clock.time("parse", parse, raw)
+    platform_module.parse_body = lambda raw, *ahead: clock.time("parse", parse, raw, *ahead)
     simulator = SimulatorProcess(
         ["--seed", "1", *token_args({ACCOUNT: TOKEN}), "--reports", str(n)]
     )
@@ -125,10 +125,13 @@ def fetch_side(n: int, use_native: bool, clock: Clock, workdir: Path) -> Spool:
     try:
         settings = _settings(workdir, simulator.base_url)
         spool = Spool.open(workdir / f"spool-{use_native}", max_bytes=2**34, fsync=True)
-        with PlatformClient(settings.platform, settings.accounts[0], 0) as client:
-            got = 0
+        builder = RecordBuilder(ACCOUNT, Normalizer(ACCOUNT), single_object_encoder(), "msgid")
+        ahead = builder.read_ahead if use_native else None  # the connector's read-ahead
+        with PlatformClient(settings.platform, settings.accounts[0], 0, read_ahead=ahead) as client:
+            got, last = 0, 0
             while got < n:
-                fetch = clock.time("fetch", client.fetch)
+                fetch = clock.time("fetch", client.fetch, spool.memo_room() >= last)
+                last = len(fetch.raw)
                 count = fetch.body.count
                 if not count:
                     raise RuntimeError(f"the simulator ran dry after {got} of {n} reports")

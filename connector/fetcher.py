@@ -146,6 +146,7 @@ class Fetcher:
         # After a body had to bypass a broken spool, fetching slows down (backoff) instead of
         # taking answer after answer with no disk behind them.
         self._spool_trouble = retry_backoff()
+        self._last_body = 0  # bytes of the last answer: the memo room the next one needs
 
     def run(self) -> None:
         delay = 0.0
@@ -170,13 +171,15 @@ class Fetcher:
             )
         self._pause(None, None)
         try:
-            fetch = self._client.fetch()
+            # Records read ahead are only worth it if the spool keeps them until they are sent.
+            fetch = self._client.fetch(read_ahead=self._spool.memo_room() >= self._last_body)
         except PlatformError as exc:
             raw = getattr(exc, "raw", None)  # the platform handed something out: keep it
             kept = raw and isinstance(exc, InvalidResponseError | PlatformResultError)
             if kept and not self.keep(Unspooled(raw, self._wall(), 0, str(exc), None)):
                 return self._slow_down()
             return self._failed(exc)
+        self._last_body = len(fetch.raw)
         count = fetch.body.count  # every report handed out, good or rejected
         if count and not self.keep(Unspooled(fetch.raw, fetch.fetched_at, count, None, fetch.body)):
             return self._slow_down()

@@ -86,12 +86,14 @@ class BodyEncoder:
         self._normalizer, self._encoder, self._empty_key = normalizer, encoder, empty_key
         self._rtimes = rtimes
 
-    def encode(self, body: bytes, fetched_at_ms: int) -> NativeBody | None:
-        """The body's records, or None: the caller takes the Python path for this body."""
+    def encode(self, body: bytes, fetched_at_ms: int, whole: bool = False) -> NativeBody | None:
+        """The body's records, or None: the caller takes the Python path for this body.
+        `whole`: None as well where a report would need the Python normalizer (the fetch
+        thread's read-ahead leaves the Python normalizer and encoder to the publish thread)."""
         if type(body) is not bytes:  # rpt_native reads bytes only (e.g. not a memoryview)
             body = bytes(body)
         out = self._encode_body(body, fetched_at_ms)
-        if out is None:
+        if out is None or (whole and out[2]):
             return None
         if self._rtimes:
             values, keys, slow, observed, unknown, rtimes = out

@@ -28,7 +28,7 @@ import msgspec
 from pydantic import SecretStr
 
 from connector import __version__
-from connector.body import UNDECODABLE, ParsedBody, parse_body, result_code
+from connector.body import UNDECODABLE, ParsedBody, ReadAhead, parse_body, result_code
 from connector.config import AccountSettings, PlatformSettings
 from connector.credentials import account_secret, account_token
 from connector.desc import decode_desc
@@ -101,11 +101,16 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def classify(
-    status: int, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> ParsedBody:
     """The one decision on an HTTP answer: its reports, or the PlatformError it amounts to."""
     if 200 <= status < 300:
-        return parse_body(body)
+        return parse_body(body, read_ahead)
     if status in (401, 403):
         raise AuthError(f"get-rpt HTTP {status}: the platform rejected the token")
     if status in (408, 429) or status >= 500:
@@ -127,8 +132,12 @@ class PlatformClient:
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        read_ahead: Callable[[bytes, int], tuple[int, object] | None] | None = None,
     ) -> None:
+        """`read_ahead(body, fetched_at_ms)`: the account's records of a body as it arrives
+        (RecordBuilder.read_ahead; see connector.body), or None."""
         self.account = account.name
+        self._read_ahead = read_ahead
         self._platform = platform
         self._uuid = account.uuid
         self._retsize = str(account.retsize or platform.retsize)
@@ -172,37 +181,46 @@ class PlatformClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def fetch(self) -> Fetch:
+    def fetch(self, read_ahead: bool = True) -> Fetch:
         """One get-rpt call (plus one re-login and retry if a login token was rejected).
 
-        Returns or raises within `platform.request_timeout`, logins included.
+        Returns or raises within `platform.request_timeout`, logins included. `read_ahead`:
+        hand the body to the read-ahead, if there is one (the fetcher says no while the spool
+        would not keep the records in memory anyway).
         """
         started = self._clock()
         deadline = Deadline(self._platform.request_timeout, self._clock)
         token = self._current_token(deadline)
         attempts = 1
         try:
-            raw, body = self._get_rpt(token, deadline)
+            raw, body, fetched_at = self._get_rpt(token, deadline, read_ahead)
         except AuthError:
             if self._secret is None:
                 raise
             log.warning("account %s: token rejected, logging in again (attempt 2)", self.account)
             token = self._relogin(stale=token, deadline=deadline)
             attempts = 2
-            raw, body = self._get_rpt(token, deadline)
-        return Fetch(raw, body, self._wall_clock(), self._clock() - started, attempts)
+            raw, body, fetched_at = self._get_rpt(token, deadline, read_ahead)
+        return Fetch(raw, body, fetched_at, self._clock() - started, attempts)
 
     def close(self) -> None:
         self._http.close()  # and its transport
         self._watch.alarm.close()  # the watchdog thread ends
 
-    def _get_rpt(self, token: SecretStr, deadline: Deadline) -> tuple[bytes, ParsedBody]:
+    def _get_rpt(
+        self, token: SecretStr, deadline: Deadline, read_ahead: bool = False
+    ) -> tuple[bytes, ParsedBody, float]:
+        """The body, what it is, and when it arrived (wall clock: the records' fetched_at)."""
         with self._exchange:
             request = self._get_rpt_request(token)
             status, answer_headers, raw = self._send(
                 "get-rpt", request, self._platform.max_response_bytes, deadline
             )
-        return raw, classify(status, answer_headers, raw, now=self._wall_clock())
+        now, ahead = self._wall_clock(), None
+        if read_ahead and self._read_ahead is not None:
+            records, fetched_at_ms = self._read_ahead, round(now * 1000)
+            ahead = lambda body: records(body, fetched_at_ms)  # noqa: E731
+        return raw, classify(status, answer_headers, raw, now=now, read_ahead=ahead), now
 
     def _get_rpt_request(self, token: SecretStr) -> httpx.Request:
         """The get-rpt request, built once per token: every call sends the same bytes."""

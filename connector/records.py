@@ -217,11 +217,25 @@ class RecordBuilder:
         out.unknown_fields = batch.unknown_fields
         return out
 
+    def read_ahead(self, raw: bytes, fetched_at_ms: int) -> tuple[int, object] | None:
+        """For the fetch thread (PlatformClient's read_ahead): a body's records, built natively
+        in the one pass that also judges it, where no report needs Python; (count, memo) for
+        connector.body, or None. build() takes the memo of an entry fetched at that time."""
+        if self._native is None:
+            return None
+        body = self._native.encode(raw, fetched_at_ms, whole=True)
+        return None if body is None else (len(body.values), (fetched_at_ms, body))
+
     def _native_build(self, out: EntryRecords, entry: EntryLike) -> bool:
         """The native path (connector.native); False when it leaves this body to Python."""
         if getattr(entry.memo, "rejects", None):
             return False  # the parser set reports apart: the Python path keeps their order
-        body = self._native.encode(entry.body, round(entry.fetched_at * 1000))
+        fetched_at_ms = round(entry.fetched_at * 1000)
+        ahead = getattr(entry.memo, "ahead", None)
+        if ahead is not None and ahead[0] == fetched_at_ms:
+            body = ahead[1]  # read ahead on the fetch thread
+        else:
+            body = self._native.encode(entry.body, fetched_at_ms)
         if body is None:
             return False
         out.values, out.keys, out.unknown_fields = body.values, body.keys, body.unknown_fields

@@ -76,8 +76,17 @@ def build_pipeline(
     Reads the credential and (confluent format) talks to the schema registry: may raise."""
     kafka, platform, spool = settings.kafka, settings.platform, settings.spool
     directory = spool.dir / view.name
-    client = PlatformClient(platform, view.account, view.index)
     encoder = make_value_encoder(kafka, settings.schema_registry, view.topic)
+    builder = RecordBuilder(
+        view.name,
+        Normalizer(view.name, platform.timezone),
+        encoder,
+        kafka.empty_custid_key,
+        record_timestamps(kafka, view.topic),  # reads the topic's limits for "rtime"
+        headers=kafka.record_headers,
+    )
+    # The fetch thread builds a body's records as it judges it (one pass), where it can.
+    client = PlatformClient(platform, view.account, view.index, read_ahead=builder.read_ahead)
     reachability = Reachability(kafka.unreachable_after, observer.kafka_reachable)
     connection_errors = RepeatSummary()
     the_spool_id = spool_id(directory)
@@ -107,14 +116,7 @@ def build_pipeline(
         client=client,
         open_spool=open_spool,
         new_publisher=new_publisher,
-        builder=RecordBuilder(
-            view.name,
-            Normalizer(view.name, platform.timezone),
-            encoder,
-            kafka.empty_custid_key,
-            record_timestamps(kafka, view.topic),  # reads the topic's limits for "rtime"
-            headers=kafka.record_headers,
-        ),
+        builder=builder,
         observer=observer,
         schedule=PollSchedule(
             retsize=view.retsize,

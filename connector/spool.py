@@ -160,16 +160,10 @@ class Spool:
         directory, disk = Path(directory), disk or Disk()
         dir_fd = lock_directory(directory, disk)
         spool = cls(
-            directory,
-            dir_fd,
-            disk,
-            hooks or NoHooks(),
-            max_bytes=max_bytes,
-            segment_bytes=segment_bytes,
-            fsync=fsync,
-            cache_bytes=cache_bytes,
+            directory, dir_fd, disk, hooks or NoHooks(), max_bytes=max_bytes,
+            segment_bytes=segment_bytes, fsync=fsync, cache_bytes=cache_bytes,
             memo_bytes=memo_bytes,
-        )
+        )  # fmt: skip
         try:
             recover(spool, floor_seq)
         except OSError as exc:
@@ -208,6 +202,11 @@ class Spool:
             log.error("%s", describe("cannot read the free space of", self.directory, exc))
             return PauseReason.SPOOL_ERROR
         return PauseReason.DISK_FULL if free < frame + ROOM_RESERVE_BYTES else None
+
+    def memo_room(self) -> int:
+        """Body bytes of entries appended now whose memo (the fetcher's parse) stays in memory."""
+        with self.lock:
+            return self.index.memo_room()
 
     def level(self) -> SpoolLevel:
         with self.lock:

@@ -59,6 +59,10 @@ class Index:
         self._cache_bytes, self._cache_limit = 0, cache_bytes
         self._memo_bytes, self._memo_limit = 0, memo_bytes
 
+    def memo_room(self) -> int:
+        """Body bytes whose memo would still be kept."""
+        return max(0, self._memo_limit - self._memo_bytes)
+
     def add(self, located: Located, entry: SpoolEntry | None = None) -> None:
         self.entries.append(located)
         self.pending_bytes += HEADER.size + located.length

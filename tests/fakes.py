@@ -247,9 +247,11 @@ class ScriptedPlatform:
         self.block = block  # while set... cleared: fetch() waits (an exchange in flight)
         self.in_flight = threading.Event()
         self.closed = False
+        self.read_aheads: list[bool] = []  # what each call was told
 
-    def fetch(self) -> FakeFetch:
+    def fetch(self, read_ahead: bool = True) -> FakeFetch:
         self.calls += 1
+        self.read_aheads.append(read_ahead)
         if self.block is not None and not self.block.is_set():
             self.in_flight.set()
             self.block.wait(10)

@@ -3,6 +3,7 @@ hand-off of a body the spool cannot take."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -13,6 +14,7 @@ from connector.errors import SpoolWriteError
 from connector.fetcher import PAUSED_RECHECK, Fetcher, Handoff, Unspooled
 from connector.observer import PauseReason
 from connector.retry import Backoff
+from connector.spool import Spool
 from tests.fakes import RecordingObserver, ScriptedPlatform, report
 from tests.unit.pipeline_kit import schedule
 
@@ -25,6 +27,9 @@ class RoomlessSpool:
     def room(self, needed: int) -> PauseReason | None:
         assert needed == 2**20
         return self.reason
+
+    def memo_room(self) -> int:
+        return 0
 
 
 def fetcher(platform, spool, owns=lambda: True):
@@ -148,3 +153,17 @@ def test_the_fetcher_spools_the_count_and_builds_no_report_objects() -> None:
     if native.rpt_native is not None and os.environ.get("RPT_NATIVE", "1") != "0":
         assert not memo.decoded  # counted natively: the publisher decodes only if it must
     assert [r["msgid"] for r in memo.reports] == [1, 2, 3]
+
+
+def test_records_are_read_ahead_only_while_the_spool_keeps_them_in_memory(tmp_path) -> None:
+    """A body's records read ahead on the fetch thread are wasted if its spool entry keeps no
+    memo: the fetcher asks for them only while the memo budget has room for the last body."""
+    body = len(json.dumps({"result": 0, "desc": "ok", "rpts": [report(0)]}))
+    spool = Spool.open(tmp_path / "spool", max_bytes=2**30, memo_bytes=body * 5 // 2)
+    platform = ScriptedPlatform([[report(i)] for i in range(4)])
+    _, f = fetcher(platform, spool)
+    for _ in range(4):
+        f.step()
+    assert [len(e.body) for e in spool.entries_after(0, 2**20)] == [body] * 4
+    assert platform.read_aheads == [True, True, False, False]  # 2 memos kept: room for 0.5
+    spool.close()

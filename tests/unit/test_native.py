@@ -145,7 +145,7 @@ def expected_stamps(built: EntryRecords, limits: TimestampLimits) -> list[int]:
     confluent=st.booleans(),
     empty=st.sampled_from(["msgid", "null"]),
     ascii_escapes=st.booleans(),
-    memo=st.booleans(),
+    memo=st.sampled_from(["none", "parsed", "read ahead"]),
     limits=st.none() | LIMITS,
 )
 def test_native_and_python_build_the_same_records(
@@ -154,7 +154,7 @@ def test_native_and_python_build_the_same_records(
     confluent: bool,
     empty: str,
     ascii_escapes: bool,
-    memo: bool,
+    memo: str,
     limits: TimestampLimits | None,
 ) -> None:
     encoder = CONFLUENT if confluent else single_object_encoder()
@@ -162,8 +162,14 @@ def test_native_and_python_build_the_same_records(
     fast, slow = builders(zone, encoder, empty, stamps)
     raw = body(reports, ensure_ascii=ascii_escapes)
     assert fast._native.encode(raw, 0) is not None  # flat objects: always the native path
-    # With the fetcher's parsed body (the live path) and without (read back from disk).
-    built = same(fast, slow, Entry(raw, memo=parse_body(raw) if memo else None))
+    # With the fetcher's parsed body, or its records read ahead on the fetch thread (the live
+    # path), and without (read back from disk).
+    entry = Entry(raw)
+    if memo == "parsed":
+        entry.memo = parse_body(raw)
+    elif memo == "read ahead":
+        entry.memo = parse_body(raw, lambda b: fast.read_ahead(b, round(entry.fetched_at * 1000)))
+    built = same(fast, slow, entry)
     if limits is None:
         assert built.timestamps is None and not built.clamped
     elif not confluent:
@@ -186,6 +192,34 @@ def test_bodies_the_native_path_leaves_to_python_come_out_the_same(
 
 
 GOOD = {"msgid": "123", "custid": "c", "status": 0, "rtime": "2024-05-06 07:08:09"}
+
+
+def test_records_read_ahead_are_used_only_for_the_entry_fetched_then() -> None:
+    fast, slow = builders("Asia/Shanghai", single_object_encoder(), "msgid")
+    raw = body([GOOD, {**GOOD, "msgid": str(2**64 + 5)}])
+    entry = Entry(raw)
+    fetched_at_ms = round(entry.fetched_at * 1000)
+    count, ahead = fast.read_ahead(raw, fetched_at_ms)
+    assert count == 2 and ahead[0] == fetched_at_ms
+    entry.memo = parse_body(raw, lambda b: (count, ahead))
+    assert entry.memo.ahead is ahead and entry.memo.count == 2
+    assert fast.build(entry).values is ahead[1].values  # taken as it is: no second encode
+    # Made for another fetch time (its fetched_at field would differ): encoded again.
+    entry.memo = parse_body(raw, lambda b: fast.read_ahead(b, fetched_at_ms + 1))
+    assert fast.build(entry).values == slow.build(entry).values
+    assert fast.build(entry).values != entry.memo.ahead[1].values
+
+
+def test_a_body_needing_the_python_normalizer_is_not_read_ahead() -> None:
+    fast, _ = builders("Asia/Shanghai", single_object_encoder(), "msgid")
+    needs_python = body([GOOD, {**GOOD, "status": 1.5}])  # a float: Python judges that report
+    assert fast._native.encode(needs_python, 0) is not None
+    assert fast.read_ahead(needs_python, 0) is None
+    assert parse_body(needs_python, lambda b: fast.read_ahead(b, 0)).ahead is None
+    python_only = RecordBuilder(
+        "a", Normalizer("a", "Europe/Berlin"), single_object_encoder(), "msgid"
+    )
+    assert python_only.read_ahead(body([GOOD]), 0) is None
 
 
 @pytest.mark.parametrize(

@@ -16,26 +16,32 @@ from hypothesis import strategies as st
 
 from connector import body as body_module
 from connector import native
+from connector.avro_codec import single_object_encoder
 from connector.errors import PlatformError
-from connector.report import parse_body
+from connector.records import RecordBuilder
+from connector.report import Normalizer, parse_body
 from tests.unit.test_native import GOOD, body, report
 
 pytestmark = pytest.mark.skipif(native.rpt_native is None, reason="rpt_native is not built")
 rpt_native = native.rpt_native
 
 
-def judged(raw: bytes, *, native_count: bool) -> tuple:
-    """parse_body's whole outcome, with or without the native count."""
+def judged(raw: bytes, *, native_count: bool, read_ahead: RecordBuilder | None = None) -> tuple:
+    """parse_body's whole outcome, with or without the native count (and a read-ahead)."""
     saved = body_module._count_native
     body_module._count_native = saved if native_count else None
+    ahead = None if read_ahead is None else (lambda b: read_ahead.read_ahead(b, 0))
     try:
-        parsed = parse_body(raw)
+        parsed = parse_body(raw, ahead)
     except PlatformError as exc:
         return ("raises", type(exc).__name__, str(exc), getattr(exc, "raw", None))
     finally:
         body_module._count_native = saved
     rejects = [(r.raw, type(r.error).__name__, str(r.error)) for r in parsed.rejects]
     return ("parsed", parsed.count, parsed.reports, rejects)
+
+
+READ_AHEAD = RecordBuilder("a", Normalizer("a"), single_object_encoder(), "msgid")
 
 
 def same_judgement(raw: bytes) -> None:
@@ -45,6 +51,11 @@ def same_judgement(raw: bytes) -> None:
     if count is not None:  # counted natively: Python takes every entry, rejects none
         assert python[:2] == ("parsed", count)
         assert python[3] == []
+    # The fetch thread's read-ahead takes only bodies the count takes, with the same count.
+    ahead = READ_AHEAD.read_ahead(raw, 1_764_590_000_123)
+    if ahead is not None:
+        assert count == ahead[0]
+        assert judged(raw, native_count=True, read_ahead=READ_AHEAD) == python
 
 
 # Byte-level damage the platform's gateways have produced or could: each turns a good body

@@ -338,3 +338,29 @@ def test_a_failure_code_with_reports_hands_the_body_to_the_caller(
     with client_for(static_account, fake) as client, pytest.raises(PlatformResultError) as caught:
         client.fetch()
     assert (caught.value.result, caught.value.desc, caught.value.raw) == (501, "系统忙", raw)
+
+
+def test_a_read_ahead_gets_each_body_with_its_fetch_time(static_account: AccountSettings) -> None:
+    """The records read ahead carry the fetch's own fetched_at (the spool entry's time); a
+    body the read-ahead declines is judged as without one; a re-login retry reads again."""
+    seen: list[tuple[bytes, int]] = []
+    answers = iter([(3, "records"), None])
+
+    def read_ahead(raw: bytes, fetched_at_ms: int) -> tuple[int, object] | None:
+        seen.append((raw, fetched_at_ms))
+        return next(answers)
+
+    clock = iter([1_764_590_000.1234, 1_764_590_001.5])
+    fake = FakePlatform(lambda: httpx.Response(200, content=body([{"msgid": 1}])))
+    with client_for(
+        static_account, fake, wall_clock=lambda: next(clock), read_ahead=read_ahead
+    ) as client:
+        first, second = client.fetch(), client.fetch()
+    assert seen == [
+        (body([{"msgid": 1}]), 1_764_590_000_123),
+        (body([{"msgid": 1}]), 1_764_590_001_500),
+    ]
+    assert first.fetched_at == 1_764_590_000.1234
+    assert (first.body.count, first.body.ahead) == (3, "records")
+    assert second.fetched_at == 1_764_590_001.5
+    assert (second.body.count, second.body.ahead, second.reports) == (1, None, [{"msgid": 1}])
