@@ -40,6 +40,14 @@ class Checkpoint:
         """Commit now: enough records, or the interval since the first entry has passed."""
         return not self.empty and (self.full or now - self.started >= self.interval)
 
+    def wait_time(self, now: float) -> float:
+        """How long the publish loop may sleep: until this is due, or a whole interval when
+        empty. (Sleeping a whole interval after each entry would let a steady trickle of
+        entries push the commit out to almost twice the interval.)"""
+        if self.empty:
+            return self.interval
+        return max(0.0, self.started + self.interval - now)
+
     def add(self, seq: int, built: EntryRecords, now: float) -> None:
         if self.empty:
             self.started = now

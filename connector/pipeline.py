@@ -134,7 +134,7 @@ class AccountPipeline:
         """Publish what the spool holds; after stop(), drain it once the fetcher is done."""
         ckpt = self._checkpoint()
         while True:
-            self._wake.wait(self.limits.commit_interval)
+            self._wake.wait(ckpt.wait_time(self.parts.clock()))
             self._wake.clear()
             stopping = self._stop.is_set() and not self._fetcher_alive()
             pending = not ckpt.empty or self._session.spool.last_seq > self._session.committed

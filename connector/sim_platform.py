@@ -70,6 +70,7 @@ class SimConfig:
     reports: dict[str, int] = field(default_factory=dict)  # account → preloaded count
     rate: float = 0.0
     rate_total: int | None = None
+    rate_from_first_poll: bool = False  # the rate clock starts at the first get-rpt, not at start
     seed: int | None = None
     path: str = "/client-sms/v2/sms/get-rpt"
     login_path: str = "/client-sms/user/login"
@@ -193,7 +194,7 @@ class Platform:
         self._responses: BinaryIO | None = (
             config.record_responses.open("ab") if config.record_responses else None
         )
-        self._started = clock()
+        self._started: float | None = None if config.rate_from_first_poll else clock()
         self._paused_until = 0.0
         # get-rpt calls per static token that reached the account: tests tell instances apart
         # when each is given its own token for the same account.
@@ -321,6 +322,8 @@ class Platform:
     def _take(self, account: _Account, retsize: int) -> list[bytes]:
         """The destructive read: dequeue, re-queue the odd duplicate, record, all under the lock."""
         with self._lock:
+            if self._started is None:
+                self._started = self._clock()  # --rate-from-first-poll: the load begins now
             self._top_up()
             queue = account.queue
             render = min(account.owed, retsize - len(queue))
@@ -341,7 +344,7 @@ class Platform:
 
     def _top_up(self) -> None:
         """Rate mode: the reports due by now, spread evenly across accounts, are owed."""
-        if not self.config.rate:
+        if not self.config.rate or self._started is None:
             return
         due = int(self.config.rate * (self._clock() - self._started))
         if self.config.rate_total is not None:

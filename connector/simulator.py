@@ -12,9 +12,10 @@ result 401.
 
 Reports: `--reports N` preloads N split evenly across accounts, `--reports NAME=N` preloads one
 account; `--rate R` adds R reports/s across accounts (computed from elapsed time, up to
-`--rate-total`). Each report's JSON bytes are rendered once (preloaded: at start; rate mode:
-when first handed out, so rtime is close to now and the rate never stalls a response); a
-response joins them. `--record FILE` appends every report handed out, exactly as sent, one per line.
+`--rate-total`; counted from the first get-rpt with `--rate-from-first-poll`). Each report's
+JSON bytes are rendered once (preloaded: at start; rate mode: when first handed out, so rtime
+is close to now and the rate never stalls a response); a response joins them.
+`--record FILE` appends every report handed out, exactly as sent, one per line.
 `--record-responses FILE` appends one JSON line per response that handed reports out:
 {"t": epoch seconds, "account", "msgids": [strings], "fault": "ok" | "truncated"}.
 
@@ -224,6 +225,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--reports", action="append", default=[], metavar="[NAME=]N", help="preloaded reports")
     add("--rate", type=_seconds, default=0.0, help="reports generated per second, all accounts")
     add("--rate-total", type=int, help="stop the rate generator after this many reports")
+    add(
+        "--rate-from-first-poll",
+        action="store_true",
+        help="start the rate clock at the first get-rpt instead of at start (no startup backlog)",
+    )
     add("--seed", type=int, help="random seed (reports and faults)")
     add("--record", type=Path, help="append every report handed out to this JSON-lines file")
     add(
@@ -269,7 +275,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     faults = Faults(**{f: getattr(args, f) for f in Faults.__dataclass_fields__})
     return SimConfig(
         tokens=tokens, logins=logins, reports=_preload(args.reports, names), rate=args.rate,
-        rate_total=args.rate_total, seed=args.seed, path=args.path, login_path=args.login_path,
+        rate_total=args.rate_total, rate_from_first_poll=args.rate_from_first_poll,
+        seed=args.seed, path=args.path, login_path=args.login_path,
         token_ttl=args.token_ttl, record=args.record, record_responses=args.record_responses,
         faults=faults, host=args.host,
         port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,

@@ -195,6 +195,19 @@ def test_rate_mode_generates_over_time_up_to_the_total(simulator: Callable[..., 
     assert abs(now_utc8 - rtime) < timedelta(seconds=15)
 
 
+def test_rate_from_first_poll_starts_the_load_at_the_first_get_rpt(
+    simulator: Callable[..., Simulator],
+) -> None:
+    sim = simulator("--token", "t", "--rate", "1000", "--rate-from-first-poll")
+    time.sleep(1.0)  # 1,000 reports, had the clock started with the process
+    assert sim.stats()["generated"] == 0
+    with httpx.Client(base_url=sim.base_url) as http:
+        assert reports_of(get_rpt(http, "t")) == []  # this call starts the clock
+        time.sleep(0.1)
+        handed = len(reports_of(get_rpt(http, "t")))
+    assert 95 <= handed < 400  # ~100 due 0.1 s after the first call, none from before it
+
+
 @pytest.mark.parametrize(
     ("retsize", "count"), [(3, 3), ("7", 7), ("0", 500), (-1, 500), ("9999", 500), (None, 500)]
 )

@@ -175,6 +175,37 @@ def test_clock_driven_commit_interval(tmp_path) -> None:
     assert_exactly_once(rig, 3)
 
 
+class RecordingWake(threading.Event):
+    """The publish loop's wake-up event, recording how long each wait was allowed to last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        return super().wait(timeout)
+
+
+def test_the_publish_loop_sleeps_only_until_the_open_transaction_is_due(tmp_path) -> None:
+    clock = FakeClock(frozen=True)
+    rig = make_rig(tmp_path, ScriptedPlatform(batches(3)), clock=clock, commit_interval=5.0)
+    wake = rig.pipeline._wake = RecordingWake()
+    rig.pipeline.start()
+    rig.wait_for(lambda: rig.platform.calls >= 3)  # in the open transaction, begun at t0
+    time.sleep(0.2)  # the loop is back in its wait
+    assert wake.timeouts[-1] == pytest.approx(5.0)  # the whole interval is still ahead
+    clock.advance(3.0)
+    wake.set()  # as an append would: nothing is due yet, so the loop sleeps again
+    rig.wait_for(lambda: wake.timeouts[-1] == pytest.approx(2.0))  # not a fresh 5 s
+    assert rig.msgids() == []
+    clock.advance(2.0)
+    wake.set()
+    rig.wait_for(lambda: len(rig.msgids()) == 3)
+    rig.stop()
+    assert_exactly_once(rig, 3)
+
+
 def test_not_owning_the_account_means_no_get_rpt_call(tmp_path) -> None:
     platform = ScriptedPlatform(batches(3))
     rig = make_rig(tmp_path, platform, owns=lambda: False)
