@@ -24,10 +24,10 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from connector import native
-from connector.avro_codec import single_object_encoder
-from connector.records import RecordBuilder
-from connector.report import Normalizer, parse_body
+from connector.codec import native
+from connector.codec.avro import single_object_encoder
+from connector.codec.report import Normalizer, parse_body
+from connector.kafka.records import RecordBuilder
 
 BATCH_SIZE = 500
 START = datetime(2016, 8, 4, 17, 38, 55)

@@ -33,9 +33,9 @@ from codec_bench import Entry
 from floor import RETSIZE, TOKEN_HEADER
 from run import TOKEN, start_simulator, stop
 
-from connector.avro_codec import single_object_encoder
-from connector.records import RecordBuilder
-from connector.report import Normalizer, parse_body
+from connector.codec.avro import single_object_encoder
+from connector.codec.report import Normalizer, parse_body
+from connector.kafka.records import RecordBuilder
 
 PATH = "/client-sms/v2/sms/get-rpt"
 

@@ -17,13 +17,13 @@ import httpx
 import msgspec
 from confluent_kafka import KafkaError, Producer
 
-from connector.avro_codec import record_headers, single_object_encoder
-from connector.config import KafkaSettings
-from connector.native_produce import record_sender, send_all
-from connector.platform import TOKEN_HEADER
-from connector.publisher import producer_config
-from connector.report import Normalizer
-from connector.simulator import ReportFactory
+from connector.codec.avro import record_headers, single_object_encoder
+from connector.codec.report import Normalizer
+from connector.config.settings import KafkaSettings
+from connector.kafka.native_produce import record_sender, send_all
+from connector.kafka.publisher import producer_config
+from connector.platform.client import TOKEN_HEADER
+from connector.simulator.server import ReportFactory
 
 RETSIZE = 500
 _POLL_EVERY = RETSIZE  # the connector calls poll(0) once per spool entry (one get-rpt answer)

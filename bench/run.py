@@ -41,9 +41,9 @@ from summary import save, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the process harness, devharness/ (it also finds devkafka/)
-from connector.avro_codec import decode_single_object  # noqa: E402
-from connector.config import KafkaSettings  # noqa: E402
-from connector.publisher import ensure_topics  # noqa: E402
+from connector.codec.avro import decode_single_object  # noqa: E402
+from connector.config.settings import KafkaSettings  # noqa: E402
+from connector.kafka.publisher import ensure_topics  # noqa: E402
 from devharness import (  # noqa: E402
     TOKEN,
     Broker,

@@ -6,7 +6,7 @@ In-process, on get-rpt bodies served over HTTP by the simulator (a separate proc
 CPU is not counted), through the connector's own code; each stage is timed with
 `time.thread_time` around the calls the connector makes:
 
-fetch thread   `PlatformClient.fetch` (httpx requests through connector.wire, the deadline),
+fetch thread   `PlatformClient.fetch` (httpx requests through connector.platform.wire, the deadline),
                less `parse_body`, which is shown on its own: the Python strict parse, or the
                native count (`rpt_native.count_body`); the spool append (fsync on, a temporary
                directory); room/level checks (statvfs); the fetch-side observations.
@@ -38,22 +38,22 @@ sys.path.insert(0, str(REPO))  # devharness/
 sys.path.insert(0, str(REPO / "bench"))
 from confluent_kafka import Producer  # noqa: E402
 
-from connector import body as body_module  # noqa: E402
-from connector import native  # noqa: E402
-from connector import platform as platform_module  # noqa: E402
-from connector.avro_codec import record_keys, single_object_encoder  # noqa: E402
-from connector.checkpoint import Checkpoint  # noqa: E402
-from connector.config import load_settings  # noqa: E402
-from connector.metrics import Metrics  # noqa: E402
-from connector.native_produce import RecordQueue, record_sender  # noqa: E402
-from connector.observer import AccountState, PollOutcome, SpoolLevel, make_observer  # noqa: E402
-from connector.platform import TOKEN_HEADER, PlatformClient  # noqa: E402
-from connector.publisher import AccountPublisher, Reachability  # noqa: E402
-from connector.records import EntryRecords, RecordBuilder  # noqa: E402
-from connector.report import Normalizer, parse_body  # noqa: E402
-from connector.spool import Spool  # noqa: E402
-from connector.spool_index import SpoolEntry  # noqa: E402
-from connector.status import StatusBoard  # noqa: E402
+from connector.codec import body as body_module  # noqa: E402
+from connector.codec import native  # noqa: E402
+from connector.codec.avro import record_keys, single_object_encoder  # noqa: E402
+from connector.codec.report import Normalizer, parse_body  # noqa: E402
+from connector.config.settings import load_settings  # noqa: E402
+from connector.kafka.checkpoint import Checkpoint  # noqa: E402
+from connector.kafka.native_produce import RecordQueue, record_sender  # noqa: E402
+from connector.kafka.publisher import AccountPublisher, Reachability  # noqa: E402
+from connector.kafka.records import EntryRecords, RecordBuilder  # noqa: E402
+from connector.observe.metrics import Metrics  # noqa: E402
+from connector.observe.observer import AccountState, PollOutcome, SpoolLevel, make_observer  # noqa: E402
+from connector.observe.status import StatusBoard  # noqa: E402
+from connector.platform import client as platform_module  # noqa: E402
+from connector.platform.client import TOKEN_HEADER, PlatformClient  # noqa: E402
+from connector.spool.index import SpoolEntry  # noqa: E402
+from connector.spool.spool import Spool  # noqa: E402
 from devharness import TOKEN, SimulatorProcess, Topics, token_args, write_config  # noqa: E402
 from devharness.config import token_env_name  # noqa: E402
 
@@ -155,7 +155,7 @@ def fetch_side(n: int, use_native: bool, clock: Clock, workdir: Path) -> Spool:
 def bare_httpx(n: int, clock: Clock, workdir: Path) -> int:
     """For comparison: the same get-rpt calls as a bare `httpx.Client.post` + body read through
     httpx's own transport (httpcore + h11; no deadline, no watchdog, no streaming), the
-    connector's transport before connector.wire; the reports it drained."""
+    connector's transport before connector.platform.wire; the reports it drained."""
     simulator = SimulatorProcess(
         ["--seed", "1", *token_args({ACCOUNT: TOKEN}), "--reports", str(n)]
     )

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from connector.config import Settings, load_settings
-from connector.credentials import account_secret, account_token, registry_password
+from connector.config.secrets import account_secret, account_token, registry_password
+from connector.config.settings import Settings, load_settings
 from connector.errors import ConfigError, ConnectorError
-from connector.publisher import client_config, producer_config
-from connector.spool import inspect as inspect_spool
+from connector.kafka.publisher import client_config, producer_config
+from connector.spool.spool import inspect as inspect_spool
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
@@ -151,7 +151,7 @@ def _check_registry(settings: Settings) -> str | None:
     registry = settings.schema_registry
     if registry is None:
         return None
-    from connector.avro_codec import registry_client
+    from connector.codec.avro import registry_client
 
     try:
         registry_client(registry).get_subjects()

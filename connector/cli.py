@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _command(commands, "schema", "print the Avro schema of the records as JSON", _schema)
 
     simulate = _command(commands, "simulate", "run the get-rpt platform simulator", _simulate)
-    from connector import simulator
+    from connector.simulator import server as simulator
 
     simulator.add_arguments(simulate)
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_arguments(inspect)
 
-    from connector import replay_cli
+    from connector.replay import cli as replay_cli
 
     replay = _command(commands, "replay", "derive records again: from the archive, or DLQ", None)
     replay_cli.add_arguments(replay, _command)
@@ -124,7 +124,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from connector import checks, service
-    from connector.config import load_settings
+    from connector.config.settings import load_settings
 
     # Property mistakes librdkafka would only report once running are found here first:
     # one line, exit 2.
@@ -139,14 +139,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from connector.avro_codec import load_schema
+    from connector.codec.avro import load_schema
 
     print(json.dumps(load_schema(), indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from connector import simulator
+    from connector.simulator import server as simulator
 
     return simulator.main(args)
 

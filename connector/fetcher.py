@@ -31,7 +31,7 @@ from connector.errors import (
     SpoolWriteError,
     TLSVerificationError,
 )
-from connector.observer import AccountObserver, AccountState, PauseReason, PollOutcome
+from connector.observe.observer import AccountObserver, AccountState, PauseReason, PollOutcome
 from connector.retry import Backoff
 
 log = logging.getLogger("connector.fetcher")

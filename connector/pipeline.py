@@ -25,17 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from connector.archive import archive_entry
-from connector.checkpoint import Checkpoint
 from connector.errors import ConnectorError, Disposition
 from connector.fetcher import Fetcher, Handoff, Hooks, Unspooled
-from connector.observer import AccountObserver, AccountState
-from connector.records import EntryRecords, RecordBuilder
+from connector.kafka.archive import archive_entry
+from connector.kafka.checkpoint import Checkpoint
+from connector.kafka.records import EntryRecords, RecordBuilder
+from connector.observe.observer import AccountObserver, AccountState
 from connector.retry import Backoff, Clock, Deadline
 from connector.session import Session
 
 if TYPE_CHECKING:
-    from connector.publisher import AccountPublisher
+    from connector.kafka.publisher import AccountPublisher
 
 log = logging.getLogger("connector.pipeline")
 

@@ -15,25 +15,25 @@ import threading
 from collections.abc import Callable
 
 from connector import __version__
-from connector.avro_codec import make_value_encoder
-from connector.cluster import Membership
-from connector.config import Settings, load_settings
+from connector.codec.avro import make_value_encoder
+from connector.codec.report import Normalizer
+from connector.config.settings import Settings, load_settings
+from connector.config.views import AccountView
 from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
-from connector.logs import RepeatSummary, setup_logging
-from connector.metrics import Metrics
-from connector.observer import AccountState, make_observer
+from connector.kafka.membership import Membership
+from connector.kafka.publisher import AccountPublisher, Reachability
+from connector.kafka.records import RecordBuilder
+from connector.kafka.topics import ensure_topics, record_timestamps
+from connector.observe.logs import RepeatSummary, setup_logging
+from connector.observe.metrics import Metrics
+from connector.observe.observer import AccountState, make_observer
+from connector.observe.status import EndpointServer, StatusBoard
 from connector.pipeline import AccountPipeline, Limits, Parts
-from connector.platform import PlatformClient, PollSchedule
-from connector.publisher import AccountPublisher, Reachability
-from connector.records import RecordBuilder
-from connector.report import Normalizer
+from connector.platform.client import PlatformClient, PollSchedule
 from connector.retry import Backoff, Deadline
-from connector.spool import Spool, failpoints_from_env, spool_id
-from connector.spool_io import SpoolHooks
-from connector.status import EndpointServer, StatusBoard
-from connector.topics import ensure_topics, record_timestamps
-from connector.views import AccountView
+from connector.spool.io import SpoolHooks
+from connector.spool.spool import Spool, failpoints_from_env, spool_id
 
 log = logging.getLogger("connector.service")
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from connector.errors import ConnectorError, Disposition, FencedError, SpoolWriteError
-from connector.observer import AccountState
+from connector.observe.observer import AccountState
 from connector.retry import Deadline
 
 log = logging.getLogger("connector.pipeline")

@@ -9,8 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from connector.avro_codec import decode_single_object
-from connector.report import Normalizer
+from connector.codec.avro import decode_single_object
+from connector.codec.report import Normalizer
 from devharness.config import TOKEN, Topics, write_config
 from devharness.kafka import ConsumedRecord, consume_all
 from devharness.processes import ConnectorProcess, SimulatorProcess, stop_everything

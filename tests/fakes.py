@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
 
+from connector.codec.report import ParsedBody, parse_body
 from connector.errors import SpoolWriteError
-from connector.progress import Progress
-from connector.report import ParsedBody, parse_body
+from connector.kafka.progress import Progress
 
 
 class FakeClock:

@@ -16,7 +16,7 @@ from harness import ConnectorProcess, Topics, connector_env, write_config
 from hostile_platform import Answer, HostilePlatform, msgids_in, wait_for
 from kafka_helpers import ConsumedRecord, consume_all
 
-from connector.avro_codec import decode_single_object
+from connector.codec.avro import decode_single_object
 
 TOKEN = "hostile-token-5c2a"
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from connector.spool_io import Disk
+from connector.spool.io import Disk
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connector.spool import HEADER, Spool, SpoolEntry
-from connector.spool_format import Meta, encode_payload
+from connector.spool.format import Meta, encode_payload
+from connector.spool.spool import HEADER, Spool, SpoolEntry
 
 MiB = 2**20
 META = len(encode_payload(Meta(0, 0), b""))  # the payload header of an entry without a note

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the process harness, devharness/ (it also finds devkafka/)
 import devharness as harness  # noqa: E402
-from connector.avro_codec import decode_single_object  # noqa: E402
+from connector.codec.avro import decode_single_object  # noqa: E402
 from devkafka import DEFAULT_NAME, port_is_free  # noqa: E402
 
 ACCOUNT = "demo"
@@ -241,7 +241,7 @@ def the_data(bootstrap: str, topics: harness.Topics) -> str:
         lines += [
             f"one record (partition {first.partition}, offset {first.offset}, "
             f"key {first.key.decode(errors='replace') if first.key else None}), "
-            "decoded with connector/avro_codec.py:",
+            "decoded with connector/codec/avro.py:",
             json.dumps(value, indent=2, default=str, ensure_ascii=False),
         ]
     lines += [

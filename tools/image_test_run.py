@@ -19,7 +19,7 @@ from pathlib import Path
 from image_test_engine import EngineError, docker
 
 import devkafka
-from connector.avro_codec import decode_single_object
+from connector.codec.avro import decode_single_object
 from devharness.kafka import consume_all
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ class ContainerRun:
 
 
 def _native_path(events: list[dict], figures: dict) -> list[str]:
-    """The container encoded with rpt_native: connector/native.py logs which path it took."""
+    """The container encoded with rpt_native: connector/codec/native.py logs which path it took."""
     said = [str(e.get("message", "")) for e in events if "native hot path" in str(e.get("message"))]
     figures["hot path"] = said[0] if said else "not logged"
     if not any(message.startswith("native hot path on") for message in said):

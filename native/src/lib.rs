@@ -1,5 +1,5 @@
 //! rpt-connector's native hot path: one call per get-rpt body, raw bytes in, Kafka keys and
-//! Avro values out (connector/native.py wraps it; connector/report.py and avro_codec.py stay
+//! Avro values out (connector/codec/native.py wraps it; connector/codec/report.py and avro_codec.py stay
 //! the reference: the tests compare byte for byte and judge every report this code leaves),
 //! and one call per batch of records to produce them through librdkafka (produce.rs).
 
@@ -194,7 +194,7 @@ impl BodyEncoder {
 }
 
 /// The report count of a clean strict get-rpt body (one the Python path takes whole, every
-/// entry of `rpts` a report), or None: then connector.body judges the body in Python. The
+/// entry of `rpts` a report), or None: then connector.codec.body judges the body in Python. The
 /// fetch thread counts with it; no Python object is built per report.
 #[pyfunction]
 fn count_body(py: Python<'_>, body: &[u8]) -> Option<usize> {

@@ -2,7 +2,7 @@
 //! handle of the connector's own confluent-kafka `Producer`, so its transaction, its
 //! partitioner and its settings are the ones that apply, and the Python `produce()` call
 //! (argument parsing, the header list turned into C headers, a callback state) is not paid
-//! per record. connector/native_produce.py decides when this is used and checks the handle.
+//! per record. connector/kafka/native_produce.py decides when this is used and checks the handle.
 //!
 //! No delivery callback is attached (librdkafka's opaque stays NULL, which confluent-kafka's
 //! delivery-report callback skips): used for exactly_once only, where a failed delivery

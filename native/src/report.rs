@@ -1,5 +1,5 @@
-//! One report: its fields read from JSON, normalized by connector/report.py's rules, written
-//! as the Avro binary body of connector/avro_codec.py's schema.
+//! One report: its fields read from JSON, normalized by connector/codec/report.py's rules, written
+//! as the Avro binary body of connector/codec/avro.py's schema.
 //!
 //! Only the cases that normalize to a record are handled here; every report Python would
 //! reject (and every value the rules leave to Python: floats, booleans, very long integers,
@@ -8,7 +8,7 @@
 
 use crate::json::{Bail, Parser, Res, Scalar};
 
-/// Field order of the schema (and of connector.report.FIELDS); `field_index` spells it out.
+/// Field order of the schema (and of connector.codec.report.FIELDS); `field_index` spells it out.
 #[cfg_attr(not(test), allow(dead_code))]
 pub const FIELDS: [&str; 14] = [
     "msgid",

@@ -22,10 +22,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from connector.avro_codec import single_object_encoder
+    from connector.codec.avro import single_object_encoder
+    from connector.codec.report import Normalizer
     from connector.errors import PlatformError
-    from connector.platform import parse_response
-    from connector.report import Normalizer
+    from connector.platform.client import parse_response
 
 _NORMALIZER = Normalizer("fuzz")
 _ENCODER = single_object_encoder()

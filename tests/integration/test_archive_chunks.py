@@ -20,8 +20,8 @@ from harness import ConnectorProcess, Topics, connector_env, write_config
 from hostile_ledger import TOKEN, read_outcome, serve_then_stop
 from test_archive_replay import archived, records_of
 
-from connector.archive import ARCHIVE_MAX_VALUE_BYTES
-from connector.replay_loop import CRASH_BEFORE_COMMIT_ENV
+from connector.kafka.archive import ARCHIVE_MAX_VALUE_BYTES
+from connector.replay.loop import CRASH_BEFORE_COMMIT_ENV
 
 pytestmark = pytest.mark.integration
 

@@ -33,15 +33,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_archive_chunks import replay_cli
 from test_archive_replay import archived, run_until_drained
 
-from connector.avro_codec import decode_single_object
-from connector.replay_loop import HOLD_BEFORE_COMMIT_ENV
+from connector.codec.avro import decode_single_object
+from connector.replay.loop import HOLD_BEFORE_COMMIT_ENV
 
 pytestmark = pytest.mark.integration
 
 # The release with the fix: the real CLI, with the normalizer that reads status "ok?" as 0.
 FIXED_CLI = (
-    "import sys, connector.replay, test_archive_replay as fix; "
-    "connector.replay.Normalizer = fix.StatusFixed; "
+    "import sys, connector.replay.archived, test_archive_replay as fix; "
+    "connector.replay.archived.Normalizer = fix.StatusFixed; "
     "from connector.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 _LINE = re.compile(

@@ -24,13 +24,13 @@ from harness import (
 from kafka_helpers import ConsumedRecord, consume_all, create_topic, produce
 from test_pipeline_e2e import crash_after_fetching, drain_and_stop
 
-from connector.archive import archive_records
-from connector.avro_codec import decode_single_object
-from connector.config import load_settings
-from connector.replay import ArchivedBody, ReplayParts, replay_archive
-from connector.replay_dlq import replay_dlq
-from connector.replay_loop import CRASH_BEFORE_COMMIT_ENV
-from connector.report import Normalizer
+from connector.codec.avro import decode_single_object
+from connector.codec.report import Normalizer
+from connector.config.settings import load_settings
+from connector.kafka.archive import archive_records
+from connector.replay.archived import ArchivedBody, ReplayParts, replay_archive
+from connector.replay.dlq import replay_dlq
+from connector.replay.loop import CRASH_BEFORE_COMMIT_ENV
 from tests.fakes import report
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME
 from harness import REPO, consume_all
 
 import devkafka
-from connector.avro_codec import decode_single_object
-from connector.report import FIELDS
+from connector.codec.avro import decode_single_object
+from connector.codec.report import FIELDS
 
 pytestmark = pytest.mark.integration
 

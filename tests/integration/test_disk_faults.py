@@ -31,7 +31,7 @@ import pytest
 from harness import ConnectorProcess, SimulatorProcess, Topics, connector_env, stop_everything
 from spool_runs import assert_exactly_once, config_for, start_simulator
 
-from connector.spool import inspect
+from connector.spool.spool import inspect
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from harness import ConnectorProcess, Topics, connector_env, stop_everything
 from test_pipeline_e2e import assert_exactly_once, config_for, drain_and_stop, start_simulator
 
-from connector import native
+from connector.codec import native
 
 pytestmark = [
     pytest.mark.integration,

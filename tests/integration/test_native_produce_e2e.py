@@ -1,4 +1,4 @@
-"""Native produce (connector/native_produce.py) against a real broker: the records one
+"""Native produce (connector/kafka/native_produce.py) against a real broker: the records one
 `RecordSender.send` queues are, read back, exactly what one `Producer.produce()` per record
 sends — keys (None and empty kept apart), values, headers, timestamps, partitions — inside
 the producer's own transaction: an aborted transaction's records are never seen by a
@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 from kafka_helpers import consume_all, create_topic, unique_topic
 
-from connector import native_produce
-from connector.config import KafkaSettings
-from connector.native_produce import record_sender, send_all
-from connector.topics import producer_config
+from connector.config.settings import KafkaSettings
+from connector.kafka import native_produce
+from connector.kafka.native_produce import record_sender, send_all
+from connector.kafka.topics import producer_config
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fixtures import SEED_RESPONSE
 
-from connector.config import AccountSettings, PlatformSettings
+from connector.config.settings import AccountSettings, PlatformSettings
 from connector.errors import (
     AuthError,
     InvalidResponseError,
@@ -22,8 +22,8 @@ from connector.errors import (
     RetriableError,
     TLSVerificationError,
 )
-from connector.platform import PlatformClient
-from connector.simulator import FIRST_MSGID, Simulator
+from connector.platform.client import PlatformClient
+from connector.simulator.server import FIRST_MSGID, Simulator
 
 pytestmark = pytest.mark.integration
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connector.metrics import Metrics
-from connector.observer import (
+from connector.observe.metrics import Metrics
+from connector.observe.observer import (
     AccountState,
     DeadLetterReason,
     PauseReason,
     PollOutcome,
     SpoolLevel,
 )
-from connector.status import EndpointServer, StatusBoard
+from connector.observe.status import EndpointServer, StatusBoard
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from harness import drain_exactly_once
 from kafka_helpers import consume_all
 
-from connector.avro_codec import (
+from connector.codec.avro import (
     SINGLE_OBJECT_CONTENT_TYPE,
     decode_single_object,
     schema_fingerprint,

@@ -25,7 +25,7 @@ from harness import (
 from hostile_platform import wait_for
 from kafka_helpers import ConsumedRecord, consume_all, create_topic, unique_topic
 
-from connector.avro_codec import decode_single_object
+from connector.codec.avro import decode_single_object
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.account_observer import MetricsAndStatus
-from connector.metrics import Metrics
-from connector.observer import AccountState, CommitSummary, PollOutcome, SpoolLevel
-from connector.status import EndpointServer, StatusBoard
+from connector.observe.account import MetricsAndStatus
+from connector.observe.metrics import Metrics
+from connector.observe.observer import AccountState, CommitSummary, PollOutcome, SpoolLevel
+from connector.observe.status import EndpointServer, StatusBoard
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))

@@ -16,8 +16,7 @@ import pytest
 from harness import ConnectorProcess, SimulatorProcess, Topics, connector_env, stop_everything
 from spool_runs import assert_exactly_once, config_for, start_simulator
 
-from connector.spool import inspect
-from connector.spool_io import (
+from connector.spool.io import (
     FAILPOINT_ENV,
     RENUMBER_AFTER_COPY,
     RENUMBER_AFTER_RELEASE,
@@ -25,6 +24,7 @@ from connector.spool_io import (
     RENUMBER_BEFORE_CLEANUP,
     RENUMBER_BEFORE_SWITCH,
 )
+from connector.spool.spool import inspect
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from connector.avro_codec import load_schema, make_value_encoder
-from connector.config import KafkaSettings, SchemaRegistrySettings
+from connector.codec.avro import load_schema, make_value_encoder
+from connector.codec.report import Normalizer
+from connector.config.settings import KafkaSettings, SchemaRegistrySettings
 from connector.errors import RegistryError
-from connector.report import Normalizer
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "devregistry"))

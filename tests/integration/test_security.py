@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from harness import SimulatorProcess, Topics, wait_until, write_config
 
-from connector.config import AccountSettings, PlatformSettings
+from connector.config.settings import AccountSettings, PlatformSettings
 from connector.errors import InvalidResponseError, PlatformError
-from connector.platform import PlatformClient
+from connector.platform.client import PlatformClient
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from fixtures import GET_RPT_PATH, LOGIN_PATH, REPO, start_simulator, stop_simulator
 
-from connector.simulator import FIRST_MSGID, Simulator
+from connector.simulator.server import FIRST_MSGID, Simulator
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from fixtures import GET_RPT_PATH
 
-from connector.simulator import Simulator
+from connector.simulator.server import Simulator
 
 pytestmark = pytest.mark.integration
 

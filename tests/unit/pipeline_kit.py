@@ -9,16 +9,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connector.avro_codec import decode_single_object, single_object_encoder
-from connector.config import KafkaSettings
+from connector.codec.avro import decode_single_object, single_object_encoder
+from connector.codec.report import Normalizer
+from connector.config.settings import KafkaSettings
 from connector.fetcher import Hooks
+from connector.kafka.publisher import AccountPublisher, Reachability
+from connector.kafka.records import RecordBuilder
 from connector.pipeline import AccountPipeline, Limits, Parts
-from connector.platform import PollSchedule
-from connector.publisher import AccountPublisher, Reachability
-from connector.records import RecordBuilder
-from connector.report import Normalizer
+from connector.platform.client import PollSchedule
 from connector.retry import Backoff, Deadline
-from connector.spool import Spool
+from connector.spool.spool import Spool
 from tests.fakes import FakeClock, FakeKafka, FakeProgress, FaultySpool, RecordingObserver
 
 ACCOUNT = "acme"

@@ -10,8 +10,8 @@ import json
 import pytest
 
 from connector.errors import InvalidResponseError
-from connector.replay import ProgressBar, ReplayParts, replay_archive
-from connector.replay_cli import Gauges
+from connector.replay.archived import ProgressBar, ReplayParts, replay_archive
+from connector.replay.cli import Gauges
 from tests.fakes import FaultySpool, ScriptedPlatform, kafka_error, report
 from tests.unit.pipeline_kit import ACCOUNT, SPOOL_ID, make_rig
 
@@ -105,7 +105,7 @@ def test_no_archive_topic_no_archive_records(tmp_path) -> None:
 
 
 def test_replay_refuses_a_topic_the_connector_writes() -> None:
-    from connector.config import settings_from_dict
+    from connector.config.settings import settings_from_dict
 
     settings = settings_from_dict(
         {"accounts": [{"name": "a", "token_env": "T"}],

@@ -16,7 +16,7 @@ from fastavro.schema import fingerprint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.avro_codec import (
+from connector.codec.avro import (
     BodyWriter,
     confluent_encoder,
     decode_single_object,
@@ -27,9 +27,9 @@ from connector.avro_codec import (
     record_keys,
     single_object_encoder,
 )
-from connector.config import KafkaSettings, SchemaRegistrySettings
+from connector.codec.report import FIELDS, Normalizer
+from connector.config.settings import KafkaSettings, SchemaRegistrySettings
 from connector.errors import CodecError, RegistryError
-from connector.report import FIELDS, Normalizer
 
 REPO = Path(__file__).resolve().parents[2]
 BASELINE = REPO / "avro" / "history" / "status_report.v1.avsc"

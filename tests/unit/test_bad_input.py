@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector import publisher
-from connector.avro_codec import single_object_encoder
-from connector.config import KafkaSettings, load_settings
+from connector.codec.avro import single_object_encoder
+from connector.codec.report import FIELDS, Normalizer, ParsedBody, parse_body
+from connector.config.settings import KafkaSettings, load_settings
 from connector.errors import ConfigError, InvalidResponseError, PlatformError, ReportError
-from connector.report import FIELDS, Normalizer, ParsedBody, parse_body
+from connector.kafka import publisher
 
 ENCODER = single_object_encoder()
 FETCHED_AT_MS = 1_700_000_000_000

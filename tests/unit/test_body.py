@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector import jsonscan
+from connector.codec import jsonscan
+from connector.codec.report import Normalizer, parse_body
 from connector.errors import Disposition, InvalidResponseError, PlatformResultError
-from connector.report import Normalizer, parse_body
 
 
 @pytest.fixture

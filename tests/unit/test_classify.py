@@ -11,6 +11,7 @@ from fixtures import SEED_RESPONSE
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connector.codec.report import ParsedBody, parse_body
 from connector.errors import (
     AuthError,
     InvalidResponseError,
@@ -18,8 +19,7 @@ from connector.errors import (
     PlatformResultError,
     RetriableError,
 )
-from connector.platform import classify, parse_retry_after
-from connector.report import ParsedBody, parse_body
+from connector.platform.client import classify, parse_retry_after
 
 OK_DESC = "%e6%88%90%e5%8a%9f"
 AUTH_DESC_UTF8 = quote("身份认证失败")

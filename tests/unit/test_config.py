@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import load_settings, parse_duration, parse_size, settings_from_dict
-from connector.credentials import account_secret, account_token
+from connector.config.secrets import account_secret, account_token
+from connector.config.settings import load_settings, parse_duration, parse_size, settings_from_dict
 from connector.errors import ConfigError
 
 MINIMAL = {

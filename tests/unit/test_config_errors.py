@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connector import cli
-from connector.config import settings_from_dict
+from connector.config.settings import settings_from_dict
 from connector.errors import ConfigError
 
 TOKEN_ENV = "RPT_TEST_NEWCOMER_TOKEN"

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from connector.config import AccountSettings, PlatformSettings, settings_from_dict
+from connector.config.settings import AccountSettings, PlatformSettings, settings_from_dict
 from connector.errors import ConfigError, Disposition, InvalidResponseError, RetriableError
-from connector.exchange import Alarm, Deadline, SocketWatch, watchdog
-from connector.platform import PlatformClient
+from connector.platform.client import PlatformClient
+from connector.platform.exchange import Alarm, Deadline, SocketWatch, watchdog
 
 TOKEN = "drip-token-1"
 LOOSE = 60.0  # seconds: far above request_timeout, far below the drip's natural length

@@ -1,6 +1,6 @@
 """`desc` decoding: the seed's UTF-8 example and the platform's GB2312 messages both come out right.
 
-The rule (connector/desc.py): decode both ways; a reading that is all ASCII / CJK / CJK or
+The rule (connector/codec/desc.py): decode both ways; a reading that is all ASCII / CJK / CJK or
 fullwidth punctuation is plausible; plausible UTF-8 wins, then plausible GB18030, then UTF-8.
 """
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from connector.desc import is_plausible, read_desc
-from connector.report import decode_desc
+from connector.codec.desc import is_plausible, read_desc
+from connector.codec.report import decode_desc
 
 SEED_DESC = "%e6%88%90%e5%8a%9f"  # 成功, UTF-8, in the seed's example answer
 PLATFORM_MESSAGES = [

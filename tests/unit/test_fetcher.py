@@ -9,12 +9,12 @@ import random
 import threading
 import time
 
-from connector import native
+from connector.codec import native
 from connector.errors import SpoolWriteError
 from connector.fetcher import PAUSED_RECHECK, Fetcher, Handoff, Unspooled
-from connector.observer import PauseReason
+from connector.observe.observer import PauseReason
 from connector.retry import Backoff
-from connector.spool import Spool
+from connector.spool.spool import Spool
 from tests.fakes import RecordingObserver, ScriptedPlatform, report
 from tests.unit.pipeline_kit import schedule
 

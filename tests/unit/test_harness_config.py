@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from harness import TOKEN, Topics, connector_env, token_args, write_config
 
-from connector.config import load_settings
+from connector.config.settings import load_settings
 
 
 def write(tmp_path: Path, **kwargs: object) -> Path:

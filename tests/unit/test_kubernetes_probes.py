@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connector.metrics import Metrics
-from connector.status import EndpointServer, StatusBoard
+from connector.observe.metrics import Metrics
+from connector.observe.status import EndpointServer, StatusBoard
 
 MANIFEST = Path(__file__).resolve().parents[2] / "config" / "kubernetes" / "statefulset.yaml"
 

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from connector.logs import JsonFormatter, RepeatSummary, librdkafka_logger
+from connector.observe.logs import JsonFormatter, RepeatSummary, librdkafka_logger
 
 # What confluent-kafka passes to logger.log for a refused connection (seen from 2.x).
 FORMAT = "%s [%s] %s"
@@ -106,7 +106,7 @@ def test_a_real_client_logs_json_lines_only_and_summarized() -> None:
         """
         import socket, threading
         from confluent_kafka import Producer
-        from connector.logs import librdkafka_logger, setup_logging
+        from connector.observe.logs import librdkafka_logger, setup_logging
 
         setup_logging("INFO", "json")
         with socket.socket() as s:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from confluent_kafka import TopicPartition
 
-from connector.cluster import Membership
-from connector.config import settings_from_dict
+from connector.config.settings import settings_from_dict
+from connector.kafka.membership import Membership
 from tests.fakes import FakeClock
 
 

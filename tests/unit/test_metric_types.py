@@ -1,13 +1,13 @@
-"""connector.metric_types: labels() keeps each child, and what is exposed stays right; the
+"""connector.observe.metric_types: labels() keeps each child, and what is exposed stays right; the
 health gauges skip a call that changes nothing, and still show every change."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from connector.health_metrics import HealthSeries
-from connector.metric_types import Counter, Gauge, Histogram
-from connector.observer import AccountState, PauseReason
+from connector.observe.health import HealthSeries
+from connector.observe.metric_types import Counter, Gauge, Histogram
+from connector.observe.observer import AccountState, PauseReason
 
 
 def test_a_child_is_made_once_and_is_prometheus_clients_own() -> None:

@@ -14,13 +14,19 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector import __version__
-from connector.metrics import (
+from connector.observe.metrics import (
     LAG_BUCKETS,
     BatchHistogram,
     Metrics,
     batch_size_buckets,
 )
-from connector.observer import AccountState, DeadLetterReason, PauseReason, PollOutcome, SpoolLevel
+from connector.observe.observer import (
+    AccountState,
+    DeadLetterReason,
+    PauseReason,
+    PollOutcome,
+    SpoolLevel,
+)
 
 # name (as exposed, without _total/_bucket suffixes) → (type, label names)
 CONTRACT = {

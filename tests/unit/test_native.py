@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector import native
-from connector.avro_codec import AvroEncoder, decode_single_object, single_object_encoder
-from connector.records import EntryRecords, RecordBuilder, RecordTimestamps, TimestampLimits
-from connector.report import FIELDS, Normalizer, parse_body
+from connector.codec import native
+from connector.codec.avro import AvroEncoder, decode_single_object, single_object_encoder
+from connector.codec.report import FIELDS, Normalizer, parse_body
+from connector.kafka.records import EntryRecords, RecordBuilder, RecordTimestamps, TimestampLimits
 
 pytestmark = pytest.mark.skipif(native.rpt_native is None, reason="rpt_native is not built")
 

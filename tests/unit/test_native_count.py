@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector import body as body_module
-from connector import native
-from connector.avro_codec import single_object_encoder
+from connector.codec import body as body_module
+from connector.codec import native
+from connector.codec.avro import single_object_encoder
+from connector.codec.report import Normalizer, parse_body
 from connector.errors import PlatformError
-from connector.records import RecordBuilder
-from connector.report import Normalizer, parse_body
+from connector.kafka.records import RecordBuilder
 from tests.unit.test_native import GOOD, body, report
 
 pytestmark = pytest.mark.skipif(native.rpt_native is None, reason="rpt_native is not built")

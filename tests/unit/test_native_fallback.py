@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from connector import native
-from connector.avro_codec import decode_single_object, single_object_encoder
-from connector.records import RecordBuilder
-from connector.report import Normalizer
+from connector.codec import native
+from connector.codec.avro import decode_single_object, single_object_encoder
+from connector.codec.report import Normalizer
+from connector.kafka.records import RecordBuilder
 
 
 @dataclass

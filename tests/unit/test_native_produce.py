@@ -9,8 +9,8 @@ import random
 import pytest
 from confluent_kafka import KafkaError, Producer
 
-from connector import native_produce
-from connector.config import KafkaSettings
+from connector.codec.native import rpt_native
+from connector.config.settings import KafkaSettings
 from connector.errors import (
     Disposition,
     FencedError,
@@ -18,9 +18,9 @@ from connector.errors import (
     PublishError,
     TransactionAbortedError,
 )
-from connector.native import rpt_native
-from connector.native_produce import record_sender, send_all
-from connector.publisher import AccountPublisher, Reachability
+from connector.kafka import native_produce
+from connector.kafka.native_produce import record_sender, send_all
+from connector.kafka.publisher import AccountPublisher, Reachability
 from connector.retry import Deadline
 from tests.fakes import FakeClock, FakeKafka, FakeProducer, FakeProgress, Record
 

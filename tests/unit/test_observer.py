@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.account_observer import MetricsAndStatus
-from connector.metrics import Metrics
-from connector.observer import (
+from connector.observe.account import MetricsAndStatus
+from connector.observe.metrics import Metrics
+from connector.observe.observer import (
     AccountObserver,
     AccountState,
     CommitSummary,
@@ -22,7 +22,7 @@ from connector.observer import (
     SpoolLevel,
     make_observer,
 )
-from connector.status import StatusBoard
+from connector.observe.status import StatusBoard
 
 
 class Clock:

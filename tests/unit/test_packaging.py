@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from connector import __version__
-from connector.config import (
+from connector.config.settings import (
     ClusterSettings,
     KafkaSettings,
     LogSettings,

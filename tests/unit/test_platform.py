@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from fixtures import GET_RPT_PATH, LOGIN_PATH, SEED_RESPONSE
 
-from connector.config import AccountSettings, PlatformSettings
+from connector.config.settings import AccountSettings, PlatformSettings
 from connector.errors import (
     AuthError,
     ConfigError,
@@ -23,7 +23,7 @@ from connector.errors import (
     PlatformResultError,
     RetriableError,
 )
-from connector.platform import (
+from connector.platform.client import (
     TOKEN_HEADER,
     PlatformClient,
 )

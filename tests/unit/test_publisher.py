@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from connector.config import KafkaSettings
+from connector.config.settings import KafkaSettings
 from connector.errors import (
     Disposition,
     FencedError,
@@ -16,7 +16,7 @@ from connector.errors import (
     TransactionAbortedError,
     TransactionTimedOutError,
 )
-from connector.publisher import AccountPublisher, Reachability
+from connector.kafka.publisher import AccountPublisher, Reachability
 from connector.retry import Deadline
 from tests.fakes import FakeClock, FakeKafka, FakeProgress, kafka_error
 
@@ -167,7 +167,7 @@ def test_no_producer_is_created_before_init(kafka, clock) -> None:
 
 
 def test_repeated_connection_errors_are_summarized_across_producers(kafka, clock, caplog) -> None:
-    from connector.logs import RepeatSummary
+    from connector.observe.logs import RepeatSummary
 
     summary = RepeatSummary(clock)
     settings = KafkaSettings(producer={"bootstrap.servers": "fake:9092"})

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from connector import native
-from connector.avro_codec import record_headers, single_object_encoder
-from connector.config import settings_from_dict
+from connector.codec import native
+from connector.codec.avro import record_headers, single_object_encoder
+from connector.codec.report import Normalizer
+from connector.config.settings import settings_from_dict
 from connector.errors import ConfigError
-from connector.records import RecordBuilder
-from connector.report import Normalizer
+from connector.kafka.records import RecordBuilder
 from tests.unit.test_record_timestamp import StampingProducer, publisher
 
 MINIMAL = {

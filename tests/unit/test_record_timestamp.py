@@ -18,20 +18,20 @@ from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector import native
-from connector.account_observer import MetricsAndStatus
-from connector.avro_codec import single_object_encoder
-from connector.checkpoint import Checkpoint
-from connector.config import KafkaSettings, settings_from_dict
+from connector.codec import native
+from connector.codec.avro import single_object_encoder
+from connector.codec.report import Normalizer
+from connector.config.settings import KafkaSettings, settings_from_dict
 from connector.errors import ConfigError
-from connector.metrics import Metrics
-from connector.observer import CommitSummary, SpoolLevel, TimestampClamp
-from connector.publisher import AccountPublisher, Reachability
-from connector.records import EntryRecords, RecordBuilder, RecordTimestamps, TimestampLimits
-from connector.report import Normalizer
+from connector.kafka.checkpoint import Checkpoint
+from connector.kafka.publisher import AccountPublisher, Reachability
+from connector.kafka.records import EntryRecords, RecordBuilder, RecordTimestamps, TimestampLimits
+from connector.kafka.topics import record_timestamps, timestamp_limits
+from connector.observe.account import MetricsAndStatus
+from connector.observe.metrics import Metrics
+from connector.observe.observer import CommitSummary, SpoolLevel, TimestampClamp
+from connector.observe.status import StatusBoard
 from connector.retry import Deadline
-from connector.status import StatusBoard
-from connector.topics import record_timestamps, timestamp_limits
 from tests.fakes import FakeClock, FakeKafka, FakeProducer, FakeProgress
 
 NOW = 1_764_590_000.0  # the wall clock of these tests: 2025-12-01 11:53:20 UTC

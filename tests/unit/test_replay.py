@@ -10,16 +10,16 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from connector import cli
-from connector.archive import archive_records, chunk_of
-from connector.avro_codec import single_object_encoder
-from connector.config import settings_from_dict
+from connector.codec.avro import single_object_encoder
+from connector.codec.report import Normalizer
+from connector.config.settings import settings_from_dict
 from connector.errors import ConfigError
-from connector.records import RecordTimestamps, TimestampLimits
-from connector.replay import ArchiveTransform, Builders, Summary, Window, parse_time
-from connector.replay_dlq import DeadLetterTransform, as_body
-from connector.replay_loop import LoopHooks, TransactionalCopy
-from connector.report import Normalizer
-from connector.topics import _new_topic
+from connector.kafka.archive import archive_records, chunk_of
+from connector.kafka.records import RecordTimestamps, TimestampLimits
+from connector.kafka.topics import _new_topic
+from connector.replay.archived import ArchiveTransform, Builders, Summary, Window, parse_time
+from connector.replay.dlq import DeadLetterTransform, as_body
+from connector.replay.loop import LoopHooks, TransactionalCopy
 
 BODY = b'{"result":0,"rpts":[{"msgid":1,"custid":"c","status":0,"rtime":"2024-01-02 03:04:05"}]}'
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from connector.codec.report import FIELDS, Normalizer
 from connector.errors import ReportError
-from connector.report import FIELDS, Normalizer
 
 FETCHED_AT = 1_700_000_000_123
 
@@ -307,7 +307,7 @@ ZONES = ["Asia/Shanghai", "America/New_York", "Australia/Lord_Howe", "Europe/Lon
 @example(datetime(2021, 3, 14, 2, 30, fold=1), "America/New_York", "T")
 def test_any_local_time_maps_to_the_zoneinfo_instant(local, zone, separator):
     """The text carries no fold, so hypothesis's `fold` never reaches the connector: the rule
-    (connector/report.py) reads every local text as zoneinfo does with fold=0. An ambiguous
+    (connector/codec/report.py) reads every local text as zoneinfo does with fold=0. An ambiguous
     time (a fall-back hour) is the earlier of its two instants; a time in a spring-forward gap
     is taken with the offset in force before the gap."""
     local = local.replace(microsecond=0)

@@ -16,7 +16,7 @@ from connector.errors import (
     RetriableError,
     TLSVerificationError,
 )
-from connector.platform import PollSchedule
+from connector.platform.client import PollSchedule
 
 
 class FixedRandom(random.Random):

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-from connector.config import settings_from_dict
+from connector.config.settings import settings_from_dict
 from connector.errors import ConfigError, KafkaUnreachableError
 from connector.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Service
 

@@ -21,8 +21,8 @@ from spool_support import (
 )
 
 from connector.errors import SpoolError, SpoolFullError, SpoolLockedError, SpoolWriteError
-from connector.observer import PauseReason
-from connector.spool import HEADER, segment_name, spool_id
+from connector.observe.observer import PauseReason
+from connector.spool.spool import HEADER, segment_name, spool_id
 
 # -- round trips ---------------------------------------------------------------------------
 

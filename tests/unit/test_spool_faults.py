@@ -12,8 +12,8 @@ import pytest
 from spool_faults import EIO, ENOSPC, EPERM, EROFS, FaultyDisk
 
 from connector.errors import Disposition, SpoolWriteError
-from connector.spool import Spool, segment_name
-from connector.spool_files import read_released, released_mark
+from connector.spool.files import read_released, released_mark
+from connector.spool.spool import Spool, segment_name
 
 SEGMENT_BYTES = 200  # about three entries per segment
 

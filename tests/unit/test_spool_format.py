@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from spool_faults import EIO, FaultyDisk
 
-from connector.observer import PauseReason, SpoolLevel
-from connector.spool import HEADER, Spool, inspect, segment_name
-from connector.spool_format import MAGIC, MAGIC_V1, MAX_META_BYTES, MAX_NOTE_BYTES
-from connector.spool_io import Disk
+from connector.observe.observer import PauseReason, SpoolLevel
+from connector.spool.format import MAGIC, MAGIC_V1, MAX_META_BYTES, MAX_NOTE_BYTES
+from connector.spool.io import Disk
+from connector.spool.spool import HEADER, Spool, inspect, segment_name
 
 OLD_SPOOL = Path(__file__).parent / "data" / "spool_rps1"  # written by the spool of wave 1
 OLD_FETCHED_MS = 1_764_547_200_000

@@ -18,7 +18,7 @@ from spool_support import (
     quarantine_files,
 )
 
-from connector.spool import HEADER, inspect, segment_name
+from connector.spool.spool import HEADER, inspect, segment_name
 
 # -- damage and recovery -------------------------------------------------------------------
 

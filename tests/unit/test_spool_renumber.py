@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from spool_faults import ENOSPC, EROFS, FaultyDisk
 
 from connector.errors import SpoolWriteError
-from connector.spool import Spool, failpoints_from_env, inspect
-from connector.spool_files import RELEASED_FILE, read_released, staging_files
-from connector.spool_io import (
+from connector.spool.files import RELEASED_FILE, read_released, staging_files
+from connector.spool.io import (
     RENUMBER_AFTER_COPY,
     RENUMBER_AFTER_RELEASE,
     RENUMBER_AFTER_SWITCH,
@@ -28,6 +27,7 @@ from connector.spool_io import (
     RENUMBER_POINTS,
     NoHooks,
 )
+from connector.spool.spool import Spool, failpoints_from_env, inspect
 
 FOREIGN_COMMIT = 50  # the account's committed sequence, written from another spool
 ENTRIES = 6

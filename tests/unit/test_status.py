@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.errors import ConfigError
-from connector.metrics import Metrics
-from connector.status import EndpointServer, StatusBoard, redact
+from connector.observe.metrics import Metrics
+from connector.observe.status import EndpointServer, StatusBoard, redact
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""connector.wire: the platform's http.client transport, against a scripted raw-socket server.
+"""connector.platform.wire: the platform's http.client transport, against a scripted raw-socket server.
 
 Real loopback sockets. Each scripted reply writes raw bytes (or closes), so the byte-level
 cases http.client is lenient about — a header block cut off by the peer's close, a body
@@ -15,10 +15,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from connector.config import AccountSettings, PlatformSettings
+from connector.config.settings import AccountSettings, PlatformSettings
 from connector.errors import InvalidResponseError, RetriableError
-from connector.platform import PlatformClient
-from connector.wire import WireTransport, environment_proxy
+from connector.platform.client import PlatformClient
+from connector.platform.wire import WireTransport, environment_proxy
 
 Reply = Callable[[socket.socket], bool]  # writes the answer; True: keep the connection open
 EMPTY = b'{"result":0,"desc":"ok","rpts":[]}'

@@ -1,0 +1,77 @@
+"""The open transaction of one account: what it holds and when it is due.
+
+A `Checkpoint` begins with the first spool entry produced into it and ends with one commit of
+its records, its dead letters and the progress record `spool_seq = last_seq`. It knows when it
+is due (`max_batch_records` reached, or `commit_interval` since it began on the injected
+clock), and it turns into the `CommitSummary` the observer derives per-commit metrics from.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from connector.kafka.records import EntryRecords
+from connector.observe.observer import CommitSummary
+
+
+@dataclass
+class Checkpoint:
+    interval: float  # kafka.commit_interval
+    max_records: int  # kafka.max_batch_records
+    started: float = 0.0
+    last_seq: int = 0
+    records: int = 0
+    dead_letters: Counter = field(default_factory=Counter)  # DeadLetterReason → count
+    observed: Counter = field(default_factory=Counter)  # (rtime, stime, status) → reports
+    archive_records: int = 0  # bodies written to the archive topic
+    archive_bytes: int = 0
+    timestamps_clamped: Counter = field(default_factory=Counter)  # TimestampClamp → records
+
+    @property
+    def empty(self) -> bool:
+        return self.last_seq == 0
+
+    @property
+    def full(self) -> bool:
+        return self.records >= self.max_records
+
+    def due(self, now: float) -> bool:
+        """Commit now: enough records, or the interval since the first entry has passed."""
+        return not self.empty and (self.full or now - self.started >= self.interval)
+
+    def wait_time(self, now: float) -> float:
+        """How long the publish loop may sleep: until this is due, or a whole interval when
+        empty. (Sleeping a whole interval after each entry would let a steady trickle of
+        entries push the commit out to almost twice the interval.)"""
+        if self.empty:
+            return self.interval
+        return max(0.0, self.started + self.interval - now)
+
+    def add(self, seq: int, built: EntryRecords, now: float) -> None:
+        if self.empty:
+            self.started = now
+        self.last_seq = seq
+        self.records += len(built.values)
+        self.dead_letters.update(built.reasons)
+        self.observed.update(built.observed)
+        self.archive_records += built.archive_records
+        self.archive_bytes += built.archive_bytes
+        if built.clamped:
+            self.timestamps_clamped.update(built.clamped)
+
+    def summary(self, duration: float, committed_at: float) -> CommitSummary:
+        return CommitSummary(
+            last_seq=self.last_seq,
+            records=self.records,
+            dead_letters=Counter(self.dead_letters),
+            observed=Counter(self.observed),
+            duration=duration,
+            committed_at=committed_at,
+            archive_records=self.archive_records,
+            archive_bytes=self.archive_bytes,
+            timestamps_clamped=Counter(self.timestamps_clamped),
+        )
+
+    def fresh(self) -> Checkpoint:
+        return Checkpoint(self.interval, self.max_records)

@@ -1,0 +1,155 @@
+"""Cluster mode: which accounts this instance runs, decided by a Kafka consumer group.
+
+Instances started with the same configuration and `[cluster] group_id` join one consumer group
+on a control topic that has one partition per account: partition *i* belongs to the *i*-th
+account in sorted name order. Owning partition *i* means running that account's pipeline. The
+group uses cooperative-sticky assignment, so a rebalance moves only the accounts that must move,
+and a revoked account is stopped (its open transaction finished or aborted) before the
+partition is handed on. If an instance dies, the group reassigns its accounts after
+`cluster.session_timeout`; the successor's `init_transactions` fences the dead (or zombie)
+instance's producer, so it can never commit again.
+
+The control topic carries no records: the group protocol is the only thing used.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connector.config.settings import Settings
+from connector.errors import ConfigError, PublishError
+from connector.kafka.topics import client_config
+from connector.retry import Clock
+
+log = logging.getLogger("connector.cluster")
+
+Accounts = Callable[[list[str]], None]
+
+
+def account_partitions(settings: Settings) -> list[str]:
+    """The account of each control-topic partition: sorted names, so every instance agrees."""
+    return sorted(account.name for account in settings.accounts)
+
+
+class Membership:
+    """A consumer-group member; `poll()` from the supervising thread delivers (re)assignments."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_assigned: Accounts,
+        on_revoked: Accounts,
+        *,
+        consumer_factory: Callable[[dict], Consumer] = Consumer,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._consumer_factory, self._clock = consumer_factory, clock
+        self._session = settings.cluster.session_timeout
+        self._owned: set[str] = set()
+        self._last_poll = clock()
+        self._suspect_until = 0.0  # after a gap in polling: ownership unproven until then
+        self._accounts = account_partitions(settings)
+        self._on_assigned, self._on_revoked = on_assigned, on_revoked
+        self._topic = settings.cluster.control_topic
+        self._consumer: Consumer | None = None
+
+    def start(self) -> None:
+        self._ensure_control_topic()
+        self._consumer = self._consumer_factory(self._consumer_config())
+        self._consumer.subscribe(
+            [self._topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
+        )
+        log.info(
+            "joined group %r on %s (%d accounts)",
+            self._settings.cluster.group_id,
+            self._topic,
+            len(self._accounts),
+        )
+
+    def owns(self, account: str) -> bool:
+        """May this instance still call get-rpt for `account`? Not if the group took it away,
+        and not while a gap in polling (a paused process) longer than the session timeout is
+        unresolved: the group may have given it to another instance meanwhile."""
+        now = self._clock()
+        if now - self._last_poll >= self._session:
+            self._suspect_until = now + 2 * self._session
+        return account in self._owned and now >= self._suspect_until
+
+    def poll(self, timeout: float) -> None:
+        if self._clock() - self._last_poll >= self._session:
+            self._suspect_until = self._clock() + 2 * self._session  # the broker tells us first
+        message = self._consumer.poll(timeout)
+        self._last_poll = self._clock()
+        if message is not None and message.error() is not None:
+            log.warning("control topic %s: %s", self._topic, message.error().str())
+
+    def close(self) -> None:
+        """Leave the group (revoking every owned account first)."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = [self._accounts[p.partition] for p in partitions]
+        if names:
+            log.info("assigned accounts: %s", ", ".join(names))
+            self._owned.update(names)
+            self._suspect_until = 0.0  # the group just confirmed who owns what
+            self._on_assigned(names)
+
+    def _revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = [self._accounts[p.partition] for p in partitions]
+        if names:
+            log.info("revoking accounts: %s", ", ".join(names))
+            self._owned.difference_update(names)
+            self._on_revoked(names)
+
+    def _consumer_config(self) -> dict:
+        cluster = self._settings.cluster
+        session_ms = int(cluster.session_timeout * 1000)
+        passthrough = client_config(self._settings.kafka, "group")
+        static = {"group.instance.id": cluster.instance_id} if cluster.instance_id else {}
+        return (
+            passthrough
+            | static
+            | {
+                "group.id": cluster.group_id,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": session_ms,
+                "heartbeat.interval.ms": max(100, session_ms // 5),
+                "enable.auto.commit": False,
+                "auto.offset.reset": "latest",
+            }
+        )
+
+    def _ensure_control_topic(self) -> None:
+        admin = AdminClient(client_config(self._settings.kafka))
+        wanted = len(self._accounts)
+        futures = admin.create_topics([NewTopic(self._topic, num_partitions=wanted)])
+        try:
+            futures[self._topic].result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise PublishError(f"cannot create control topic {self._topic}: {exc}") from exc
+        partitions = self._partition_count(admin)
+        if partitions != wanted:
+            raise ConfigError(
+                f"cluster.control_topic {self._topic} has {partitions} partitions but "
+                f"{wanted} accounts are configured: every instance must share one account "
+                "list; use a new control_topic after changing it"
+            )
+
+    def _partition_count(self, admin: AdminClient) -> int:
+        # Another instance may have created the topic a moment ago: its metadata can lag.
+        for _ in range(50):
+            topic = admin.list_topics(self._topic, timeout=10).topics.get(self._topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                return len(topic.partitions)
+            time.sleep(0.2)
+        raise PublishError(f"control topic {self._topic} has no partitions after creation")
