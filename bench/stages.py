@@ -6,7 +6,7 @@ In-process, on get-rpt bodies served over HTTP by the simulator (a separate proc
 CPU is not counted), through the connector's own code; each stage is timed with
 `time.thread_time` around the calls the connector makes:
 
-fetch thread   `PlatformClient.fetch` (httpx requests through connector.platform.wire, the deadline),
+fetch thread   `PlatformClient.fetch` (httpx through connector.platform.wire, the deadline),
                less `parse_body`, which is shown on its own: the Python strict parse, or the
                native count (`rpt_native.count_body`); the spool append (fsync on, a temporary
                directory); room/level checks (statvfs); the fetch-side observations.

@@ -18,7 +18,8 @@ A report that breaks a rule is rejected with a `ReportError` naming the field; t
 batch goes on. Keys this module does not know are ignored and counted per batch.
 
 The body itself (strict parsing, salvage, duplicated keys) is `connector.codec.body`, the `desc`
-decoding `connector.codec.desc`; both are re-exported here: `report.parse_body`, `report.decode_desc`.
+decoding `connector.codec.desc`; both are re-exported here:
+`report.parse_body`, `report.decode_desc`.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ class KafkaSettings(_Section):
     producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
     # Seconds without any successful Kafka request while work is pending → "not reachable".
     unreachable_after: Duration = 30.0
-    # Every raw get-rpt body, in the transaction of its records ("" = none; connector.kafka.archive).
+    # Every raw get-rpt body, in the transaction of its records ("" = none; kafka.archive).
     archive_topic: str = "sms.status-reports.raw"
     archive_retention: Duration = Field(30 * 86400.0, gt=0)  # the archive topic's retention.ms
     # A data record's Kafka timestamp: its produce time (CreateTime), or the report's rtime

@@ -1,6 +1,6 @@
 """The concrete `AccountObserver`: one call feeds both `Metrics` and the `StatusBoard`.
 
-`connector.observe.observer.make_observer` builds it; the pipeline never sees prometheus-client or the
+`make_observer` builds it; the pipeline never sees prometheus-client or the
 board. Both sinks get the same value from the same call, so `/status` and the gauges tell one
 story (issue 16: the spool gauge once counted answers while `/status` said 0 in an outage).
 """

@@ -3,7 +3,7 @@
 `classify` is the one place that decides what an answer means: reports, or which `PlatformError`
 (the body itself is judged by `connector.codec.body.parse_body`). Transport failures (timeouts,
 refused or reset connections) become `RetriableError` at the boundary. Each call has a total
-deadline, `platform.request_timeout` (`connector.platform.exchange`). A 2xx answer whose body is cut off,
+deadline, `platform.request_timeout` (`platform.exchange`). A 2xx answer whose body is cut off,
 late, too big or unparseable becomes `InvalidResponseError` and still carries the bytes that did
 arrive: get-rpt is destructive, so the platform may already count those reports as delivered and
 the fetcher must keep them.
@@ -240,7 +240,7 @@ class PlatformClient:
     def _send(
         self, what: str, request: httpx.Request, limit: int, deadline: Deadline
     ) -> tuple[int, httpx.Headers, bytes]:
-        """One request and its streamed body, all within `deadline` (see connector.platform.exchange)."""
+        """One request and its streamed body, all within `deadline` (see platform.exchange)."""
         with watchdog(deadline, self._watch) as fired:
             timeout = request_timeout(self._http.timeout, deadline)
             request.extensions = {"timeout": timeout.as_dict(), "trace": self._watch.trace}

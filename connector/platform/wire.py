@@ -87,7 +87,7 @@ def environment_proxy(base_url: str) -> str | None:
 
 
 def platform_transport(platform: PlatformSettings) -> httpx.BaseTransport:
-    """WireTransport (connector.platform.wire), or httpx's own transport where a proxy is in the way."""
+    """WireTransport (this module), or httpx's own transport where a proxy is in the way."""
     proxy = environment_proxy(platform.base_url)
     if proxy is None:
         return WireTransport(_tls_context(platform))

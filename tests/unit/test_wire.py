@@ -1,4 +1,4 @@
-"""connector.platform.wire: the platform's http.client transport, against a scripted raw-socket server.
+"""connector.platform.wire: the http.client transport, against a scripted raw-socket server.
 
 Real loopback sockets. Each scripted reply writes raw bytes (or closes), so the byte-level
 cases http.client is lenient about — a header block cut off by the peer's close, a body
