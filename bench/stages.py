@@ -47,8 +47,9 @@ from connector.kafka.checkpoint import Checkpoint  # noqa: E402
 from connector.kafka.native_produce import RecordQueue, record_sender  # noqa: E402
 from connector.kafka.publisher import AccountPublisher, Reachability  # noqa: E402
 from connector.kafka.records import EntryRecords, RecordBuilder  # noqa: E402
+from connector.observe.account import make_observer  # noqa: E402
 from connector.observe.metrics import Metrics  # noqa: E402
-from connector.observe.observer import AccountState, PollOutcome, SpoolLevel, make_observer  # noqa: E402
+from connector.observe.observer import AccountState, PollOutcome, SpoolLevel  # noqa: E402
 from connector.observe.status import StatusBoard  # noqa: E402
 from connector.platform import client as platform_module  # noqa: E402
 from connector.platform.client import TOKEN_HEADER, PlatformClient  # noqa: E402

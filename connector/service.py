@@ -18,16 +18,17 @@ from connector import __version__
 from connector.codec.avro import make_value_encoder
 from connector.codec.report import Normalizer
 from connector.config.settings import Settings, load_settings
-from connector.config.views import AccountView
+from connector.config.views import AccountView, account_views
 from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetcher import Hooks
 from connector.kafka.membership import Membership
 from connector.kafka.publisher import AccountPublisher, Reachability
 from connector.kafka.records import RecordBuilder
 from connector.kafka.topics import ensure_topics, record_timestamps
+from connector.observe.account import make_observer
 from connector.observe.logs import RepeatSummary, setup_logging
 from connector.observe.metrics import Metrics
-from connector.observe.observer import AccountState, make_observer
+from connector.observe.observer import AccountState
 from connector.observe.status import EndpointServer, StatusBoard
 from connector.pipeline import AccountPipeline, Limits, Parts
 from connector.platform.client import PlatformClient, PollSchedule
@@ -153,12 +154,13 @@ class Service:
         topics: Callable[..., None] = ensure_topics,  # creates missing topics; tests fake it
     ) -> None:
         self.settings = settings
+        self.views = {view.name: view for view in account_views(settings)}
         self._ensure = topics
         names = [a.name for a in settings.accounts]
         stats_ms = float(settings.kafka.producer.get("statistics.interval.ms", 15_000))
         self.metrics = Metrics(
             accounts=names,
-            batch_capacities={v.name: v.retsize for v in settings.views},
+            batch_capacities={name: view.retsize for name, view in self.views.items()},
             stats_interval=stats_ms / 1000,  # librdkafka values older than 2 intervals are dropped
         )
         self.board = StatusBoard(names)
@@ -243,7 +245,6 @@ class Service:
         self.board.heartbeat()
 
     def _own(self, names: list[str]) -> None:
-        views = {v.name: v for v in self.settings.views}
         for name in names:
             self.board.update(name, owned=True)
             observer = self.observers[name]
@@ -252,7 +253,7 @@ class Service:
             try:
                 pipeline = build_pipeline(
                     self.settings,
-                    views[name],
+                    self.views[name],
                     observer,
                     owns=owns,
                     hooks=self._hooks,

@@ -8,11 +8,10 @@ at start into `SecretStr`, so they print as `**********`.
 
 from __future__ import annotations
 
-import functools
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -339,13 +338,6 @@ class Settings(BaseSettings):
             raise ValueError('kafka.value_format = "confluent" needs a [schema_registry] section')
         return self
 
-    @functools.cached_property
-    def views(self) -> tuple[AccountView, ...]:
-        """Each account with its defaults resolved once (the pipeline reads nothing else)."""
-        from connector.config.views import account_view  # it imports this module
-
-        return tuple(account_view(self, index) for index in range(len(self.accounts)))
-
     @property
     def topics(self) -> list[str]:
         """Every topic the connector writes: data (shared and per account), dead letters,
@@ -391,7 +383,3 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         raise ConfigError(describe_validation_error(exc, Settings)) from None
     except SettingsError as exc:  # an RPT_* variable pydantic-settings could not even parse
         raise ConfigError(describe_environment_error(exc)) from None
-
-
-if TYPE_CHECKING:
-    from connector.config.views import AccountView

@@ -1,7 +1,7 @@
 """The per-account view of the settings: every per-account default applied once.
 
-Built by `Settings.views` (cached, so once per loaded configuration); the pipeline and the
-service read an account's topic, retsize and poll interval from here and nowhere else.
+Built from the settings by `account_views` (settings know nothing of views); the pipeline and
+the service read an account's topic, retsize and poll interval from here and nowhere else.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ class AccountView:
     retsize: int
     poll_interval: float
     account: AccountSettings  # the credential source; read when the account starts
+
+
+def account_views(settings: Settings) -> tuple[AccountView, ...]:
+    """Each account with its defaults resolved, in `[[accounts]]` order."""
+    return tuple(account_view(settings, index) for index in range(len(settings.accounts)))
 
 
 def account_view(settings: Settings, index: int) -> AccountView:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from connector.observe.metrics import Metrics
 from connector.observe.observer import (
+    AccountObserver,
     AccountState,
     CommitSummary,
     PauseReason,
@@ -30,6 +31,11 @@ _STATE_PAUSES = {
     AccountState.TLS_PAUSED: PauseReason.TLS,
     AccountState.NOT_OWNED: PauseReason.NOT_OWNED,
 }
+
+
+def make_observer(metrics: Metrics, board: StatusBoard, account: str) -> AccountObserver:
+    """The observer the service hands each account's pipeline: metrics and /status at once."""
+    return MetricsAndStatus(metrics, board, account)
 
 
 class MetricsAndStatus:

@@ -2,8 +2,9 @@
 
 The pipeline parts (fetcher, publish loop, checkpoint) call an `AccountObserver`; they never
 touch prometheus-client or the status board. `service.py` hands each pipeline a concrete
-observer that feeds both from the same call, so a gauge and `/status` cannot disagree. Tests
-hand in a recording fake.
+observer (`observe.account.make_observer`, built above this module: the interface never imports
+its implementation) that feeds both from the same call, so a gauge and `/status` cannot
+disagree. Tests hand in a recording fake.
 
 Calls are per poll, per spool append, per commit or per state change, never per report.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 
 class AccountState(StrEnum):
@@ -134,18 +135,3 @@ class AccountObserver(Protocol):
 
     def recovered(self, committed_sequence: int, level: SpoolLevel) -> None:
         """Progress read from Kafka at start or after a producer restart."""
-
-
-# --- the concrete observer (observability stream): connector/observe/account.py ---------------
-
-
-def make_observer(metrics: Metrics, board: StatusBoard, account: str) -> AccountObserver:
-    """The observer `service.py` hands each account's pipeline: metrics and /status at once."""
-    from connector.observe.account import MetricsAndStatus  # it imports this module
-
-    return MetricsAndStatus(metrics, board, account)
-
-
-if TYPE_CHECKING:
-    from connector.observe.metrics import Metrics
-    from connector.observe.status import StatusBoard

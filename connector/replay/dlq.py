@@ -25,6 +25,7 @@ import time
 from confluent_kafka import Message
 
 from connector.config.settings import Settings
+from connector.config.views import account_views
 from connector.kafka.topics import record_timestamps
 from connector.observe.observer import DeadLetterReason
 from connector.replay.archived import (
@@ -89,7 +90,7 @@ class DeadLetterTransform:
     def _topic(self, account: str) -> str:
         if self._to_topic:
             return self._to_topic
-        for view in self._settings.views:
+        for view in account_views(self._settings):
             if view.name == account:
                 return view.topic
         return self._settings.kafka.topic

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.observe.account import MetricsAndStatus
+from connector.observe.account import MetricsAndStatus, make_observer
 from connector.observe.metrics import Metrics
 from connector.observe.observer import (
     AccountObserver,
@@ -20,7 +20,6 @@ from connector.observe.observer import (
     PauseReason,
     PollOutcome,
     SpoolLevel,
-    make_observer,
 )
 from connector.observe.status import StatusBoard
 
