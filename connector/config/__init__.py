@@ -1,1 +1,6 @@
-"""TODO"""
+"""The configuration: one TOML file plus `RPT_*` overrides, validated once at start.
+
+`settings` is the pydantic model and loader, `describe` turns a validation error into one line
+naming the key, `secrets` reads tokens and passwords from the environment or files, `views` is
+each account with its defaults applied. Imports only `connector.errors`; every layer reads it.
+"""
