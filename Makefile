@@ -28,15 +28,18 @@ install: $(STAMP)
 native: $(STAMP)
 	$(NATIVE_BUILD)
 
+# lint-imports: the import contracts in pyproject.toml [tool.importlinter] (the layers of connector/).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # The broker is provisioned from Maven Central; the suite stops whatever it started.
 # Hypothesis runs derandomized here (profile `ci`, tests/conftest.py): the same examples on
-# every run and machine. Random exploration is `make fuzz`.
+# every run and machine. Random exploration is `make fuzz`. A broken import contract fails it first.
 HYPOTHESIS_PROFILE ?= ci
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	bash tools/ensure-prometheus.sh
 	$(KAFKA) fetch
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest $(PYTEST_ARGS)
