@@ -1,6 +1,6 @@
 """The spool folder around the segments: its lock, identity, quarantine and a read-only look.
 
-(The segments themselves and the rules are in `connector/spool/spool.py`.)
+(The segments themselves are in `segments`, the rules in `spool`.)
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Bodies of recent entries are kept (bounded by `cache_bytes`) so the publisher does not read
 back what was just written; the fetcher's memo (its parsed body) is kept for recent entries
 too, bounded by `memo_bytes` counted in body bytes (a parsed body is a few times larger than
-its raw form). Both are dropped when the entry is released. Not thread-safe: the `Spool`
-holds its lock around every call.
+its raw form). Both are dropped when the entry is released. Not thread-safe: the spool holds
+its state lock (`Ledger.lock`) around every call.
 """
 
 from __future__ import annotations

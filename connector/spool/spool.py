@@ -58,17 +58,16 @@ Guarantees:
 - The directory is 0700 and files 0600 (bodies hold phone numbers); an exclusive `flock` on the
   directory keeps a second process out.
 
-Modules: `spool_format` (the bytes), `spool_index` (memory, reads), `spool_segments` (writing),
-`spool_release`, `spool_renumber`, `spool_recovery`, `spool_files` (lock, id, quarantine,
-`inspect`), `spool_io` (the `Disk` seam and fail-point hooks).
+Modules: `format` (the bytes), `index` (memory, reads), `ledger` (numbering and the locks),
+`segments` (the segment files: writing, rolling, unlinking), `release`, `renumber`, `recovery`
+(functions over a `Ledger` and the `SegmentFiles`), `files` (lock, id, quarantine, `inspect`),
+`io` (the `Disk` seam and fail-point hooks); this `Spool` composes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import threading
 from pathlib import Path
 
 from connector.errors import SpoolError, SpoolFullError, SpoolWriteError
@@ -89,13 +88,14 @@ from connector.spool.format import (
     Meta,
     encode_payload,
 )
-from connector.spool.index import Index, Located, Segment, SpoolEntry, read_entries
+from connector.spool.index import Located, SpoolEntry, read_entries
 from connector.spool.io import Disk, NoHooks, SpoolHooks, describe
 from connector.spool.io import failpoints_from_env as failpoints_from_env
+from connector.spool.ledger import Ledger
 from connector.spool.recovery import recover
 from connector.spool.release import release
 from connector.spool.renumber import renumber
-from connector.spool.segments import roll, write_frame
+from connector.spool.segments import SegmentFiles
 
 __all__ = [
     "HEADER",
@@ -124,22 +124,15 @@ class Spool:
     def __init__(self, directory: Path, dir_fd: int, disk: Disk, hooks: SpoolHooks, **sizes: int):
         self.directory = directory
         self.disk, self.hooks = disk, hooks
-        self._dir_fd: int | None = dir_fd
         self._max_bytes = sizes["max_bytes"]
-        self.segment_bytes = sizes["segment_bytes"]
-        self.fsync = bool(sizes["fsync"])
-        # write_lock serializes writers (held across write + fsync); lock guards the state and
-        # is never held during an fsync, so the publisher is not stalled by the disk. The
-        # spool_* modules (segments, release, renumber, recovery) work on this state.
-        self.write_lock = threading.Lock()
-        self.lock = threading.Lock()
-        self.segments: list[Segment] = []
-        self.retired: list[Segment] = []  # detached from the index, file not yet unlinked
-        self.active: Segment | None = None
-        self.fd: int | None = None
-        self.index = Index(sizes["cache_bytes"], sizes["memo_bytes"])
-        self.next_seq = 1
-        self.released = 0
+        # One state lock for both parts (see `ledger`): the ledger's numbering and the segment
+        # set change together, and a reader must see them agree.
+        self._ledger = Ledger(sizes["cache_bytes"], sizes["memo_bytes"])
+        fsync, segment_bytes = bool(sizes["fsync"]), sizes["segment_bytes"]
+        lock = self._ledger.lock
+        self._files = SegmentFiles(
+            directory, dir_fd, disk, lock, fsync=fsync, segment_bytes=segment_bytes
+        )
         self.recovery = RecoveryReport(0, 0, ())
 
     @classmethod
@@ -165,7 +158,7 @@ class Spool:
             memo_bytes=memo_bytes,
         )  # fmt: skip
         try:
-            recover(spool, floor_seq)
+            spool.recovery = recover(spool._ledger, spool._files, floor_seq)
         except OSError as exc:
             spool.close()
             raise SpoolWriteError(describe("cannot recover spool", directory, exc)) from exc
@@ -179,22 +172,22 @@ class Spool:
     @property
     def last_seq(self) -> int:
         """The highest sequence number assigned so far (or the floor it started from)."""
-        return self.next_seq - 1
+        return self._ledger.last_seq
 
     @property
     def pending_records(self) -> int:
         """Pending entries (bodies), not reports: see `level().reports`."""
-        return len(self.index.entries)
+        return len(self._ledger.index.entries)
 
     @property
     def pending_bytes(self) -> int:
         """On-disk bytes (headers included) of the entries not yet released."""
-        return self.index.pending_bytes
+        return self._ledger.index.pending_bytes
 
     def room(self, needed_bytes: int) -> PauseReason | None:
         """None if an answer of `needed_bytes` would be kept now: ask before a destructive fetch."""
         frame = HEADER.size + MAX_META_BYTES + needed_bytes
-        if self.index.pending_bytes + frame > self._max_bytes:
+        if self._ledger.index.pending_bytes + frame > self._max_bytes:
             return PauseReason.SPOOL_FULL
         try:
             free = self.disk.free_bytes(self.directory)
@@ -205,12 +198,13 @@ class Spool:
 
     def memo_room(self) -> int:
         """Body bytes of entries appended now whose memo (the fetcher's parse) stays in memory."""
-        with self.lock:
-            return self.index.memo_room()
+        with self._ledger.lock:
+            return self._ledger.index.memo_room()
 
     def level(self) -> SpoolLevel:
-        with self.lock:
-            entries, index = len(self.index.entries), self.index
+        with self._ledger.lock:
+            index = self._ledger.index
+            entries = len(index.entries)
             oldest = index.entries[0].meta.fetched_at_ms / 1000 if entries else None
             reports, pending = index.pending_reports, index.pending_bytes
         capacity = self._max_bytes - pending
@@ -238,34 +232,34 @@ class Spool:
     ) -> SpoolEntry:
         payload = encode_payload(meta, body)
         frame_bytes = HEADER.size + len(payload)
-        with self.write_lock:
-            with self.lock:
-                self.check_open()
+        ledger, index = self._ledger, self._ledger.index
+        with ledger.write_lock:
+            with ledger.lock:
+                self._files.check_open()
                 if len(payload) > MAX_PAYLOAD:
                     raise SpoolError(f"a spool entry holds at most {MAX_PAYLOAD} bytes")
-                if check_room and self.index.pending_bytes + frame_bytes > self._max_bytes:
+                if check_room and index.pending_bytes + frame_bytes > self._max_bytes:
                     raise SpoolFullError(
-                        f"spool {self.directory} is full: {self.index.pending_bytes} bytes "
+                        f"spool {self.directory} is full: {index.pending_bytes} bytes "
                         f"pending, max_bytes {self._max_bytes}, entry of {frame_bytes} refused"
                     )
-                seq = self.next_seq
-            segment, offset = write_frame(self, seq, payload)
+                seq = ledger.next_seq
+            segment, offset = self._files.write_frame(seq, payload)
             located = Located(seq, segment, offset, len(payload), meta, len(payload) - len(body))
             entry = SpoolEntry(seq, meta.fetched_at_ms / 1000, body, meta.reports, meta.note, memo)
-            with self.lock:
+            with ledger.lock:
                 segment.size = offset + frame_bytes
                 segment.last_seq = seq
-                self.index.add(located, entry)
-                self.next_seq = seq + 1
+                index.add(located, entry)
+                ledger.next_seq = seq + 1
         return entry
 
     def roll(self, first_seq: int) -> None:
         """Make a new, empty `<first_seq>.seg` (directory fsynced) the active segment."""
-        roll(self, first_seq)
+        self._files.roll(first_seq)
 
     def sync_directory(self) -> None:
-        if self.fsync and self._dir_fd is not None:
-            self.disk.fsync(self._dir_fd)
+        self._files.sync_directory()
 
     # -- read ------------------------------------------------------------------------------
 
@@ -276,8 +270,8 @@ class Spool:
         Recent entries come from memory (with their memo); older ones are read back and
         verified from disk (memo None).
         """
-        with self.lock:
-            picked = self.index.after(seq, limit_bytes)
+        with self._ledger.lock:
+            picked = self._ledger.index.after(seq, limit_bytes)
         return read_entries(self.disk, self.directory, picked)
 
     # -- release ---------------------------------------------------------------------------
@@ -287,7 +281,7 @@ class Spool:
 
         On SpoolWriteError the pending entries are unchanged and the same call can be repeated.
         """
-        release(self, seq)
+        release(self._ledger, self._files, seq)
 
     def renumber_above(self, seq: int) -> int:
         """Give every pending entry a new number above `seq`, in order; return how many moved.
@@ -297,20 +291,13 @@ class Spool:
         below the account's committed sequence and would be taken for released. Crash-safe at
         every step (see the module docstring); raises SpoolWriteError with nothing changed.
         """
-        return renumber(self, seq)
+        return renumber(self._ledger, self._files, self.hooks, seq)
 
     # -- open / close ----------------------------------------------------------------------
 
-    def check_open(self) -> None:
-        if self._dir_fd is None:
-            raise SpoolError(f"spool {self.directory} is closed")
-
     def close(self) -> None:
-        with self.write_lock, self.lock:
-            for fd in (self.fd, self._dir_fd):
-                if fd is not None:
-                    os.close(fd)  # closing the directory also drops the flock
-            self.fd = self._dir_fd = None
+        with self._ledger.write_lock, self._ledger.lock:
+            self._files.close()
 
     def __enter__(self) -> Spool:
         return self
