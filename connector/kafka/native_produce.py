@@ -14,12 +14,14 @@ failed delivery fails the transaction's commit, which is how that mode learns of
 at_least_once needs the failed record's report (AccountPublisher._on_delivery) and keeps
 `produce()`.
 
-The handle is the second word after the Python object header of confluent-kafka's C object.
-That is checked, not assumed: the word after it must be the very error callback the producer
-was configured with, and librdkafka must name the handle after the producer's client.id.
-Anything else (another confluent-kafka layout, a test's fake producer, a second librdkafka
-in the process, RPT_NATIVE=0 or RPT_NATIVE_PRODUCE=0) leaves `produce()` in place, said
-once in the log.
+The handle is the word after the Python object header of confluent-kafka's C object. That
+is read only from a confluent-kafka release whose layout was verified (`VERIFIED_CONFLUENT_KAFKA`:
+the native produce tests, unit and end to end, passed against it; pyproject.toml's bound admits
+these and no other), and checked, not assumed: the word after it must be the very error
+callback the producer was configured with, and librdkafka must name the handle after the
+producer's client.id. Anything else (another confluent-kafka, another layout, a test's fake
+producer, a second librdkafka in the process, RPT_NATIVE=0 or RPT_NATIVE_PRODUCE=0) leaves
+`produce()` in place, said once in the log.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ QUEUE_FULL = KafkaError._QUEUE_FULL
 _BUFFER_FULL_WAIT = 0.05  # each poll() while librdkafka's local queue is full
 _said: set[str] = set()
 _bound: str | None = None  # the librdkafka path bound, once per process
+# The confluent-kafka releases (confluent_kafka.version(), the C extension's own) whose Producer
+# layout native produce was run against: tests/unit/test_native_produce.py and
+# tests/integration/test_native_produce_e2e.py passed on each. Add one only after both pass
+# on it, and widen the bound in pyproject.toml with it.
+VERIFIED_CONFLUENT_KAFKA = ("2.16.0", "2.16.1", "2.16.2")
 
 
 class Sender(Protocol):
@@ -140,7 +147,17 @@ def _unusable(producer: object, config: dict) -> str | None:
         return f"the producer is a {type(producer).__name__}, not a confluent_kafka.Producer"
     if config.get("error_cb") is None or not config.get("client.id"):
         return "the producer's error_cb and client.id are not known"
+    release = confluent_kafka_release()
+    if release not in VERIFIED_CONFLUENT_KAFKA:
+        verified = ", ".join(VERIFIED_CONFLUENT_KAFKA)
+        return f"confluent-kafka {release}: its Producer layout is not one verified ({verified})"
     return _bind()
+
+
+def confluent_kafka_release() -> str:
+    """The version the loaded confluent-kafka C extension reports (older releases: a tuple)."""
+    version = confluent_kafka.version()
+    return str(version[0] if isinstance(version, tuple) else version)
 
 
 def _bind() -> str | None:

@@ -4,10 +4,14 @@ tests/integration/test_native_produce_e2e.py reads its records back from a real 
 
 from __future__ import annotations
 
+import logging
 import random
+import tomllib
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, Producer
+from packaging.requirements import Requirement
 
 from connector.codec.native import rpt_native
 from connector.config.settings import KafkaSettings
@@ -19,7 +23,12 @@ from connector.errors import (
     TransactionAbortedError,
 )
 from connector.kafka import native_produce
-from connector.kafka.native_produce import record_sender, send_all
+from connector.kafka.native_produce import (
+    VERIFIED_CONFLUENT_KAFKA,
+    RecordQueue,
+    record_sender,
+    send_all,
+)
 from connector.kafka.publisher import AccountPublisher, Reachability
 from connector.retry import Deadline
 from tests.fakes import FakeClock, FakeKafka, FakeProducer, FakeProgress, Record
@@ -263,3 +272,75 @@ def test_a_producer_that_does_not_check_out_is_refused() -> None:
         rpt_native.RecordSender(producer, print, config["client.id"], "t")
     with pytest.raises(ValueError, match="is not this producer"):
         rpt_native.RecordSender(producer, config["error_cb"], "somebody-else", "t")
+
+
+# The layout: native produce reads confluent-kafka's C object only on a release it was verified
+# against, and only when that object checks out; otherwise produce(), said once.
+
+
+def _fall_back(monkeypatch, caplog, configure) -> list[str]:
+    """Three producers, two topics, two batches each, through RecordQueue with the real
+    sender factory: every record queued by produce(); the log lines native produce wrote."""
+    monkeypatch.setattr(native_produce, "_said", set())
+    produced: list[str] = []
+    produce_all = native_produce._produce_all
+
+    def counted(producer, topic, *batch):
+        produced.append(topic)
+        produce_all(producer, topic, *batch)
+
+    monkeypatch.setattr(native_produce, "_produce_all", counted)
+    caplog.set_level(logging.INFO, logger="connector.native_produce")
+    for _ in range(3):
+        producer, config = _real_producer()
+        queue = RecordQueue(producer, configure(config), record_sender)
+        for topic in ("data", "rpt-connector.progress") * 2:
+            queue.put(topic, values(4), [b"k"] * 4, [("account", b"acme")], -1, None)
+        assert len(producer) == 16  # in the producer's own queue, by produce()
+        producer.purge()
+    assert len(produced) == 12  # every batch
+    return [r.getMessage() for r in caplog.records if r.name == "connector.native_produce"]
+
+
+@needs_native
+def test_an_unverified_confluent_kafka_falls_back_to_produce_said_once(monkeypatch, caplog) -> None:
+    """Before 2.12 confluent_kafka.version() was a tuple: the gate reads either form."""
+    monkeypatch.setattr(native_produce.confluent_kafka, "version", lambda: ("2.11.1", 0x20B01FF))
+    said = _fall_back(monkeypatch, caplog, lambda config: config)
+    verified = ", ".join(VERIFIED_CONFLUENT_KAFKA)
+    assert said == [
+        f"native produce off (confluent-kafka 2.11.1: its Producer layout is not one verified"
+        f" ({verified})): one Producer.produce() per record"
+    ]
+
+
+@needs_native
+def test_a_layout_that_does_not_check_out_falls_back_to_produce_said_once(
+    monkeypatch, caplog
+) -> None:
+    """The word after the handle is not the error_cb the producer was configured with, as in
+    a confluent-kafka whose Producer object is laid out otherwise."""
+    said = _fall_back(monkeypatch, caplog, lambda config: dict(config, error_cb=print))
+    assert said == [
+        "native produce off (not the Producer layout this build knows):"
+        " one Producer.produce() per record"
+    ]
+
+
+def test_this_confluent_kafka_is_a_verified_one() -> None:
+    """The suite's native tests ran against a verified layout (or the checks above would
+    have switched native produce off for them)."""
+    assert native_produce.confluent_kafka_release() in VERIFIED_CONFLUENT_KAFKA
+
+
+def test_the_supported_confluent_kafka_is_what_was_verified() -> None:
+    """pyproject.toml admits the releases native produce was verified against, and no other
+    (on a grid of every x.y.z around them)."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (bound,) = (r for r in map(Requirement, dependencies) if r.name == "confluent-kafka")
+    grid = {f"{x}.{y}.{z}" for x in (1, 2, 3) for y in range(30) for z in range(10)}
+    admitted = {
+        version for version in grid | set(VERIFIED_CONFLUENT_KAFKA) if version in bound.specifier
+    }
+    assert admitted == set(VERIFIED_CONFLUENT_KAFKA), bound
