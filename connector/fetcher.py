@@ -11,7 +11,8 @@ One step, top-down:
         backoff. Whichever succeeds first keeps it; the step returns only when it is safe.
 
 A stop is checked between steps only: an exchange in flight finishes (or hits the client's
-deadline) and what arrived is kept like any other body.
+deadline) and what arrived is kept like any other body. The steps are taken by a worker of the
+process's `FetchPool` (`turn()`: one step, or None once stopped or failed; then `finish()`).
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class Handoff:
 
 
 class Fetcher:
-    """Runs in the account's fetch thread until `stop` is set."""
+    """One account's fetching: `turn()` after `turn()` until `stop` is set, then `finish()`."""
 
     def __init__(
         self,
@@ -148,16 +149,21 @@ class Fetcher:
         self._spool_trouble = retry_backoff()
         self._last_body = 0  # bytes of the last answer: the memo room the next one needs
 
-    def run(self) -> None:
-        delay = 0.0
+    def turn(self) -> float | None:
+        """One step as the fetch pool takes it (`connector.fetch_pool`): the pause before the
+        next turn, or None once the fetcher is done (stopped, or failed)."""
+        if self._stop.is_set():
+            return None
         try:
-            while not self._stop.wait(delay):
-                delay = self.step()
-        except Exception as exc:  # a bug must stop the account visibly, not end a thread quietly
+            return self.step()
+        except Exception as exc:  # a bug must stop the account visibly, not end it quietly
             log.exception("fetch failed unexpectedly")
             self._on_failure(f"fetch failed unexpectedly: {type(exc).__name__}: {exc}")
-        finally:
-            self._wake.set()  # the publish loop drains and ends once the fetcher is done
+            return None
+
+    def finish(self) -> None:
+        """The fetcher is done: the publish loop drains and ends once it sees that."""
+        self._wake.set()
 
     def step(self) -> float:
         """One turn: check, fetch, keep. Returns the pause before the next turn."""

@@ -1,9 +1,10 @@
 """The pipeline of one account: fetch → spool → records → transaction → commit → release.
 
-Two threads per account, joined by the spool, which is the only place a fetched report lives
+Two sides per account, joined by the spool, which is the only place a fetched report lives
 until its Kafka transaction commits:
 
-    fetch thread    Fetcher: get-rpt ──► durable append ──► wake the publisher
+    fetch task      Fetcher: get-rpt ──► durable append ──► wake the publisher
+                    (its steps taken by a worker of the process's FetchPool)
     publish thread  spool entries above the committed sequence ──► records (RecordBuilder) ──►
                     one transaction with the progress record (Checkpoint) ──► commit ──►
                     release the spool through that sequence
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from connector.errors import ConnectorError, Disposition
+from connector.fetch_pool import FetchPool, FetchTask
 from connector.fetcher import Fetcher, Handoff, Hooks, Unspooled
 from connector.kafka.archive import archive_entry
 from connector.kafka.checkpoint import Checkpoint
@@ -74,10 +76,11 @@ class Parts:
     hooks: Hooks = field(default_factory=Hooks)
     clock: Clock = time.monotonic
     wall_clock: Callable[[], float] = time.time
+    fetch_pool: FetchPool | None = None  # the service's, shared; None: one thread of its own
 
 
 class AccountPipeline:
-    """Fetch and publish threads of one account; `stop()` only flips a flag."""
+    """The fetch task and publish thread of one account; `stop()` only flips a flag."""
 
     def __init__(self, name: str, limits: Limits, parts: Parts) -> None:
         self.name, self.limits, self.parts = name, limits, parts
@@ -89,12 +92,12 @@ class AccountPipeline:
         self._drain_until = Deadline.never(parts.clock)
         self._session = Session(name, limits, parts, self._stop)
         self._retry = parts.backoff(self._stop)  # Kafka calls that may succeed when repeated
-        self._threads: list[threading.Thread] = []
+        self._pool = parts.fetch_pool or FetchPool(1)
+        self._thread = threading.Thread(target=self.run, name=f"publish-{name}", daemon=True)
+        self._fetching: FetchTask | None = None
 
     def start(self) -> None:
-        thread = threading.Thread(target=self.run, name=f"publish-{self.name}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        self._thread.start()
 
     def stop(self, deadline: Deadline | None = None) -> None:
         """Stop fetching; drain the spool for half the time left, then commit what is open."""
@@ -102,12 +105,17 @@ class AccountPipeline:
         self._drain_until = Deadline.after(self._deadline.remaining() / 2, self.parts.clock)
         self._stop.set()
         self._wake.set()
+        if self._fetching is not None:
+            self._pool.stop(self._fetching)  # waiting for its next turn: done now
 
     def join(self, deadline: Deadline) -> bool:
-        """Wait until `deadline` at most; True when both threads ended."""
-        for thread in [t for t in self._threads if t.ident is not None]:
-            thread.join(deadline.remaining())
-        return not any(t.is_alive() for t in self._threads)
+        """Wait until `deadline` at most; True when the publish thread and fetching ended."""
+        if self._thread.ident is not None:
+            self._thread.join(deadline.remaining())
+        fetching = self._fetching
+        return not self._thread.is_alive() and (
+            fetching is None or fetching.finished.wait(deadline.remaining())
+        )
 
     def owns(self) -> bool:
         """Whether this process may still make a (destructive) get-rpt call for the account."""
@@ -230,17 +238,15 @@ class AccountPipeline:
         return self._checkpoint()
 
     def _start_fetcher(self) -> None:
-        thread = threading.Thread(target=_fetcher(self).run, name=f"fetch-{self.name}")
-        thread.daemon = True
-        self._threads.append(thread)
-        thread.start()
+        fetcher = _fetcher(self)
+        self._fetching = self._pool.submit(self.name, fetcher.turn, fetcher.finish)
 
     def _fetcher_failed(self, reason: str) -> None:
         self._fail(reason)
         self.stop()  # the publish loop drains what is spooled, then ends
 
     def _fetcher_alive(self) -> bool:
-        return any(t.is_alive() for t in self._threads if t.name.startswith("fetch-"))
+        return self._fetching is not None and not self._fetching.finished.is_set()
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self.limits.commit_interval, self.limits.max_batch_records)
@@ -257,9 +263,13 @@ class AccountPipeline:
         self._observer.state(AccountState.FAILED, error=reason)
 
     def _close(self) -> None:
-        for thread in [t for t in self._threads if t.name.startswith("fetch-")]:
+        if self._fetching is not None:
+            self._pool.stop(self._fetching)
             # It may be mid-call: let it keep the body (bounded even without a shutdown).
-            thread.join(self._deadline.earliest(Deadline.after(60.0, self.parts.clock)).remaining())
+            bound = self._deadline.earliest(Deadline.after(60.0, self.parts.clock))
+            self._fetching.finished.wait(bound.remaining())
+        if self.parts.fetch_pool is None:
+            self._pool.close(timeout=0.0)  # its worker ends after a call still in flight
         self.parts.client.close()
         self._session.close(self._deadline.earliest(Deadline.after(5.0, self.parts.clock)))
         # Said after the join: a call the fetcher finished after a failure must not win.

@@ -20,6 +20,7 @@ from connector.codec.report import Normalizer
 from connector.config.settings import Settings, load_settings
 from connector.config.views import AccountView, account_views
 from connector.errors import ConfigError, ConnectorError, Disposition
+from connector.fetch_pool import FetchPool
 from connector.fetcher import Hooks
 from connector.kafka.membership import Membership
 from connector.kafka.publisher import AccountPublisher, Reachability
@@ -72,6 +73,7 @@ def build_pipeline(
     owns: Callable[[], bool] = lambda: True,
     hooks: Hooks | None = None,
     spool_hooks: SpoolHooks | None = None,
+    fetch_pool: FetchPool | None = None,
 ) -> AccountPipeline:
     """The one place an account pipeline's parts are assembled from the settings.
     Reads the credential and (confluent format) talks to the schema registry: may raise."""
@@ -130,6 +132,7 @@ def build_pipeline(
         ),
         owns=owns,
         hooks=hooks or Hooks(),
+        fetch_pool=fetch_pool,
     )
     limits = Limits(
         topic=view.topic,
@@ -175,6 +178,8 @@ class Service:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._stopping = threading.Event()
+        # Every account's get-rpt calls, platform.fetch_threads at a time (threads start lazily).
+        self._fetch_pool = FetchPool(settings.platform.fetch_threads)
         self._server: EndpointServer | None = None
         self._membership: Membership | None = None
 
@@ -192,6 +197,7 @@ class Service:
             stopped = self._stopping.is_set()
             log.log(logging.INFO if stopped else logging.ERROR, "cannot start: %s", exc)
             self._stop_server()
+            self._fetch_pool.close(timeout=_HEARTBEAT)
             if stopped:
                 return EXIT_OK  # a signal while waiting for Kafka: a clean stop
             return EXIT_CONFIG if exc.disposition == Disposition.STOP_PROCESS else EXIT_FAILURE
@@ -258,6 +264,7 @@ class Service:
                     owns=owns,
                     hooks=self._hooks,
                     spool_hooks=self._spool_hooks,
+                    fetch_pool=self._fetch_pool,
                 )
             except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)
@@ -303,6 +310,8 @@ class Service:
         if self._membership is not None:
             self.pipelines.clear()  # already stopped: leaving the group must not wait again
             self._membership.close()
+        # After the pipelines: their fetch tasks have retired, unless one is still in a call.
+        self._fetch_pool.close(timeout=_HEARTBEAT)
         self._stop_server()
         if not clean:
             log.error("shutdown timed out; uncommitted reports stay in the spool for next start")

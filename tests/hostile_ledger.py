@@ -85,17 +85,21 @@ def start_connector(
     topics: Topics,
     tmp_path: Path,
     shutdown_timeout: float | None = None,
+    accounts: dict[str, str] | None = None,
     **platform: object,
 ) -> ConnectorProcess:
-    """`python -m connector run` against the hostile server; [platform] keys through RPT_*."""
+    """`python -m connector run` against the hostile server; [platform] keys through RPT_*.
+    `accounts`: name → token (default: one account, "main", with TOKEN)."""
+    accounts = accounts or {"main": TOKEN}
     config = write_config(
         tmp_path / "connector.toml",
         base_url=server.base_url,
         bootstrap=bootstrap,
         topics=topics,
         spool=tmp_path / "spool",
+        accounts=tuple(accounts),
     )
-    env = connector_env({"main": TOKEN})
+    env = connector_env(accounts)
     env.update({f"RPT_PLATFORM__{key.upper()}": str(value) for key, value in platform.items()})
     if shutdown_timeout is not None:
         env["RPT_SHUTDOWN_TIMEOUT"] = str(shutdown_timeout)

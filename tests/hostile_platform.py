@@ -4,6 +4,8 @@ Each answer in the script is handed out once, in order, to whichever get-rpt req
 next (get-rpt is destructive: what was sent is gone from the platform). After the script, every
 request gets an empty batch. The server logs what it handed out — per answer its kind, the
 msgids in it and the body bytes it actually wrote — as the ground truth tests count against.
+More accounts: `tokens` gives each further token a script of its own (`add` appends to one
+while serving), so one account's platform can misbehave while another's does not.
 
 Written on raw sockets (not http.server) so that it can misbehave at the byte level: drip a
 body (or even the headers) one byte at a time, cut a body short and close, send more than the
@@ -168,9 +170,12 @@ class HostilePlatform:
         log_file: Path | None = None,
         script_logins: bool = False,
         tls: ssl.SSLContext | None = None,
+        tokens: dict[str, list[Answer]] | None = None,
     ) -> None:
         self.script = list(script)
         self.token = token
+        # Per token (the main one's is `script`); a request with none of them is refused.
+        self.scripts = {token: self.script, **{t: list(a) for t, a in (tokens or {}).items()}}
         self.script_logins = script_logins  # logins get scripted answers too (else: the token)
         self._tls = tls  # a server-side context: https:// instead of http://
         self.log_file = log_file
@@ -204,7 +209,12 @@ class HostilePlatform:
     @property
     def finished(self) -> bool:
         """Every scripted answer fully served (or cut as scripted)."""
-        return not self.script and all(a.done.is_set() for a in self.handed_out)
+        return not any(self.scripts.values()) and all(a.done.is_set() for a in self.handed_out)
+
+    def add(self, token: str, answers: list[Answer]) -> None:
+        """More answers for `token`'s account, handed out after what its script still holds."""
+        with self._lock:
+            self.scripts[token].extend(answers)
 
     def all_msgids(self) -> list[str]:
         return [m for answer in self.handed_out for m in answer.msgids]
@@ -248,12 +258,15 @@ class HostilePlatform:
         is_login = b"/login" in request.split(b"\r\n", 1)[0]
         if is_login and not self.script_logins:
             return self._send_whole(conn, json.dumps({"code": 0, "data": self.token}).encode())
-        token_ok = is_login or f"finovy-access-token: {self.token}".encode() in request.lower()
+        head = request.lower()
+        token = next((t for t in self.scripts if _token_header(t) in head), None)
+        token_ok = is_login or token is not None
+        script = self.script if is_login else self.scripts.get(token, [])
         with self._lock:
             self.requests += 1
             answer = None
-            if token_ok and self.script:
-                answer = self.script.pop(0)
+            if token_ok and script:
+                answer = script.pop(0)
                 self.handed_out.append(answer)
             elif token_ok:
                 self.empty_answers += 1
@@ -312,6 +325,10 @@ class HostilePlatform:
         }  # fmt: skip
         with self._lock, self.log_file.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
+
+
+def _token_header(token: str) -> bytes:
+    return f"finovy-access-token: {token}\r\n".lower().encode()
 
 
 def _add(answer: Answer, n: int) -> None:

@@ -100,6 +100,8 @@ class PlatformSettings(_Section):
     backoff_max: Duration = 60.0
     auth_failure_pause: Duration = 600.0
     token_ttl: Duration = 1800.0
+    # Threads that make the get-rpt calls of all accounts (a pool): a slow call holds one.
+    fetch_threads: int = Field(16, ge=1)
 
     @field_validator("base_url")
     @classmethod

@@ -1,6 +1,7 @@
 """Logging: human-readable lines by default, JSON lines with `--log-format json`.
 
-Each pipeline thread is named `fetch-<account>` or `publish-<account>`, so the account of a
+An account's publish thread is named `publish-<account>`, and a fetch pool thread takes the name
+`fetch-<account>` for the step it runs (idle, `fetchpool-<n>`: no account), so the account of a
 log event comes from the thread name: no call site has to pass it. librdkafka's own lines come
 through `librdkafka_logger` (confluent-kafka calls it on the thread that polls the client, so
 they carry the account too).

@@ -12,6 +12,7 @@ from pathlib import Path
 from connector.codec.avro import decode_single_object, single_object_encoder
 from connector.codec.report import Normalizer
 from connector.config.settings import KafkaSettings
+from connector.fetch_pool import FetchPool
 from connector.fetcher import Hooks
 from connector.kafka.publisher import AccountPublisher, Reachability
 from connector.kafka.records import RecordBuilder
@@ -71,6 +72,7 @@ def make_rig(
     hooks: Hooks | None = None,
     spool_wrapper=FaultySpool,
     spool_id: str = SPOOL_ID,
+    fetch_pool: FetchPool | None = None,
 ) -> Rig:
     clock = clock or FakeClock()
     kafka = kafka or FakeKafka(clock)
@@ -112,6 +114,7 @@ def make_rig(
         backoff=lambda stop: Backoff(0.001, 0.01, stop=stop, rng=random.Random(3)),
         hooks=hooks or Hooks(),
         clock=clock,
+        fetch_pool=fetch_pool,
     )
     limits = Limits(
         topic=TOPIC, dlq_topic=DLQ, spool_id=spool_id, commit_interval=commit_interval,

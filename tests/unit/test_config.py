@@ -37,6 +37,7 @@ def test_minimal_configuration_gets_documented_defaults() -> None:
     assert settings.platform.method == "POST"
     assert settings.platform.retsize == 500
     assert settings.platform.poll_interval == 5.0
+    assert settings.platform.fetch_threads == 16
     assert settings.platform.timezone == "Asia/Shanghai"
     assert settings.kafka.delivery == "exactly_once"
     assert settings.kafka.value_format == "avro-single-object"
@@ -63,6 +64,9 @@ def test_sizes(text: object, size: int) -> None:
     [
         (with_changes(platform={"retsize": 501}), "platform.retsize"),
         (with_changes(platform={"retsize": 0}), "platform.retsize"),
+        (with_changes(platform={"fetch_threads": 0}), "platform.fetch_threads"),
+        (with_changes(platform={"fetch_threads": "many"}), "platform.fetch_threads"),
+        (with_changes(platform={"fetch_threads": 2.5}), "platform.fetch_threads"),
         (with_changes(platform={"poll_interval": "5 parsecs"}), "platform.poll_interval"),
         (with_changes(platform={"method": "PUT"}), "platform.method"),
         (with_changes(platform={"timezone": "Mars/Olympus"}), "platform.timezone"),
@@ -115,6 +119,13 @@ def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.kafka.topic == "from-env"
     assert settings.platform.retsize == 200
     assert settings.kafka.producer["bootstrap.servers"] == "127.0.0.1:9092"
+
+
+def test_fetch_threads_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RPT_PLATFORM__FETCH_THREADS", "4")
+    assert settings_from_dict(MINIMAL).platform.fetch_threads == 4
+    monkeypatch.setenv("RPT_PLATFORM__FETCH_THREADS", "0")
+    assert "platform.fetch_threads" in error_for(MINIMAL)
 
 
 def test_bad_environment_override_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:

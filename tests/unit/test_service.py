@@ -9,6 +9,7 @@ import time
 
 from connector.config.settings import settings_from_dict
 from connector.errors import ConfigError, KafkaUnreachableError
+from connector.pipeline import AccountPipeline
 from connector.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Service
 
 
@@ -68,3 +69,28 @@ def test_a_bad_spool_fail_point_is_a_configuration_error(tmp_path) -> None:
         assert "RPT_FAILPOINT_SPOOL" in str(exc)
     else:
         raise AssertionError("accepted an unknown fail point")
+
+
+def test_one_fetch_pool_of_platform_fetch_threads_serves_every_account(
+    tmp_path, monkeypatch
+) -> None:
+    data = {
+        "accounts": [{"name": f"a{n}", "token_env": "RPT_TEST_TOKEN"} for n in range(3)],
+        "kafka": {"producer": {"bootstrap.servers": "127.0.0.1:1"}},
+        "spool": {"dir": str(tmp_path / "spool")},
+        "metrics": {"enabled": False},
+        "platform": {"fetch_threads": 2},
+    }
+    monkeypatch.setenv("RPT_TEST_TOKEN", "t")
+    monkeypatch.setattr(AccountPipeline, "start", lambda self: None)  # nothing talks to Kafka
+    service = Service(settings_from_dict(data), {}, topics=lambda *a, **k: None)
+    service._own(["a0", "a1", "a2"])
+    pools = {id(p.parts.fetch_pool) for p in service.pipelines.values()}
+    assert pools == {id(service._fetch_pool)} and service._fetch_pool.size == 2
+    assert service._shutdown() == EXIT_OK
+    try:
+        service._fetch_pool.submit("late", lambda: None, lambda: None)
+    except RuntimeError:
+        pass  # closed at shutdown
+    else:
+        raise AssertionError("the fetch pool was not closed at shutdown")

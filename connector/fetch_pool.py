@@ -1,0 +1,184 @@
+"""A few fetch threads for all accounts: no account's slow call holds up another's turn.
+
+A task is one account's fetching, cut into turns: `turn()` runs one step and returns the pause
+before the next turn, or None once the account is done fetching. The pool keeps the waiting
+tasks in a heap by due time; a free worker takes the earliest due one, runs its turn under the
+thread name `fetch-<account>` (the logs take the account from it), and puts it back due after
+the pause it returned. While one account's call drips for its whole `request_timeout`, the
+other workers go on with the other accounts; only K calls at a time can be in flight.
+
+    submit ──► heap (due, n, task) ──► worker: turn() ──► delay ──► heap at now + delay
+                                                    └──► None, stopped, closed ──► retire: done()
+
+A task retires exactly once, and `done` is called then (the pipeline's publish loop waits for
+it). `stop(task)` retires a waiting task at once, whatever its pause; a turn in progress is
+never interrupted, the task retires when it returns. The pool knows nothing of the fetcher:
+what a failing step means is the turn's business (`Fetcher.turn`).
+
+Workers start lazily, one per task submitted, up to `threads`; idle they are `fetchpool-<n>`
+(not an account's name: see `observe.logs`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from enum import Enum
+
+log = logging.getLogger("connector.fetch_pool")
+
+Turn = Callable[[], float | None]
+
+
+class _State(Enum):
+    WAITING = "waiting"  # in the heap
+    RUNNING = "running"  # a worker is in its turn
+    RETIRED = "retired"  # done was called (or is being called): never again
+
+
+class FetchTask:
+    """One account's fetching in the pool; `finished` is set once it has retired."""
+
+    def __init__(self, name: str, turn: Turn, done: Callable[[], None]) -> None:
+        self.name, self.turn, self.done = name, turn, done
+        self.finished = threading.Event()
+        self._state = _State.WAITING
+        self._stopping = False
+        self._entry: tuple[float, int, FetchTask] | None = None
+
+
+class FetchPool:
+    """K worker threads taking turns of every task submitted, earliest due first."""
+
+    def __init__(
+        self,
+        threads: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        thread_factory: Callable[..., threading.Thread] = threading.Thread,
+    ) -> None:
+        if threads < 1:
+            raise ValueError("a fetch pool needs at least one thread")
+        self.size = threads
+        self._clock, self._new_thread = clock, thread_factory
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, FetchTask]] = []
+        self._tiebreak = itertools.count()
+        self._workers: list[threading.Thread] = []
+        self._submitted = 0
+        self._closed = False
+
+    @property
+    def threads(self) -> int:
+        """Workers started so far (never more than `size`, nor than tasks submitted)."""
+        with self._cond:
+            return len(self._workers)
+
+    def submit(
+        self, name: str, turn: Turn, done: Callable[[], None], delay: float = 0.0
+    ) -> FetchTask:
+        """Schedule `turn` for the account `name`, first after `delay` seconds."""
+        task = FetchTask(name, turn, done)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the fetch pool is closed")
+            self._submitted += 1
+            self._push(task, delay)
+            if len(self._workers) < min(self.size, self._submitted):
+                worker = self._new_thread(
+                    target=self._work, name=f"fetchpool-{len(self._workers)}", daemon=True
+                )
+                self._workers.append(worker)
+                worker.start()
+        return task
+
+    def stop(self, task: FetchTask) -> None:
+        """Retire `task`: now if it is waiting, after its turn if one is in progress."""
+        with self._cond:
+            task._stopping = True
+            if task._state is not _State.WAITING:
+                return
+            self._heap.remove(task._entry)
+            heapq.heapify(self._heap)
+            task._state = _State.RETIRED
+        self._retire(task)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Retire every waiting task, let turns in progress finish, and join the workers
+        (within `timeout` in all); True when every worker has ended."""
+        with self._cond:
+            self._closed = True
+            waiting = [task for _due, _n, task in self._heap]
+            self._heap.clear()
+            for task in waiting:
+                task._state = _State.RETIRED
+            self._cond.notify_all()
+            workers = list(self._workers)
+        for task in waiting:
+            self._retire(task)
+        until = None if timeout is None else time.monotonic() + timeout
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(None if until is None else max(0.0, until - time.monotonic()))
+        return not any(w.is_alive() for w in workers if w is not threading.current_thread())
+
+    # --- the workers ------------------------------------------------------------------------
+    def _push(self, task: FetchTask, delay: float) -> None:
+        task._entry = (self._clock() + delay, next(self._tiebreak), task)
+        task._state = _State.WAITING
+        heapq.heappush(self._heap, task._entry)
+        self._cond.notify_all()
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        idle = me.name
+        while (task := self._next()) is not None:
+            me.name = f"fetch-{task.name}"  # the account of every log line in this turn
+            try:
+                self._after(task, self._turn(task))
+            finally:
+                me.name = idle
+
+    def _next(self) -> FetchTask | None:
+        """The earliest due task, once it is due; None when the pool closes."""
+        with self._cond:
+            while not self._closed:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - self._clock()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                task = heapq.heappop(self._heap)[2]
+                task._state = _State.RUNNING
+                return task
+            return None
+
+    @staticmethod
+    def _turn(task: FetchTask) -> float | None:
+        try:
+            return task.turn()
+        except Exception:  # the turn handles its own failures; this only keeps the worker alive
+            log.exception("fetch turn of %s raised; the account fetches no more", task.name)
+            return None
+
+    def _after(self, task: FetchTask, delay: float | None) -> None:
+        """Back into the heap after `delay`, or retire (done, stopped, pool closed)."""
+        with self._cond:
+            if delay is not None and not task._stopping and not self._closed:
+                self._push(task, delay)
+                return
+            task._state = _State.RETIRED
+        self._retire(task)
+
+    @staticmethod
+    def _retire(task: FetchTask) -> None:
+        try:
+            task.done()
+        finally:
+            task.finished.set()
