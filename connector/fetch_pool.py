@@ -107,6 +107,11 @@ class FetchPool:
             task._state = _State.RETIRED
         self._retire(task)
 
+    def retire(self, task: FetchTask, timeout: float) -> bool:
+        """Stop `task` and wait up to `timeout` for a turn in progress; True once retired."""
+        self.stop(task)
+        return task.finished.wait(timeout)
+
     def close(self, timeout: float | None = None) -> bool:
         """Retire every waiting task, let turns in progress finish, and join the workers
         (within `timeout` in all); True when every worker has ended."""

@@ -141,8 +141,9 @@ class AccountPipeline:
     def _publish_loop(self) -> None:
         """Publish what the spool holds; after stop(), drain it once the fetcher is done."""
         ckpt = self._checkpoint()
+        timeout = 0.0  # what recovery left in the spool is replayed at once
         while True:
-            self._wake.wait(ckpt.wait_time(self.parts.clock()))
+            self._wake.wait(timeout)
             self._wake.clear()
             stopping = self._stop.is_set() and not self._fetcher_alive()
             pending = not ckpt.empty or self._session.spool.last_seq > self._session.committed
@@ -159,6 +160,8 @@ class AccountPipeline:
                     return
             except ConnectorError as exc:
                 ckpt = self._handle(exc, ckpt)
+            waiting = self._session.spool.last_seq > max(ckpt.last_seq, self._session.committed)
+            timeout = ckpt.wait_time(self.parts.clock(), waiting or self._handoff.pending)
 
     def _publish_pending(self, ckpt: Checkpoint) -> bool:
         """Produce spool entries into the open transaction; True when none are left."""
@@ -263,11 +266,9 @@ class AccountPipeline:
         self._observer.state(AccountState.FAILED, error=reason)
 
     def _close(self) -> None:
-        if self._fetching is not None:
-            self._pool.stop(self._fetching)
-            # It may be mid-call: let it keep the body (bounded even without a shutdown).
+        if self._fetching is not None:  # it may be mid-call: let it keep the body (bounded)
             bound = self._deadline.earliest(Deadline.after(60.0, self.parts.clock))
-            self._fetching.finished.wait(bound.remaining())
+            self._pool.retire(self._fetching, bound.remaining())
         if self.parts.fetch_pool is None:
             self._pool.close(timeout=0.0)  # its worker ends after a call still in flight
         self.parts.client.close()

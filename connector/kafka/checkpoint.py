@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from connector.kafka.records import EntryRecords
 from connector.observe.observer import CommitSummary
 
+IDLE_RECHECK = 5.0  # seconds an idle publish loop sleeps when nothing wakes it (a safety net)
+
 
 @dataclass
 class Checkpoint:
@@ -40,12 +42,15 @@ class Checkpoint:
         """Commit now: enough records, or the interval since the first entry has passed."""
         return not self.empty and (self.full or now - self.started >= self.interval)
 
-    def wait_time(self, now: float) -> float:
-        """How long the publish loop may sleep: until this is due, or a whole interval when
-        empty. (Sleeping a whole interval after each entry would let a steady trickle of
-        entries push the commit out to almost twice the interval.)"""
+    def wait_time(self, now: float, waiting: bool = True) -> float:
+        """How long the publish loop may sleep: until this is due (sleeping a whole interval
+        after each entry would let a steady trickle of entries push the commit out to almost
+        twice the interval); when empty, an interval if entries are `waiting` to be sent, else
+        IDLE_RECHECK. An idle loop is woken by what gives it work (an append, a hand-off, a
+        stop, the fetcher's end): waking every interval for nothing was most of an idle
+        instance's CPU."""
         if self.empty:
-            return self.interval
+            return self.interval if waiting else IDLE_RECHECK
         return max(0.0, self.started + self.interval - now)
 
     def add(self, seq: int, built: EntryRecords, now: float) -> None:

@@ -197,6 +197,20 @@ def test_a_stop_during_a_turn_lets_it_finish_then_retires_the_task() -> None:
     assert done.calls == 1 and turns == [1]
 
 
+def test_retire_waits_for_the_turn_in_flight_only_as_long_as_it_is_told() -> None:
+    pool = FetchPool(1)
+    entered, release = threading.Event(), threading.Event()
+    done = Done()
+    task = pool.submit("busy", blocking(entered, release), done)
+    assert entered.wait(WAIT)
+    assert pool.retire(task, NOT_HAPPENING) is False  # still in its call: not cut
+    assert done.calls == 0
+    release.set()
+    assert pool.retire(task, WAIT) is True
+    assert done.calls == 1
+    assert pool.close(WAIT)
+
+
 class RaisingClient:
     def __init__(self) -> None:
         self.calls = 0

@@ -19,6 +19,8 @@ from connector.errors import (
     TLSVerificationError,
 )
 from connector.fetcher import Hooks
+from connector.kafka.checkpoint import IDLE_RECHECK, Checkpoint
+from connector.kafka.records import EntryRecords
 from connector.retry import Deadline
 from tests.fakes import FakeClock, FaultySpool, ScriptedPlatform, kafka_error, report
 from tests.unit.pipeline_kit import ACCOUNT, DLQ, make_rig
@@ -181,10 +183,14 @@ class RecordingWake(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self.timeouts: list[float | None] = []
+        self.woken: list[float | None] = []  # the timeouts of the waits something cut short
 
     def wait(self, timeout: float | None = None) -> bool:
         self.timeouts.append(timeout)
-        return super().wait(timeout)
+        woken = super().wait(timeout)
+        if woken:
+            self.woken.append(timeout)
+        return woken
 
 
 def test_the_publish_loop_sleeps_only_until_the_open_transaction_is_due(tmp_path) -> None:
@@ -204,6 +210,32 @@ def test_the_publish_loop_sleeps_only_until_the_open_transaction_is_due(tmp_path
     rig.wait_for(lambda: len(rig.msgids()) == 3)
     rig.stop()
     assert_exactly_once(rig, 3)
+
+
+def test_an_idle_publish_loop_sleeps_until_woken_not_every_interval(tmp_path) -> None:
+    """Nothing fetched, nothing spooled: the loop waits IDLE_RECHECK, not commit_interval (an
+    idle instance of many accounts spent most of its CPU waking every interval for nothing).
+    Its first wait is 0: what recovery left in the spool is replayed at once."""
+    rig = make_rig(tmp_path, ScriptedPlatform([]), commit_interval=0.05)
+    wake = rig.pipeline._wake = RecordingWake()
+    rig.pipeline.start()
+    rig.wait_for(lambda: rig.platform.calls >= 3 and len(wake.timeouts) >= 2)
+    time.sleep(0.3)  # six commit intervals: the old loop woke six more times
+    assert wake.timeouts[0] == 0.0
+    assert wake.timeouts[1:] == [IDLE_RECHECK] * (len(wake.timeouts) - 1)
+    assert len(wake.timeouts) <= 3  # woken by the empty answers? no: they bring no work
+    rig.stop()
+
+
+def test_an_entry_wakes_the_idle_loop_and_is_committed_within_the_interval(tmp_path) -> None:
+    platform = ScriptedPlatform([[], [], *batches(4)])
+    rig = make_rig(tmp_path, platform, commit_interval=0.05)
+    wake = rig.pipeline._wake = RecordingWake()
+    rig.pipeline.start()
+    rig.wait_for(lambda: len(rig.msgids()) == 4)
+    assert IDLE_RECHECK in wake.woken  # the append cut the idle wait short
+    rig.stop()
+    assert_exactly_once(rig, 4)
 
 
 def test_not_owning_the_account_means_no_get_rpt_call(tmp_path) -> None:
@@ -333,3 +365,11 @@ def assert_exactly_once_after_move(rig, n: int) -> None:
     assert sorted(rig.msgids()) == list(range(n))
     ours = [p for p in rig.kafka.progress(ACCOUNT) if p["spool_id"] == "spool-of-this-instance"]
     assert len(ours) == len(rig.observer.named("committed"))
+
+
+def test_an_empty_checkpoint_waits_an_interval_only_while_entries_wait() -> None:
+    ckpt = Checkpoint(0.2, 100)
+    assert ckpt.wait_time(10.0, waiting=True) == pytest.approx(0.2)
+    assert ckpt.wait_time(10.0, waiting=False) == IDLE_RECHECK
+    ckpt.add(1, EntryRecords(values=[b"v"], keys=[b"k"]), now=10.0)
+    assert ckpt.wait_time(10.15, waiting=False) == pytest.approx(0.05)  # open: until due
