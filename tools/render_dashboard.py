@@ -5,7 +5,9 @@
         --start 1764620000 --end 1764620300 --out docs/dashboard
 
 Reads config/grafana/rpt-connector.json, runs each target over [start, end] through the HTTP API
-(`/api/v1/query_range`; stat panels: `/api/v1/query` at `end`), and writes one PNG per panel
+(`/api/v1/query_range`; stat panels: `/api/v1/query` at `end`) with the dashboard's variables
+filled in as Grafana would for every job and account over that window (`$__range` = end -
+start, `$topk` = the dashboard's default unless --topk), and writes one PNG per panel
 (OUT/panels/NN-title.png), a contact sheet laid out like the dashboard's grid
 (OUT/contact-sheet.png) and OUT/summary.json (per panel: series, last and max values), so what a
 picture shows can also be read and asserted. A panel without data says "no data": an empty
@@ -88,12 +90,32 @@ def load_panels(path: Path) -> tuple[list[Panel], list[tuple[str, dict]]]:
     return panels, rows
 
 
-def expand(expr: str, rate_interval: str) -> str:
-    """Grafana's variables as this renderer fills them: every job, every account."""
-    return (
-        expr.replace("$__rate_interval", rate_interval)
-        .replace("$account", ".*")
-        .replace("$job", ".*")
+def variables(
+    document: dict, rate_interval: str, range_s: float, *, topk: str | None = None
+) -> dict[str, str]:
+    """Grafana's variables as this renderer fills them: every job, every account, the whole
+    window as `$__range`, and the dashboard's own default `$topk` (unless `topk` is given)."""
+    defaults = {
+        v["name"]: str(v["current"]["value"])
+        for v in document.get("templating", {}).get("list", [])
+        if v.get("type") == "custom" and v.get("current", {}).get("value") is not None
+    }
+    return {
+        **defaults,
+        "__rate_interval": rate_interval,
+        "__range": f"{max(1, round(range_s))}s",
+        "job": ".*",
+        "account": ".*",
+        **({"topk": topk} if topk is not None else {}),
+    }
+
+
+def expand(expr: str, values: dict[str, str]) -> str:
+    """`expr` with each `$name` / `${name}` in `values` filled in; any other left as it is."""
+    return re.sub(
+        r"\$(?:\{(\w+)\}|(\w+))",
+        lambda m: values.get(m.group(1) or m.group(2), m.group(0)),
+        expr,
     )
 
 
@@ -122,11 +144,11 @@ class PromClient:
 
 
 def fetch(
-    client: PromClient, panel: Panel, start: float, end: float, step: float, rate: str
+    client: PromClient, panel: Panel, start: float, end: float, step: float, values: dict[str, str]
 ) -> list[Series]:
     out = []
     for target in panel.targets:
-        expr = expand(target["expr"], rate)
+        expr = expand(target["expr"], values)
         if panel.kind == "stat":
             for result in client.instant(expr, end):
                 when, value = result["value"]
@@ -271,12 +293,13 @@ def summarize(panel: Panel, series: list[Series]) -> dict:
 def render(
     prometheus: str, start: float, end: float, out: Path, *, step: float = 5.0,
     rate_interval: str = "30s", dashboard: Path = DASHBOARD, shades: list[Shade] | None = None,
-    title: str = "rpt-connector",
+    title: str = "rpt-connector", topk: str | None = None,
 ) -> dict:  # fmt: skip
     """Render every panel; returns the summary also written to OUT/summary.json."""
     panels, rows = load_panels(dashboard)
+    values = variables(json.loads(dashboard.read_text()), rate_interval, end - start, topk=topk)
     client = PromClient(prometheus)
-    data = {p.number: fetch(client, p, start, end, step, rate_interval) for p in panels}
+    data = {p.number: fetch(client, p, start, end, step, values) for p in panels}
     window = (start, end)
     panel_dir = out / "panels"
     panel_dir.mkdir(parents=True, exist_ok=True)
@@ -293,6 +316,7 @@ def render(
         "prometheus": prometheus,
         "start": start,
         "end": end,
+        "topk": int(values["topk"]) if "topk" in values else None,
         "shades": [vars(s) for s in shades or []],
         "panels": [summarize(p, data[p.number]) for p in panels],
     }
@@ -346,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end", type=float, required=True, help="epoch seconds")
     parser.add_argument("--step", type=float, default=5.0, help="query_range step (s)")
     parser.add_argument("--rate-interval", default="30s", help="stands for $__rate_interval")
+    parser.add_argument("--topk", help="stands for $topk (default: the dashboard's default)")
     parser.add_argument("--dashboard", type=Path, default=DASHBOARD)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--shade", type=parse_shade, action="append", default=[],
@@ -357,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = render(
         args.prometheus, args.start, args.end, args.out, step=args.step,
         rate_interval=args.rate_interval, dashboard=args.dashboard, shades=args.shade,
-        title=args.title,
+        title=args.title, topk=args.topk,
     )  # fmt: skip
     empty = [p["title"] for p in summary["panels"] if not p["series"]]
     print(f"rendered {len(summary['panels'])} panels into {args.out}; no data: {empty or 'none'}")
