@@ -14,7 +14,8 @@ the raw archive topic in each round (`--archive both`), on the pure-Python path
 (`--no-headers-run` leaves it out). Then the
 librdkafka floor, the simulator's serve rate and a latency scenario (simulator in rate mode,
 a read_committed consumer timing fetched_at → visible). Writes bench/results/<stamp>.json,
-bench/results/latest.json and BENCHMARKS.md.
+bench/results/latest.json and BENCHMARKS.md. Last, on the same broker, bench/accounts.py (1 to
+1,000 accounts on one instance; its own JSON and plot; `--skip accounts` leaves it out).
 """
 
 from __future__ import annotations
@@ -323,7 +324,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default="exactly_once,at_least_once")
     parser.add_argument("--latency-seconds", type=int, help="length of the 5,000/s scenario")
-    parser.add_argument("--skip", default="", help="comma list of: floor,stages,serve,latency")
+    parser.add_argument(
+        "--skip", default="", help="comma list of: floor,stages,serve,latency,accounts"
+    )
     parser.add_argument("--no-markdown", action="store_true", help="leave BENCHMARKS.md alone")
     parser.add_argument(
         "--no-python-path", dest="python_path", action="store_false",
@@ -409,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
                 latency_run(bootstrap, 5000, args.latency_seconds, commit_ms)
                 for commit_ms in (200, 100)
             ]
+        if "accounts" not in skip:  # bench/accounts.py: its own JSON, table and plot
+            import accounts
+
+            results["accounts"] = accounts.measure(broker, ["--quick"] * args.quick)["targets"]
     finally:
         broker.stop()
     results["finished_load_average"] = os.getloadavg()
