@@ -3,7 +3,8 @@
 `BatchHistogram` takes `{value: count}` maps (one call per batch, not per report);
 `ProducerStatsCollector` exposes librdkafka statistics only while they are fresh;
 `UncommittedAgeCollector` turns "the oldest uncommitted body was fetched at t" into an age
-that grows on every scrape while nothing commits.
+that grows on every scrape while nothing commits. Each also has `expose()`, its text for /metrics
+(connector.observe.exposition).
 """
 
 from __future__ import annotations
@@ -11,71 +12,55 @@ from __future__ import annotations
 import json
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+
+from connector.observe.exposition import Format, SeriesText
+from connector.observe.metric_types import Histogram
 
 Clock = Callable[[], float]
+Row = tuple[tuple[str, ...], float]  # a series' label values and its value
 
 
-class BatchHistogram(Collector):
+def _add_metric(family: Metric, key: tuple[str, ...], values: Sequence[float]) -> None:
+    family.add_metric(list(key), values[0])  # type: ignore[attr-defined]
+
+
+def _expose(
+    texts: dict[str, list[SeriesText]],
+    families: Callable[[], list[Metric]],
+    rows: list[list[Row]],
+    fmt: Format,
+    out: list[str],
+) -> None:
+    """Families of one value per series (in `families()` order, series in `rows`) as `fmt`."""
+    per_family = texts.get(fmt.content_type)
+    if per_family is None:
+        count = len(families())
+        per_family = texts[fmt.content_type] = [
+            SeriesText(fmt, lambda i=i: families()[i], _add_metric) for i in range(count)
+        ]
+    for text, series in zip(per_family, rows, strict=True):
+        out.append(text.header)
+        with text.lock:
+            for key, value in series:
+                text.line(key, value, out)
+
+
+class BatchHistogram(Histogram):
     """A labelled histogram fed `{value: count}` maps; thread-safe, O(distinct values)."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        buckets: Sequence[float],
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._bounds = (*(float(b) for b in sorted(buckets)), float("inf"))
-        self._les = tuple(floatToGoString(b) for b in self._bounds)
-        self._lock = threading.Lock()
-        # labels → [per-bucket (non-cumulative) counts..., sum]
-        self._series: dict[tuple[str, ...], list[float]] = {}
-        if registry is not None:
-            registry.register(self)
 
     def observe_many(self, labels: Sequence[str], values: Mapping[float, int]) -> None:
         """Observe each value `count` times."""
-        key = self._key(labels)
-        with self._lock:
-            series = self._series.setdefault(key, [0.0] * (len(self._bounds) + 1))
-            for value, count in values.items():
-                series[bisect_left(self._bounds, value)] += count
-                series[-1] += value * count
+        self.labels(*labels).observe_many(values)
 
     def ensure(self, labels: Sequence[str]) -> None:
         """Expose the series at zero before its first observation, so rate() sees the start."""
-        self.observe_many(labels, {})
-
-    def describe(self) -> Iterator[HistogramMetricFamily]:
-        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        with self._lock:
-            snapshot = [(key, list(series)) for key, series in self._series.items()]
-        for key, series in snapshot:
-            cumulative, buckets = 0.0, []
-            for le, count in zip(self._les, series, strict=False):
-                cumulative += count
-                buckets.append((le, cumulative))
-            family.add_metric(key, buckets, series[-1])
-        yield family
-
-    def _key(self, labels: Sequence[str]) -> tuple[str, ...]:
-        if len(labels) != len(self._labelnames):
-            raise ValueError(f"{self._name} takes labels {self._labelnames}, got {labels!r}")
-        return tuple(labels)
+        self.labels(*labels)
 
 
 class ProducerStatsCollector(Collector):
@@ -93,6 +78,7 @@ class ProducerStatsCollector(Collector):
         self._stats: dict[str, dict] = {}
         self._max_age = 2 * interval
         self._clock = clock
+        self._texts: dict[str, list[SeriesText]] = {}
         registry.register(self)
 
     def update(self, account: str, stats_json: str) -> None:
@@ -114,18 +100,32 @@ class ProducerStatsCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         families = self._families()
-        queue_msgs, queue_bytes, up, rtt, errors = families
+        for family, series in zip(families, self._rows(), strict=True):
+            for key, value in series:
+                family.add_metric(list(key), value)
+        return iter(families)
+
+    def expose(self, fmt: Format, out: list[str]) -> None:
+        _expose(self._texts, self._families, self._rows(), fmt, out)
+
+    def _rows(self) -> list[list[Row]]:
+        """The fresh accounts' series of each family, in `_families()` order."""
+        queue_msgs: list[Row] = []
+        queue_bytes: list[Row] = []
+        up: list[Row] = []
+        rtt: list[Row] = []
+        errors: list[Row] = []
         now = self._clock()
         with self._lock:
             fresh = [(a, s) for a, s in self._stats.items() if now - s["at"] <= self._max_age]
         for account, stats in fresh:
-            queue_msgs.add_metric([account], stats["msg_cnt"])
-            queue_bytes.add_metric([account], stats["msg_size"])
+            queue_msgs.append(((account,), stats["msg_cnt"]))
+            queue_bytes.append(((account,), stats["msg_size"]))
             for broker, (is_up, rtt_s, txerrs) in stats["brokers"].items():
-                up.add_metric([account, broker], 1.0 if is_up else 0.0)
-                rtt.add_metric([account, broker], rtt_s)
-                errors.add_metric([account, broker], txerrs)
-        return iter(families)
+                up.append(((account, broker), 1.0 if is_up else 0.0))
+                rtt.append(((account, broker), rtt_s))
+                errors.append(((account, broker), txerrs))
+        return [queue_msgs, queue_bytes, up, rtt, errors]
 
     @staticmethod
     def _families() -> list[GaugeMetricFamily | CounterMetricFamily]:
@@ -174,6 +174,7 @@ class UncommittedAgeCollector(Collector):
         self._lock = threading.Lock()
         self._oldest: dict[str, float | None] = {}
         self._clock = clock
+        self._texts: dict[str, list[SeriesText]] = {}
         registry.register(self)
 
     def set_oldest(self, account: str, fetched_at: float | None) -> None:
@@ -185,12 +186,21 @@ class UncommittedAgeCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = self._family()
+        for key, age in self._rows():
+            family.add_metric(list(key), age)
+        yield family
+
+    def expose(self, fmt: Format, out: list[str]) -> None:
+        _expose(self._texts, lambda: [self._family()], [self._rows()], fmt, out)
+
+    def _rows(self) -> list[Row]:
         now = self._clock()
         with self._lock:
             items = list(self._oldest.items())
-        for account, oldest in items:
-            family.add_metric([account], 0.0 if oldest is None else max(0.0, now - oldest))
-        yield family
+        return [
+            ((account,), 0.0 if oldest is None else max(0.0, now - oldest))
+            for account, oldest in items
+        ]
 
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(

@@ -4,7 +4,9 @@ The pipeline calls `Metrics` (through its `AccountObserver`) once per poll, per 
 per committed Kafka transaction, never per report: per-report values (lag, delivery latency,
 status) arrive as `{value: count}` maps and go into `BatchHistogram`, which adds a count to a
 bucket instead of looping `observe()`. Every labelled series of a known account exists from the
-start at 0, so `increase()` and alerts see the first event.
+start at 0, so `increase()` and alerts see the first event. The registry is an `ExposedRegistry`:
+/metrics writes it collector by collector, each series' text made once
+(connector.observe.exposition).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from connector.observe.collectors import (
     ProducerStatsCollector,
     UncommittedAgeCollector,
 )
+from connector.observe.exposition import ExposedRegistry
 from connector.observe.health import HealthSeries
 from connector.observe.metric_types import Counter, Gauge, Histogram
 from connector.observe.observer import DeadLetterReason, PollOutcome, SpoolLevel, TimestampClamp
@@ -72,7 +75,7 @@ class Metrics:
     ) -> None:
         """`batch_capacities`: the retsizes, or better `{account: retsize}`, which also sets
         `rpt_batch_capacity{account}` (a full batch = the platform holds a backlog)."""
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry = registry if registry is not None else ExposedRegistry()
         r = self.registry
         capacities = dict(batch_capacities) if isinstance(batch_capacities, Mapping) else {}
         retsizes = capacities.values() if capacities else batch_capacities

@@ -25,10 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import gzip_accepted
 
 from connector import __version__
 from connector.errors import ConfigError
+from connector.observe.exposition import encode
 from connector.observe.metrics import Metrics
 from connector.observe.observer import AccountState
 
@@ -41,6 +42,7 @@ FIELDS = frozenset(
     }
 )  # fmt: skip
 MAX_ERROR_CHARS = 500
+GZIP_LEVEL = 1
 
 # Defence in depth: errors reach the board already secret-free, but a value after a word such
 # as "token" or "password", a bearer credential or URL user info is masked all the same.
@@ -219,6 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Scrapers keep connections open between scrapes; a silent client frees its thread after this.
     timeout = 120
+    # The headers and the body are two writes: with Nagle's algorithm the body waited for the
+    # client's delayed ACK of the headers, 40 ms on every response on a kept-alive connection.
+    disable_nagle_algorithm = True
     _head = False
 
     def do_GET(self) -> None:
@@ -243,10 +248,12 @@ class _Handler(BaseHTTPRequestHandler):
             route(parse_qs(url.query))
 
     def _metrics(self, _query: dict[str, list[str]]) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        body = encoder(self.server.metrics.registry)
+        body, content_type = encode(self.server.metrics.registry, self.headers.get("Accept", ""))
         if gzip_accepted(self.headers.get("Accept-Encoding", "")):
-            self._send(200, content_type, gzip.compress(body), encoding="gzip")
+            # Level 1: at 1,000 accounts (10 MB of text, 660 kB gzipped) gzip's default level 9
+            # took 190 ms of CPU for 20% fewer bytes; level 1 takes 15 ms (bench/scrape.py).
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+            self._send(200, content_type, body, encoding="gzip")
         else:
             self._send(200, content_type, body)
 

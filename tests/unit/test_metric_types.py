@@ -1,5 +1,6 @@
 """connector.observe.metric_types: labels() keeps each child, and what is exposed stays right; the
-health gauges skip a call that changes nothing, and still show every change."""
+health gauges skip a call that changes nothing, and still show every change. (That the families
+count and expose as prometheus_client's own classes do: tests/unit/test_exposition.py.)"""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from connector.observe.metric_types import Counter, Gauge, Histogram
 from connector.observe.observer import AccountState, PauseReason
 
 
-def test_a_child_is_made_once_and_is_prometheus_clients_own() -> None:
+def test_a_child_is_made_once_and_is_the_same_by_name() -> None:
     registry = CollectorRegistry()
     counter = Counter("rpt_t", "t", ["account", "kind"], registry=registry)
     first = counter.labels("a", "x")
     assert counter.labels("a", "x") is first
-    assert counter.labels(account="a", kind="x") is first  # by name: prometheus_client's path
+    assert counter.labels(account="a", kind="x") is first  # by name
     first.inc(2)
     counter.labels("b", "x").inc()
     assert registry.get_sample_value("rpt_t_total", {"account": "a", "kind": "x"}) == 2
