@@ -126,14 +126,20 @@ def pwrite_all(disk: Disk, fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def write_atomically(disk: Disk, path: Path, data: bytes, *, fsync: bool) -> None:
-    """Replace `path` by `data`: a reader (or a crash) sees the old or the new bytes, whole."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = disk.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+def write_file(disk: Disk, path: Path, data: bytes, *, flags: int, fsync: bool) -> None:
+    """Write `data` from offset 0 of `path` opened with `flags` (O_WRONLY added), then
+    fdatasync it if asked; the descriptor is closed whatever happens."""
+    fd = disk.open(path, os.O_WRONLY | flags)
     try:
         pwrite_all(disk, fd, data, 0)
         if fsync:
             disk.fdatasync(fd)
     finally:
         disk.close(fd)
+
+
+def write_atomically(disk: Disk, path: Path, data: bytes, *, fsync: bool) -> None:
+    """Replace `path` by `data`: a reader (or a crash) sees the old or the new bytes, whole."""
+    temporary = path.with_name(path.name + ".tmp")
+    write_file(disk, temporary, data, flags=os.O_CREAT | os.O_TRUNC, fsync=fsync)
     disk.replace(temporary, path)

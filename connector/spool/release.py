@@ -8,12 +8,10 @@ the same `release_through` can simply be called again.
 from __future__ import annotations
 
 import errno
-import os
-from pathlib import Path
 
 from connector.errors import SpoolWriteError
 from connector.spool.files import RELEASED_FILE, released_mark
-from connector.spool.io import Disk, describe, pwrite_all, write_atomically
+from connector.spool.io import describe, write_atomically, write_file
 from connector.spool.ledger import Ledger
 from connector.spool.segments import SegmentFiles
 
@@ -51,17 +49,8 @@ def write_released(files: SegmentFiles, target: int) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
-        _overwrite(files.disk, path, mark, fsync=files.fsync)
-
-
-def _overwrite(disk: Disk, path: Path, mark: bytes, *, fsync: bool) -> None:
-    fd = disk.open(path, os.O_WRONLY)  # no O_CREAT: only an existing mark is reused
-    try:
-        pwrite_all(disk, fd, mark, 0)
-        if fsync:
-            disk.fdatasync(fd)
-    finally:
-        disk.close(fd)
+        # In place, same size: no new block. No O_CREAT: only an existing mark is reused.
+        write_file(files.disk, path, mark, flags=0, fsync=files.fsync)
 
 
 def replace_active_if_stale(ledger: Ledger, files: SegmentFiles, target: int) -> None:
