@@ -86,9 +86,11 @@ class Session:
         self.committed = progress.sequence
         # The committed sequence numbers this spool's entries only if this spool committed it
         # (or nothing has): after the account ran on another instance with its own spool, the
-        # entries left here were never published and get numbers above the committed one.
+        # entries left here above what this spool last committed (carried forward by the other
+        # spool's records) were never published and get numbers above the committed one.
         own = progress.spool_id in ("", self._limits.spool_id)
-        self.spool = self._open_spool(floor_seq=self.committed if own else 0)
+        floor = self.committed if own else progress.committed_by(self._limits.spool_id)
+        self.spool = self._open_spool(floor_seq=floor)
         if not own and (moved := self.spool.renumber_above(self.committed)):
             log.warning(
                 "account %s: %d spool entries fetched here before the account moved to another "

@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from connector.codec.report import ParsedBody, parse_body
 from connector.errors import SpoolWriteError
-from connector.kafka.progress import Progress
+from connector.kafka.progress import Progress, parse_progress
 
 
 class FakeClock:
@@ -222,10 +222,8 @@ class FakeProgress:
         self._kafka = kafka
 
     def read(self, account: str) -> Progress:
-        records = self._kafka.progress(account, self.topic)
-        if not records:
-            return Progress(0, "")
-        return Progress(records[-1]["spool_seq"], records[-1]["spool_id"])
+        values = [r.value for r in self._kafka.visible(self.topic) if r.key == account.encode()]
+        return parse_progress(values[-1], self.topic) if values else Progress(0, "")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -18,13 +18,34 @@ from connector.errors import KafkaUnreachableError, PublishError
 from connector.kafka.records import progress_partition
 from connector.kafka.topics import client_config
 
+MAX_OTHER_SPOOLS = 32  # how many other spools' last commits a progress record carries
+
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """What Kafka says is committed for an account: a sequence of the spool with this id."""
+    """What Kafka says is committed for an account: a sequence of the spool with this id, and
+    the last sequence every other spool the account ran on committed (carried forward, so a
+    spool that comes back knows which of its own entries were published before it left)."""
 
     sequence: int
     spool_id: str  # "" for no record, or one written before spool ids existed
+    other_spools: tuple[tuple[str, int], ...] = ()  # (spool id, its last committed sequence)
+
+    def committed_by(self, spool_id: str) -> int:
+        """The last sequence of `spool_id`'s numbering that Kafka holds; 0 when none."""
+        if spool_id == self.spool_id:
+            return self.sequence
+        return dict(self.other_spools).get(spool_id, 0)
+
+    def carried_for(self, spool_id: str) -> dict[str, int]:
+        """What the next progress record written from `spool_id` carries: every other spool's
+        last commit (the newest MAX_OTHER_SPOOLS, the one read here last)."""
+        carried = dict(self.other_spools)
+        if self.spool_id:
+            carried.pop(self.spool_id, None)
+            carried[self.spool_id] = self.sequence
+        carried.pop(spool_id, None)
+        return dict(list(carried.items())[-MAX_OTHER_SPOOLS:])
 
 
 class ProgressTopic:
@@ -87,7 +108,7 @@ def _last_sequence(
     while True:
         for message in consumer.consume(1000, 0.2):
             if message.error() is None and message.key() == key and message.value():
-                best = _progress(message.value(), partition)
+                best = parse_progress(message.value(), f"{partition.topic}[{partition.partition}]")
         if consumer.position([partition])[0].offset >= end:
             return best
         if time.monotonic() > deadline:
@@ -97,15 +118,23 @@ def _last_sequence(
             )
 
 
-def _progress(value: bytes, partition: TopicPartition) -> Progress:
+def parse_progress(value: bytes, where: str) -> Progress:
+    """A progress record's value (JSON); `where` names the topic and partition in errors."""
     try:
         record = json.loads(value)
         sequence, spool_id = record["spool_seq"], str(record.get("spool_id", ""))
+        others = record.get("other_spools") or {}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PublishError(
-            f"progress topic {partition.topic}[{partition.partition}] holds a record that is not "
-            f"a progress record ({exc!r}); is another application writing to it?"
+            f"progress topic {where} holds a record that is not a progress record ({exc!r}); "
+            "is another application writing to it?"
         ) from exc
-    if not isinstance(sequence, int) or sequence < 0:
-        raise PublishError(f"progress topic {partition.topic}: bad spool_seq {sequence!r}")
-    return Progress(sequence, spool_id)
+    if not _is_sequence(sequence):
+        raise PublishError(f"progress topic {where}: bad spool_seq {sequence!r}")
+    if not isinstance(others, Mapping) or not all(map(_is_sequence, others.values())):
+        raise PublishError(f"progress topic {where}: bad other_spools {others!r}")
+    return Progress(sequence, spool_id, tuple((str(k), v) for k, v in others.items()))
+
+
+def _is_sequence(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -187,6 +187,7 @@ class AccountPublisher:
         self._delivery_error: KafkaError | None = None
         self._txn_began: float | None = None  # clock() at begin(); None outside a transaction
         self._progress_sent = False
+        self._other_spools: dict[str, int] = {}  # carried forward in every progress record
 
     # --- lifecycle ------------------------------------------------------------------------
     def read_progress(self) -> Progress:
@@ -206,7 +207,9 @@ class AccountPublisher:
         if self.transactional:
             self._call(self._producer.init_transactions, deadline, interrupt=self._stop)
         self.reachability.ok()
-        return self.read_progress()
+        progress = self.read_progress()
+        self._other_spools = progress.carried_for(self.spool_id)
+        return progress
 
     def begin(self) -> None:
         if self._txn_began is not None:
@@ -282,7 +285,9 @@ class AccountPublisher:
     # --- internals ------------------------------------------------------------------------
     def _produce_progress(self, sequence: int) -> None:
         partition = progress_partition(self.account, self._progress.partitions or 1)
-        value = progress_value(self.account, sequence, self.spool_id, time.time())
+        value = progress_value(
+            self.account, sequence, self.spool_id, time.time(), self._other_spools
+        )
         self.produce(self._progress.topic, value, self.account.encode(), [], partition)
 
     def _flush_checked(self, deadline: Deadline) -> None:

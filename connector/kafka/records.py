@@ -10,7 +10,8 @@ One spool entry (a raw get-rpt body) becomes, in one transaction:
     dead letters   value = the raw bytes that could not become a record, headers =
                    error.class, error.message, account, spool.sequence, reason (+ chunk "i/n")
     progress       key = account, value = {account, spool_seq, spool_id, committed_at} (JSON),
-                   on partition crc32(account) % partitions of the progress topic
+                   + other_spools {spool id: its last spool_seq} once the account has run on
+                   another spool; on partition crc32(account) % partitions of the progress topic
 
 Nothing here talks to Kafka; the publisher sends what this module builds.
 """
@@ -21,7 +22,7 @@ import json
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -128,13 +129,23 @@ def dead_letters(
     return out
 
 
-def progress_value(account: str, sequence: int, spool_id: str, committed_at: float) -> bytes:
+def progress_value(
+    account: str,
+    sequence: int,
+    spool_id: str,
+    committed_at: float,
+    other_spools: Mapping[str, int] | None = None,
+) -> bytes:
+    """The progress record; `other_spools` (other spools' last commits, carried forward) only
+    when the account has run on another spool."""
     record = {
         "account": account,
         "spool_seq": sequence,
         "spool_id": spool_id,
         "committed_at": committed_at,
     }
+    if other_spools:
+        record["other_spools"] = dict(other_spools)
     return json.dumps(record).encode()
 
 

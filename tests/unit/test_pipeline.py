@@ -22,7 +22,8 @@ from connector.fetcher import Hooks
 from connector.kafka.checkpoint import IDLE_RECHECK, Checkpoint
 from connector.kafka.records import EntryRecords
 from connector.retry import Deadline
-from tests.fakes import FakeClock, FaultySpool, ScriptedPlatform, kafka_error, report
+from connector.spool.spool import Spool
+from tests.fakes import FakeClock, FakeKafka, FaultySpool, ScriptedPlatform, kafka_error, report
 from tests.unit.pipeline_kit import ACCOUNT, DLQ, make_rig
 
 
@@ -373,3 +374,47 @@ def test_an_empty_checkpoint_waits_an_interval_only_while_entries_wait() -> None
     assert ckpt.wait_time(10.0, waiting=False) == IDLE_RECHECK
     ckpt.add(1, EntryRecords(values=[b"v"], keys=[b"k"]), now=10.0)
     assert ckpt.wait_time(10.15, waiting=False) == pytest.approx(0.05)  # open: until due
+
+
+def test_a_spool_that_comes_back_after_a_move_resends_only_what_it_never_published(tmp_path):
+    """Volume A committed entries 1-3 but crashed with its release mark at 1; the account then
+    ran on volume B; back on A, entries 2 and 3 are published already (B's progress record
+    carries A's last commit forward) and only entry 4 is sent again."""
+    kafka = FakeKafka(FakeClock())
+    on_a = tmp_path / "volume-a"
+    spool = Spool.open(on_a / ACCOUNT, max_bytes=2**30, segment_bytes=2**20, fsync=False)
+    for reports in batches(2, 2, 2, 2):  # msgids 0-7, two per entry
+        spool.append(body_of(reports), fetched_at=time.time(), reports=len(reports))
+    spool.release_through(1)
+    spool.close()
+    kafka.commit_progress_from(ACCOUNT, "volume-a", 3)  # entries 1-3 are in Kafka
+
+    on_b = make_rig(tmp_path / "volume-b", ScriptedPlatform([[report(100)]]), kafka=kafka,
+                    spool_id="volume-b")  # fmt: skip
+    run_until_published(on_b, 1)
+    b_committed = kafka.progress(ACCOUNT)[-1]
+    assert b_committed["other_spools"] == {"volume-a": 3}
+
+    back_on_a = make_rig(on_a, ScriptedPlatform([]), kafka=kafka, spool_id="volume-a")
+    run_until_published(back_on_a, 3)
+    assert sorted(back_on_a.msgids()) == [6, 7, 100]  # entry 4 once; entries 2 and 3 not again
+    last = kafka.progress(ACCOUNT)[-1]
+    carried = {"volume-b": b_committed["spool_seq"]}
+    assert (last["spool_id"], last["other_spools"]) == ("volume-a", carried)
+
+
+def test_a_progress_record_without_other_spools_floors_a_foreign_spool_at_zero(tmp_path):
+    """Records written before other_spools existed: the old behaviour, everything left in the
+    spool is renumbered and sent."""
+    kafka = FakeKafka(FakeClock())
+    spool = Spool.open(tmp_path / ACCOUNT, max_bytes=2**30, segment_bytes=2**20, fsync=False)
+    spool.append(body_of([report(0)]), fetched_at=time.time(), reports=1)
+    spool.close()
+    kafka.commit_progress_from(ACCOUNT, "spool-on-the-old-volume", 5)
+    rig = make_rig(tmp_path, ScriptedPlatform([]), kafka=kafka)
+    run_until_published(rig, 1)
+    assert rig.msgids() == [0] and kafka.progress(ACCOUNT)[-1]["spool_seq"] == 6
+
+
+def body_of(reports: list[dict]) -> bytes:
+    return json.dumps({"result": 0, "desc": "ok", "rpts": reports}).encode()
