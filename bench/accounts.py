@@ -886,6 +886,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=PLOT, help="the PNG to draw")
     parser.add_argument("--label", default="", help="what code this measures, for the JSON")
     parser.add_argument("--from-json", type=Path, help="redraw and print a results file only")
+    parser.add_argument(
+        "--shared-producer", action="store_true", help="kafka.shared_producer = true"
+    )
     args = parser.parse_args(argv)
     points = args.accounts or ("1,10" if args.quick else ",".join(map(str, POINTS)))
     args.points = [int(n) for n in points.split(",") if n]
@@ -897,11 +900,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def measure(broker: Broker, argv: list[str] | None = None) -> dict:
     """Every point on a running `broker`; saves the JSON and the plot; the results."""
     args = parse_args(argv)
+    if args.shared_producer:  # the connector's environment override of the config file
+        os.environ["RPT_KAFKA__SHARED_PRODUCER"] = "true"
     results: dict = {
         "command": " ".join([Path(sys.executable).name, "bench/accounts.py", *(argv or [])]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": run.machine(), "reports": args.reports, "idle_seconds": args.idle_seconds,
         "cap_s": args.cap, "label": args.label or git_head(), "points": [],
+        "shared_producer": args.shared_producer,
     }  # fmt: skip
     for n in args.points:
         results["points"].append(measure_point(broker, n, args))

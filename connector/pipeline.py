@@ -167,6 +167,8 @@ class AccountPipeline:
         """Produce spool entries into the open transaction; True when none are left."""
         if self._stop.is_set() and self._drain_until.expired:
             return True  # out of shutdown time: commit what is open, leave the rest spooled
+        if ckpt.full:
+            return False  # a commit is due first (asked for and retried, or enough records)
         after = ckpt.last_seq or self._session.committed
         for entry in self._session.spool.entries_after(after, _READ_CHUNK_BYTES):
             self._session.publisher.begin()
@@ -186,6 +188,7 @@ class AccountPipeline:
 
     def _commit(self, ckpt: Checkpoint) -> None:
         began = self.parts.clock()
+        ckpt.sealed = True
         self._session.publisher.commit(ckpt.last_seq, self._call_deadline())
         self._session.committed = ckpt.last_seq
         self._session.release(ckpt.last_seq, self._deadline)

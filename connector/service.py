@@ -22,9 +22,12 @@ from connector.config.views import AccountView, account_views
 from connector.errors import ConfigError, ConnectorError, Disposition
 from connector.fetch_pool import FetchPool
 from connector.fetcher import Hooks
+from connector.kafka.committer import TransactionCommitter, shared_transactional_id
 from connector.kafka.membership import Membership
+from connector.kafka.progress import ProgressTopic
 from connector.kafka.publisher import AccountPublisher, Reachability
 from connector.kafka.records import RecordBuilder
+from connector.kafka.shared_publisher import SharedPublisher
 from connector.kafka.topics import ensure_topics, record_timestamps
 from connector.observe.account import make_observer
 from connector.observe.logs import RepeatSummary, setup_logging
@@ -74,6 +77,7 @@ def build_pipeline(
     hooks: Hooks | None = None,
     spool_hooks: SpoolHooks | None = None,
     fetch_pool: FetchPool | None = None,
+    committer: TransactionCommitter | None = None,
 ) -> AccountPipeline:
     """The one place an account pipeline's parts are assembled from the settings.
     Reads the credential and (confluent format) talks to the schema registry: may raise."""
@@ -94,7 +98,16 @@ def build_pipeline(
     connection_errors = RepeatSummary()
     the_spool_id = spool_id(directory)
 
-    def new_publisher(stop: threading.Event) -> AccountPublisher:
+    def new_publisher(stop: threading.Event) -> AccountPublisher | SharedPublisher:
+        if committer is not None:  # kafka.shared_producer
+            return SharedPublisher(
+                committer,
+                view.name,
+                spool_id=the_spool_id,
+                reachability=reachability,
+                progress=ProgressTopic(kafka),
+                stop=stop,
+            )
         return AccountPublisher(
             kafka,
             view.name,
@@ -182,6 +195,12 @@ class Service:
         self._fetch_pool = FetchPool(settings.platform.fetch_threads)
         self._server: EndpointServer | None = None
         self._membership: Membership | None = None
+        # kafka.shared_producer: every account's transactions through one producer.
+        self._committer = (
+            TransactionCommitter(settings.kafka, shared_transactional_id(settings.kafka, names))
+            if settings.kafka.shared_producer
+            else None
+        )
 
     def run(self) -> int:
         log.info(
@@ -217,6 +236,8 @@ class Service:
             host, port = self._server.start()
             log.info("metrics and health on http://%s:%d/metrics", host, port)
         self._ensure_topics()
+        if self._committer is not None:
+            self._committer.start()
         if self.settings.cluster.group_id is None:
             self._own([a.name for a in self.settings.accounts])
             return
@@ -265,6 +286,7 @@ class Service:
                     hooks=self._hooks,
                     spool_hooks=self._spool_hooks,
                     fetch_pool=self._fetch_pool,
+                    committer=self._committer,
                 )
             except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)
@@ -312,6 +334,8 @@ class Service:
             self._membership.close()
         # After the pipelines: their fetch tasks have retired, unless one is still in a call.
         self._fetch_pool.close(timeout=_HEARTBEAT)
+        if self._committer is not None:  # every batch it will get has had its outcome
+            self._committer.close(Deadline.after(5.0))
         self._stop_server()
         if not clean:
             log.error("shutdown timed out; uncommitted reports stay in the spool for next start")

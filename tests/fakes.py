@@ -84,6 +84,7 @@ class FakeKafka:
     producers: list[FakeProducer] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stalls: list[float] = field(default_factory=list)  # next commits hang this long first
+    transactions: list[list[Record]] = field(default_factory=list)  # each commit's records
 
     def stall_next_commit(self, seconds: float) -> None:
         """The next commit hangs `seconds` on the clock first (a network partition)."""
@@ -179,6 +180,7 @@ class FakeProducer:
         self._kafka._fault("commit_transaction")
         with self._kafka.lock:
             self._kafka.committed.extend(self._open or [])
+            self._kafka.transactions.append(list(self._open or []))
         self._open = None
 
     def abort_transaction(self, timeout: float) -> None:

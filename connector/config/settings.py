@@ -185,6 +185,9 @@ class KafkaSettings(_Section):
     # Per data record the headers account, content-type and schema-fingerprint; false: none
     # (the value names its account and schema; ≈ 3.5 µs of CPU per record less, BENCHMARKS.md).
     record_headers: bool = True
+    # One transactional producer for all of the instance's accounts (their batches commit
+    # together, connector.kafka.committer) instead of one per account; exactly_once only.
+    shared_producer: bool = False
 
     @model_validator(mode="after")
     def _archive_apart(self) -> KafkaSettings:
@@ -201,6 +204,11 @@ class KafkaSettings(_Section):
         if "bootstrap.servers" not in self.producer:
             raise ValueError('kafka.producer needs "bootstrap.servers"')
         _check_delivery_mode(self.delivery, self.producer)
+        if self.shared_producer and self.delivery != "exactly_once":
+            raise ValueError(
+                'kafka.shared_producer = true needs kafka.delivery = "exactly_once" (it shares '
+                "one transactional producer)"
+            )
         if self.delivery == "exactly_once":
             message = int(self.producer.get("message.timeout.ms", 45_000))
             transaction = int(self.producer.get("transaction.timeout.ms", 60_000))
@@ -335,6 +343,11 @@ class Settings(BaseSettings):
                 f"platform.request_timeout ({self.platform.request_timeout:g}s) must be less than "
                 f"shutdown_timeout ({self.shutdown_timeout:g}s): a stop waits for the call in "
                 "flight, then must still spool and commit what it brought"
+            )
+        if self.kafka.shared_producer and self.cluster.group_id is not None:
+            raise ValueError(
+                "kafka.shared_producer = true cannot be used with [cluster] group_id yet: "
+                "zombie instances of a group are fenced by a transactional.id per account"
             )
         if self.kafka.value_format == "confluent" and self.schema_registry is None:
             raise ValueError('kafka.value_format = "confluent" needs a [schema_registry] section')

@@ -29,6 +29,9 @@ class Checkpoint:
     archive_records: int = 0  # bodies written to the archive topic
     archive_bytes: int = 0
     timestamps_clamped: Counter = field(default_factory=Counter)  # TimestampClamp → records
+    # Its commit was asked for: it takes no more entries, even while that commit is retried
+    # (its progress record is already produced, and names last_seq).
+    sealed: bool = False
 
     @property
     def empty(self) -> bool:
@@ -36,7 +39,7 @@ class Checkpoint:
 
     @property
     def full(self) -> bool:
-        return self.records >= self.max_records
+        return self.sealed or self.records >= self.max_records
 
     def due(self, now: float) -> bool:
         """Commit now: enough records, or the interval since the first entry has passed."""

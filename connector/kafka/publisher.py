@@ -124,6 +124,35 @@ def translate(
     return PublishError(f"account {account}: Kafka error: {text}")
 
 
+def call_until(
+    operation: Callable[[float], None],
+    deadline: Deadline,
+    who: str,
+    reachability: Reachability,
+    translate_error: Callable[[KafkaError], PublishError],
+    backoff: Backoff,
+    interrupt: threading.Event | None = None,
+) -> None:
+    """A transactional call in short slices, retried while librdkafka says retriable,
+    until `deadline` (then KafkaUnreachableError) or `interrupt`."""
+    while True:
+        try:
+            operation(max(0.001, deadline.cap(_CALL_SLICE)))
+            return
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if not error.retriable() or error.fatal() or error.txn_requires_abort():
+                raise translate_error(error) from exc
+            reachability.check(pending=True)
+            if deadline.expired or (interrupt is not None and interrupt.is_set()):
+                raise KafkaUnreachableError(
+                    f"account {who}: {operation.__name__} did not succeed in time: {error.str()}"
+                ) from exc
+            log.debug("account %s: %s retriable: %s", who, operation.__name__, error)
+            if error.code() != KafkaError._TIMED_OUT and backoff.wait():
+                raise KafkaUnreachableError(f"account {who}: stopped") from exc
+
+
 class ProducerEvents:
     """What librdkafka's error_cb says about an account's producers: a fatal fence (kept:
     later calls only say "Local: Fatal error"), whether Kafka is reachable, and a log line
@@ -304,26 +333,10 @@ class AccountPublisher:
         deadline: Deadline,
         interrupt: threading.Event | None = None,
     ) -> None:
-        """A transactional call in short slices, retried while librdkafka says retriable,
-        until `deadline` (then KafkaUnreachableError) or `interrupt`."""
-        backoff = Backoff(0.1, 5.0, stop=interrupt, rng=self._rng)
-        while True:
-            try:
-                operation(max(0.001, deadline.cap(_CALL_SLICE)))
-                return
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if not error.retriable() or error.fatal() or error.txn_requires_abort():
-                    raise self._translate(error) from exc
-                self.reachability.check(pending=True)
-                if deadline.expired or (interrupt is not None and interrupt.is_set()):
-                    raise KafkaUnreachableError(
-                        f"account {self.account}: {operation.__name__} did not succeed in time: "
-                        f"{error.str()}"
-                    ) from exc
-                log.debug("account %s: %s retriable: %s", self.account, operation.__name__, error)
-                if error.code() != KafkaError._TIMED_OUT and backoff.wait():
-                    raise KafkaUnreachableError(f"account {self.account}: stopped") from exc
+        call_until(
+            operation, deadline, self.account, self.reachability, self._translate,
+            Backoff(0.1, 5.0, stop=interrupt, rng=self._rng), interrupt,
+        )  # fmt: skip
 
     def _translate(self, error: KafkaError) -> PublishError:
         if error.code() == KafkaError._FATAL and self._events.fence is None:

@@ -33,6 +33,13 @@ class Plan:
     rate: int = 1500
     stall: float = READ_TIMEOUT + 2  # longer than the read timeout: the client gives up
     gap: tuple[float, float] = (0.5, 4.0)  # seconds between two events
+    accounts: int = 1  # more than one: a000, a001, ... each with its own token
+    shared_producer: bool = False  # kafka.shared_producer: one transaction for all accounts
+
+    def tokens(self) -> dict[str, str]:
+        if self.accounts == 1:
+            return {"main": harness.TOKEN}
+        return {f"a{i:03d}": f"token-{i:03d}" for i in range(self.accounts)}
 
 
 @dataclass
@@ -124,7 +131,7 @@ class ChaosRun:
         faults += ["--truncate-rate", "0.01", "--malformed-rate", "0.002"]
         faults += ["--duplicate-rate", "0.002", "--garbage-rate", "0.01"]
         return harness.SimulatorProcess(
-            ["--token", f"main={harness.TOKEN}", "--seed", str(plan.seed), "--rate", str(plan.rate),
+            [*harness.token_args(plan.tokens()), "--seed", str(plan.seed), "--rate", str(plan.rate),
              "--rate-total", str(total), "--record", str(self.dir / "handed-out.jsonl"),
              "--record-responses", str(self.dir / "responses.jsonl"), *faults]
         ).start()  # fmt: skip
@@ -138,12 +145,23 @@ class ChaosRun:
             topics=self.topics,
             spool=self.dir / "spool",
             delivery=self.plan.delivery,
+            accounts=tuple(self.plan.tokens()),
+            overrides=self._overrides(),
         )
-        env = harness.connector_env() | {"RPT_METRICS__LISTEN": f"127.0.0.1:{port}"}
+        env = harness.connector_env(self.plan.tokens())
+        env["RPT_METRICS__LISTEN"] = f"127.0.0.1:{port}"
         self.connector = harness.ConnectorProcess(
             config, self.dir / "connector.log", env=env
         ).start()
         self.endpoints = harness.Endpoints(f"http://127.0.0.1:{port}")
+
+    def _overrides(self) -> dict[str, dict[str, object]]:
+        overrides: dict[str, dict[str, object]] = {"kafka": {}}
+        if self.plan.shared_producer:
+            overrides["kafka"]["shared_producer"] = True
+        if self.plan.accounts > 1:  # every account polls; 100 ms each would be all it does
+            overrides["platform"] = {"poll_interval": "1s", "fetch_threads": 16}
+        return overrides
 
     def _drain(self) -> None:
         total = self.outcome.reports
@@ -158,7 +176,12 @@ class ChaosRun:
         self._check_alive()
         harness.wait_until(self.endpoints.answers, 60, "the status endpoint")
         harness.wait_until(
-            lambda: self.endpoints.metric("rpt_spool_pending_records") == 0, 300, "commits"
+            lambda: all(
+                self.endpoints.metric("rpt_spool_pending_records", account) == 0
+                for account in self.plan.tokens()
+            ),
+            300,
+            "commits",
         )
         assert self.connector.terminate(60) == 0, self.connector.output()
 

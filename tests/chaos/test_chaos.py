@@ -36,6 +36,20 @@ def test_chaos_short(isolated_broker: Callable, tmp_path: Path) -> None:
     assert len(outcome.kills) == 3 and outcome.broker_restarts == 1
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(1200)
+def test_chaos_200_accounts_through_one_shared_producer(isolated_broker, tmp_path) -> None:
+    """kafka.shared_producer: 200 accounts' batches commit together in one producer's
+    transactions, through kill -9 and a broker restart; every report once."""
+    plan = Plan(seed(), kills=2, broker_restarts=1, pauses=0, stall=1.0, accounts=200,
+                shared_producer=True, rate=3000)  # fmt: skip
+    outcome = run(plan, isolated_broker, tmp_path)
+    assert outcome.duplicated == [], outcome.summary()
+    assert len(outcome.kills) == 2 and outcome.broker_restarts == 1
+    log = (tmp_path / "connector.log").read_text()
+    assert "shared producer rpt-" in log and "instance-" in log  # it ran through one
+
+
 @pytest.mark.chaos
 @pytest.mark.timeout(3600)
 def test_chaos_long_exactly_once(isolated_broker: Callable, tmp_path: Path) -> None:

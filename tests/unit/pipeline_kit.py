@@ -14,8 +14,10 @@ from connector.codec.report import Normalizer
 from connector.config.settings import KafkaSettings
 from connector.fetch_pool import FetchPool
 from connector.fetcher import Hooks
+from connector.kafka.committer import TransactionCommitter
 from connector.kafka.publisher import AccountPublisher, Reachability
 from connector.kafka.records import RecordBuilder
+from connector.kafka.shared_publisher import SharedPublisher
 from connector.pipeline import AccountPipeline, Limits, Parts
 from connector.platform.client import PollSchedule
 from connector.retry import Backoff, Deadline
@@ -73,6 +75,8 @@ def make_rig(
     spool_wrapper=FaultySpool,
     spool_id: str = SPOOL_ID,
     fetch_pool: FetchPool | None = None,
+    committer: TransactionCommitter | None = None,
+    account: str = ACCOUNT,
 ) -> Rig:
     clock = clock or FakeClock()
     kafka = kafka or FakeKafka(clock)
@@ -81,10 +85,15 @@ def make_rig(
     reachability = Reachability(30.0, observer.kafka_reachable, clock)
     spools: list = []
 
-    def new_publisher(stop: threading.Event) -> AccountPublisher:
+    def new_publisher(stop: threading.Event) -> AccountPublisher | SharedPublisher:
+        if committer is not None:
+            return SharedPublisher(
+                committer, account, spool_id=spool_id, reachability=reachability,
+                progress=FakeProgress(kafka), stop=stop,
+            )  # fmt: skip
         return AccountPublisher(
             settings,
-            ACCOUNT,
+            account,
             spool_id=spool_id,
             reachability=reachability,
             producer_factory=kafka.producer,
@@ -96,7 +105,7 @@ def make_rig(
 
     def open_spool(floor_seq: int) -> object:
         spool = Spool.open(
-            tmp_path / ACCOUNT, max_bytes=2**30, segment_bytes=2**20, fsync=False,
+            tmp_path / account, max_bytes=2**30, segment_bytes=2**20, fsync=False,
             floor_seq=floor_seq,
         )  # fmt: skip
         spools.append(spool_wrapper(spool))
@@ -107,7 +116,7 @@ def make_rig(
         client=platform,
         open_spool=open_spool,
         new_publisher=new_publisher,
-        builder=RecordBuilder(ACCOUNT, Normalizer(ACCOUNT), encoder, "msgid"),
+        builder=RecordBuilder(account, Normalizer(account), encoder, "msgid"),
         observer=observer,
         schedule=schedule(),
         owns=owns,
@@ -121,5 +130,5 @@ def make_rig(
         max_batch_records=max_batch_records, max_response_bytes=2**20, unreachable_after=30.0,
         shutdown_timeout=20.0,
     )  # fmt: skip
-    pipeline = AccountPipeline(ACCOUNT, limits, parts)
+    pipeline = AccountPipeline(account, limits, parts)
     return Rig(kafka, platform, observer, clock, pipeline, spools)

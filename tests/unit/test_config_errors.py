@@ -225,3 +225,17 @@ def test_log_options_have_help_texts(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert "overrides [log] level" in out
     assert "overrides [log] format" in out
+
+
+def test_a_shared_producer_needs_exactly_once() -> None:
+    message = error_for(minimal(shared_producer=True, delivery="at_least_once"))
+    assert "kafka.shared_producer = true needs kafka.delivery" in message
+
+
+def test_a_shared_producer_is_refused_in_cluster_mode() -> None:
+    data = minimal(shared_producer=True) | {"cluster": {"group_id": "g"}}
+    assert "kafka.shared_producer = true cannot be used with [cluster] group_id" in error_for(data)
+
+
+def test_a_shared_producer_is_accepted_standalone() -> None:
+    assert settings_from_dict(minimal(shared_producer=True)).kafka.shared_producer is True

@@ -24,7 +24,7 @@ from connector.kafka.records import EntryRecords
 from connector.retry import Deadline
 from connector.spool.spool import Spool
 from tests.fakes import FakeClock, FakeKafka, FaultySpool, ScriptedPlatform, kafka_error, report
-from tests.unit.pipeline_kit import ACCOUNT, DLQ, make_rig
+from tests.unit.pipeline_kit import ACCOUNT, DLQ, TOPIC, make_rig
 
 
 def batches(*sizes: int) -> list[list[dict]]:
@@ -78,6 +78,17 @@ def run_until_published(rig, n: int) -> None:
     rig.stop()
 
 
+def assert_progress_names_what_committed_with_it(kafka, records_through: dict) -> None:
+    """A retried commit takes no more entries: each progress record's spool_seq covers exactly
+    the data records committed up to it (entry seq → data records through it)."""
+    seen = 0
+    for record in list(kafka.committed):
+        if record.topic == TOPIC:
+            seen += 1
+        elif record.topic == "rpt-connector.progress":
+            assert records_through[json.loads(record.value)["spool_seq"]] == seen
+
+
 def assert_exactly_once(rig, n: int) -> None:
     assert sorted(rig.msgids()) == list(range(n)), "lost or duplicated reports"
     assert len(rig.kafka.progress(ACCOUNT)) == len(rig.observer.named("committed"))
@@ -89,6 +100,7 @@ def test_kafka_errors_on_commit_that_are_retried(tmp_path, kind: str) -> None:
     rig.kafka.fail("commit_transaction", kafka_error(kind), kafka_error(kind))
     run_until_published(rig, 7)
     assert_exactly_once(rig, 7)
+    assert_progress_names_what_committed_with_it(rig.kafka, {1: 3, 2: 7})
     assert rig.observer.named("producer_restarted") == []
     assert rig.observer.states()[-1] == "stopped"
 

@@ -1,0 +1,303 @@
+"""The shared producer (kafka.shared_producer) in-process: the committer over the FakeKafka
+model, and account pipelines that publish through it, counted against what was handed out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connector.codec.avro import decode_single_object
+from connector.config.settings import KafkaSettings
+from connector.errors import (
+    FencedError,
+    KafkaUnreachableError,
+    PublishError,
+    TransactionAbortedError,
+    TransactionTimedOutError,
+)
+from connector.kafka.committer import Send, TransactionCommitter, shared_transactional_id
+from connector.kafka.shared_publisher import SharedPublisher
+from connector.retry import Deadline
+from tests.fakes import FakeClock, FakeKafka, FakeProgress, ScriptedPlatform, kafka_error, report
+from tests.unit.pipeline_kit import TOPIC, make_rig
+
+TXN_ID = "rpt-connector-instance-test"
+
+
+def settings() -> KafkaSettings:
+    return KafkaSettings(producer={"bootstrap.servers": "fake:9092"}, shared_producer=True)
+
+
+def committer_over(kafka: FakeKafka, linger: float = 0.0) -> TransactionCommitter:
+    return TransactionCommitter(
+        settings(), TXN_ID, producer_factory=kafka.producer, clock=kafka.clock, linger=linger
+    )
+
+
+def send(topic: str, value: bytes) -> Send:
+    return Send(topic, [value], [b"k"], None)
+
+
+@pytest.fixture
+def kafka() -> FakeKafka:
+    return FakeKafka(FakeClock())
+
+
+# --- the committer alone ---------------------------------------------------------------------
+def test_batches_handed_in_together_commit_in_one_transaction(kafka) -> None:
+    committer = committer_over(kafka)
+    first = committer.submit("a", [send("t", b"a1"), send("p", b"a-progress")])
+    second = committer.submit("b", [send("t", b"b1"), send("p", b"b-progress")])
+    committer.start()
+    first.wait(Deadline.after(5)), second.wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+    assert [r.value for r in kafka.committed] == [b"a1", b"a-progress", b"b1", b"b-progress"]
+    assert kafka.calls.count("commit_transaction") == 1
+    assert [p.config["transactional.id"] for p in kafka.producers] == [TXN_ID]
+
+
+def test_an_abortable_error_fails_every_batch_of_the_transaction(kafka) -> None:
+    committer = committer_over(kafka)
+    kafka.fail("commit_transaction", kafka_error("abortable"))
+    batches = [committer.submit(a, [send("t", a.encode())]) for a in ("a", "b")]
+    committer.start()
+    for batch in batches:
+        with pytest.raises(TransactionAbortedError):
+            batch.wait(Deadline.after(5))
+    assert kafka.committed == [] and len(kafka.aborted) == 2
+    again = committer.submit("a", [send("t", b"a")])  # the same producer goes on
+    again.wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+    assert [r.value for r in kafka.committed] == [b"a"] and len(kafka.producers) == 1
+
+
+def test_a_retriable_commit_error_is_committed_again_not_failed(kafka) -> None:
+    committer = committer_over(kafka)
+    kafka.fail("commit_transaction", kafka_error("retriable"), kafka_error("all_brokers_down"))
+    batch = committer.submit("a", [send("t", b"a")])
+    committer.start()
+    batch.wait(Deadline.after(10))
+    committer.close(Deadline.after(5))
+    assert [r.value for r in kafka.committed] == [b"a"]
+    assert kafka.calls.count("commit_transaction") == 3
+
+
+def test_a_fatal_error_fails_the_batches_and_the_next_gets_a_new_producer(kafka) -> None:
+    committer = committer_over(kafka)
+    kafka.fail("commit_transaction", kafka_error("fatal"))
+    batch = committer.submit("a", [send("t", b"a")])
+    committer.start()
+    with pytest.raises(PublishError) as failed:
+        batch.wait(Deadline.after(5))
+    assert failed.value.disposition == "restart_producer"
+    committer.submit("a", [send("t", b"a")]).wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+    assert len(kafka.producers) == 2 and kafka.calls.count("init_transactions") == 2
+
+
+def test_a_newer_instance_fences_every_account_for_good(kafka) -> None:
+    committer = committer_over(kafka)
+    committer.connect(Deadline.after(5))
+    kafka.newer_instance(TXN_ID)
+    batch = committer.submit("a", [send("t", b"a")])
+    committer.start()
+    with pytest.raises(FencedError):
+        batch.wait(Deadline.after(5))
+    with pytest.raises(FencedError):
+        committer.connect(Deadline.after(5))
+    late = committer.submit("b", [send("t", b"b")])
+    with pytest.raises(FencedError):
+        late.wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+    assert kafka.committed == []
+
+
+def test_a_transaction_that_outlived_its_timeout_is_no_fence(kafka) -> None:
+    committer = committer_over(kafka)
+    kafka.stall_next_commit(75.0)
+    batch = committer.submit("a", [send("t", b"a")])
+    committer.start()
+    with pytest.raises(TransactionTimedOutError):
+        batch.wait(Deadline.after(5))
+    committer.submit("a", [send("t", b"a")]).wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+    assert [r.value for r in kafka.committed] == [b"a"]
+
+
+def test_a_batch_can_be_taken_back_only_before_a_transaction_takes_it(kafka) -> None:
+    committer = committer_over(kafka)
+    batch = committer.submit("a", [send("t", b"a")])
+    assert committer.withdraw(batch)
+    kept = committer.submit("b", [send("t", b"b")])
+    committer.start()
+    kept.wait(Deadline.after(5))
+    assert not committer.withdraw(kept)
+    committer.close(Deadline.after(5))
+    assert [r.value for r in kafka.committed] == [b"b"]
+
+
+def test_a_wait_past_its_deadline_is_retried_on_the_same_batch(kafka) -> None:
+    committer = committer_over(kafka)  # not started: nothing commits
+    batch = committer.submit("a", [send("t", b"a")])
+    with pytest.raises(KafkaUnreachableError, match="has not committed in time"):
+        batch.wait(Deadline.after(0.01))
+    committer.start()
+    batch.wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+
+
+def test_closing_fails_what_is_still_queued_as_retriable(kafka) -> None:
+    committer = committer_over(kafka)
+    committer.close(Deadline.after(1))
+    batch = committer.submit("a", [send("t", b"a")])
+    committer._run()  # what the thread does once closed: fail the rest, end
+    with pytest.raises(KafkaUnreachableError, match="shutting down"):
+        batch.wait(Deadline.after(1))
+
+
+# --- an account's publisher over it ------------------------------------------------------------
+def publisher(kafka: FakeKafka, committer: TransactionCommitter) -> SharedPublisher:
+    from connector.kafka.publisher import Reachability
+
+    reach = Reachability(30.0, lambda *_: None, kafka.clock)
+    return SharedPublisher(
+        committer, "a", spool_id="s", reachability=reach, progress=FakeProgress(kafka)
+    )
+
+
+def test_a_commit_retried_after_the_committer_gave_up_sends_the_records_again(kafka) -> None:
+    """A batch failed as retriable (shutting down) keeps its records: the next commit hands
+    in records and progress again, never the progress record alone."""
+    committer = committer_over(kafka)
+    pub = publisher(kafka, committer)
+    pub.init(Deadline.after(5))
+    pub.begin()
+    pub.produce_many("t", [b"r1", b"r2"], [b"k", b"k"], None)
+    with pytest.raises(KafkaUnreachableError, match="not committed in time"):
+        pub.commit(1, Deadline.after(0.01))  # queued; the committer is not running
+    committer.close(Deadline.after(1))
+    committer._run()  # closed: it fails what is queued
+    with pytest.raises(KafkaUnreachableError, match="shutting down"):
+        pub.commit(1, Deadline.after(1))
+    fresh = committer_over(kafka)
+    pub._committer = fresh
+    fresh.start()
+    pub.commit(1, Deadline.after(5))
+    fresh.close(Deadline.after(5))
+    assert [r.value for r in kafka.visible("t")] == [b"r1", b"r2"]
+    assert [p["spool_seq"] for p in kafka.progress("a")] == [1]
+
+
+def test_producing_into_a_batch_under_commit_is_refused(kafka) -> None:
+    committer = committer_over(kafka)
+    pub = publisher(kafka, committer)
+    pub.produce("t", b"r", b"k", None)
+    with pytest.raises(KafkaUnreachableError):
+        pub.commit(1, Deadline.after(0.01))  # not started: it waits
+    with pytest.raises(PublishError, match="produce while a commit is under way"):
+        pub.produce("t", b"r2", b"k", None)
+    pub.abort(Deadline.after(1))  # not yet taken: taken back, nothing commits
+    committer.start()
+    committer.close(Deadline.after(5))
+    assert kafka.committed == []
+
+
+def test_an_abort_of_a_batch_already_committing_waits_and_says_so(kafka) -> None:
+    committer = committer_over(kafka)
+    pub = publisher(kafka, committer)
+    pub.produce("t", b"r", b"k", None)
+    committer.start()
+    pub.commit(1, Deadline.after(5))
+    pub.produce("t", b"r2", b"k", None)
+    pub._batch = committer.submit("a", list(pub._sends))
+    pub._batch.done.wait(5)
+    with pytest.raises(PublishError, match="committed after all"):
+        pub.abort(Deadline.after(5))
+    committer.close(Deadline.after(5))
+
+
+# --- account pipelines through it --------------------------------------------------------------
+def accounts_published(kafka: FakeKafka) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for record in kafka.visible(TOPIC):
+        value = decode_single_object(record.value)
+        out.setdefault(value["account"], []).append(int(value["msgid"]))
+    return {account: sorted(ids) for account, ids in out.items()}
+
+
+def run_accounts(tmp_path, kafka, committer, names, per_account: int) -> list:
+    rigs = []
+    for i, name in enumerate(names):
+        reports = [[report(i * 1000 + n) for n in range(per_account)]]
+        rig = make_rig(tmp_path, ScriptedPlatform(reports), kafka=kafka, clock=kafka.clock,
+                       committer=committer, account=name)  # fmt: skip
+        rigs.append(rig)
+    committer.start()
+    for rig in rigs:
+        rig.pipeline.start()
+    total = per_account * len(names)
+    rigs[0].wait_for(lambda: sum(map(len, accounts_published(kafka).values())) >= total)
+    for rig in rigs:
+        rig.stop()
+    committer.close(Deadline.after(5))
+    return rigs
+
+
+@pytest.mark.parametrize(
+    "fault", [None, "abortable", "fatal", "retriable", "timed_out_transaction"]
+)
+def test_accounts_through_one_producer_publish_every_report_once(tmp_path, kafka, fault) -> None:
+    names = [f"acct{i}" for i in range(5)]
+    if fault == "timed_out_transaction":
+        kafka.stall_next_commit(75.0)
+    elif fault is not None:
+        kafka.fail("commit_transaction", kafka_error(fault))
+    committer = committer_over(kafka, linger=0.02)
+    rigs = run_accounts(tmp_path, kafka, committer, names, per_account=7)
+    published = accounts_published(kafka)
+    assert published == {n: [i * 1000 + k for k in range(7)] for i, n in enumerate(names)}
+    for name in names:  # and the progress of each says all of its one entry is in
+        assert kafka.progress(name)[-1]["spool_seq"] == 1
+    assert {p.config["transactional.id"] for p in kafka.producers} == {TXN_ID}
+    assert all(rig.pipeline.failed is None for rig in rigs)
+    assert all(t for t in transactions(kafka)), "a transaction without a progress record"
+
+
+def transactions(kafka: FakeKafka) -> list[set[str]]:
+    """The accounts whose progress each committed transaction carried."""
+    return [
+        {json.loads(r.value)["account"] for r in records if r.topic == "rpt-connector.progress"}
+        for records in kafka.transactions
+    ]
+
+
+def test_a_fence_stops_every_account_and_publishes_nothing_more(tmp_path, kafka) -> None:
+    committer = committer_over(kafka)
+    committer.connect(Deadline.after(5))
+    kafka.newer_instance(TXN_ID)
+    names = ["a1", "a2"]
+    rigs = []
+    for name in names:
+        platform = ScriptedPlatform([[report(1)]])
+        rigs.append(make_rig(tmp_path, platform, kafka=kafka, clock=kafka.clock,
+                             committer=committer, account=name))  # fmt: skip
+    committer.start()
+    for rig in rigs:
+        rig.pipeline.start()
+    for rig in rigs:
+        rig.wait_for(lambda r=rig: r.pipeline.failed is not None)
+        rig.stop()
+    committer.close(Deadline.after(5))
+    assert all("fenced" in rig.pipeline.failed for rig in rigs)
+    assert kafka.visible(TOPIC) == []
+
+
+def test_the_instance_transactional_id() -> None:
+    kafka = settings()
+    one = shared_transactional_id(kafka, ["b", "a"])
+    assert one == shared_transactional_id(kafka, ["a", "b"])
+    assert (
+        one.startswith("rpt-connector-instance-") and len(one) == len("rpt-connector-instance-") + 8
+    )
+    assert one != shared_transactional_id(kafka, ["a", "c"])
