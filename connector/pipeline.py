@@ -155,7 +155,7 @@ class AccountPipeline:
                     self._commit(ckpt)
                     ckpt = self._checkpoint()
                 if self._handoff.pending:
-                    self._send_unspooled()
+                    _send_unspooled(self)
                 if stopping and caught_up and ckpt.empty and not self._handoff.pending:
                     return
             except ConnectorError as exc:
@@ -195,30 +195,6 @@ class AccountPipeline:
         self._retry.reset()
         summary = ckpt.summary(self.parts.clock() - began, self.parts.wall_clock())
         self._observer.committed(summary, self._session.spool.level())
-
-    def _send_unspooled(self) -> None:
-        """A body the spool could not take, in a transaction of its own. Its progress record
-        repeats the committed sequence: it claims no spool entry it does not have."""
-        item: Unspooled | None = self._handoff.take()
-        if item is None:
-            return
-        ckpt = self._checkpoint()
-        try:
-            self._session.publisher.begin()
-            built = send_entry(
-                self._session.publisher, self.parts.builder, self.limits, self.name, item
-            )
-            self._session.publisher.commit(self._session.committed, self._call_deadline())
-        except BaseException:
-            self._handoff.finish(sent=False)
-            raise
-        self._handoff.finish(sent=True)
-        ckpt.add(self._session.committed, built, self.parts.clock())
-        ckpt.last_seq = self._session.committed
-        self._observer.committed(
-            ckpt.summary(0.0, self.parts.wall_clock()), self._session.spool.level()
-        )
-        log.warning("account %s: a body the spool could not take is in Kafka", self.name)
 
     def _handle(self, error: ConnectorError, ckpt: Checkpoint) -> Checkpoint:
         """Act on an error's disposition; returns the checkpoint to go on with."""
@@ -300,6 +276,27 @@ def _fetcher(p: AccountPipeline) -> Fetcher:
         hooks=p.parts.hooks,
         wall_clock=p.parts.wall_clock,
     )
+
+
+def _send_unspooled(p: AccountPipeline) -> None:
+    """A body the spool could not take, in a transaction of its own. Its progress record
+    repeats the committed sequence: it claims no spool entry it does not have."""
+    item: Unspooled | None = p._handoff.take()
+    if item is None:
+        return
+    session, ckpt = p._session, p._checkpoint()
+    try:
+        session.publisher.begin()
+        built = send_entry(session.publisher, p.parts.builder, p.limits, p.name, item)
+        session.publisher.commit(session.committed, p._call_deadline())
+    except BaseException:
+        p._handoff.finish(sent=False)
+        raise
+    p._handoff.finish(sent=True)
+    ckpt.add(session.committed, built, p.parts.clock())
+    ckpt.last_seq = session.committed
+    p._observer.committed(ckpt.summary(0.0, p.parts.wall_clock()), session.spool.level())
+    log.warning("account %s: a body the spool could not take is in Kafka", p.name)
 
 
 def send_entry(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from connector.config.secrets import account_secret, account_token
-from connector.config.settings import load_settings, parse_duration, parse_size, settings_from_dict
+from connector.config.settings import load_settings, settings_from_dict
+from connector.config.units import parse_duration, parse_size
 from connector.errors import ConfigError
 
 MINIMAL = {
