@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from connector import __version__
 from connector.codec.avro import make_value_encoder
@@ -36,6 +37,7 @@ from connector.observe.observer import AccountState
 from connector.observe.status import EndpointServer, StatusBoard
 from connector.pipeline import AccountPipeline, Limits, Parts
 from connector.platform.client import PlatformClient, PollSchedule
+from connector.platform.exchange import Alarm
 from connector.retry import Backoff, Deadline
 from connector.spool.io import SpoolHooks
 from connector.spool.spool import Spool, failpoints_from_env, spool_id
@@ -68,6 +70,37 @@ def failpoint_hooks(environ: dict[str, str]) -> Hooks:
     return Hooks(after_spool=after_spool)
 
 
+@dataclass
+class Shared:
+    """What every account of the process shares: the fetch pool (`platform.fetch_threads`
+    threads for all get-rpt calls), one watchdog thread for their deadlines, and with
+    `kafka.shared_producer` the transaction committer. Built with the service, closed last."""
+
+    fetch_pool: FetchPool
+    alarm: Alarm
+    committer: TransactionCommitter | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Shared:
+        kafka, names = settings.kafka, [a.name for a in settings.accounts]
+        committer = None
+        if kafka.shared_producer:
+            committer = TransactionCommitter(kafka, shared_transactional_id(kafka, names))
+        return cls(FetchPool(settings.platform.fetch_threads), Alarm(), committer)
+
+    def start(self) -> None:
+        if self.committer is not None:
+            self.committer.start()
+
+    def close(self, timeout: float) -> None:
+        """After the pipelines: their fetch tasks have retired (unless one is still in a call)
+        and every batch the committer will get has had its outcome."""
+        self.fetch_pool.close(timeout=timeout)
+        self.alarm.close()
+        if self.committer is not None:
+            self.committer.close(Deadline.after(5.0))
+
+
 def build_pipeline(
     settings: Settings,
     view: AccountView,
@@ -76,8 +109,7 @@ def build_pipeline(
     owns: Callable[[], bool] = lambda: True,
     hooks: Hooks | None = None,
     spool_hooks: SpoolHooks | None = None,
-    fetch_pool: FetchPool | None = None,
-    committer: TransactionCommitter | None = None,
+    shared: Shared | None = None,
 ) -> AccountPipeline:
     """The one place an account pipeline's parts are assembled from the settings.
     Reads the credential and (confluent format) talks to the schema registry: may raise."""
@@ -93,7 +125,14 @@ def build_pipeline(
         headers=kafka.record_headers,
     )
     # The fetch thread builds a body's records as it judges it (one pass), where it can.
-    client = PlatformClient(platform, view.account, view.index, read_ahead=builder.read_ahead)
+    client = PlatformClient(
+        platform,
+        view.account,
+        view.index,
+        read_ahead=builder.read_ahead,
+        alarm=shared.alarm if shared else None,
+    )
+    committer = shared.committer if shared else None
     reachability = Reachability(kafka.unreachable_after, observer.kafka_reachable)
     connection_errors = RepeatSummary()
     the_spool_id = spool_id(directory)
@@ -145,7 +184,7 @@ def build_pipeline(
         ),
         owns=owns,
         hooks=hooks or Hooks(),
-        fetch_pool=fetch_pool,
+        fetch_pool=shared.fetch_pool if shared else None,
     )
     limits = Limits(
         topic=view.topic,
@@ -191,16 +230,9 @@ class Service:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._stopping = threading.Event()
-        # Every account's get-rpt calls, platform.fetch_threads at a time (threads start lazily).
-        self._fetch_pool = FetchPool(settings.platform.fetch_threads)
+        self.shared = Shared.for_settings(settings)
         self._server: EndpointServer | None = None
         self._membership: Membership | None = None
-        # kafka.shared_producer: every account's transactions through one producer.
-        self._committer = (
-            TransactionCommitter(settings.kafka, shared_transactional_id(settings.kafka, names))
-            if settings.kafka.shared_producer
-            else None
-        )
 
     def run(self) -> int:
         log.info(
@@ -216,7 +248,7 @@ class Service:
             stopped = self._stopping.is_set()
             log.log(logging.INFO if stopped else logging.ERROR, "cannot start: %s", exc)
             self._stop_server()
-            self._fetch_pool.close(timeout=_HEARTBEAT)
+            self.shared.close(timeout=_HEARTBEAT)
             if stopped:
                 return EXIT_OK  # a signal while waiting for Kafka: a clean stop
             return EXIT_CONFIG if exc.disposition == Disposition.STOP_PROCESS else EXIT_FAILURE
@@ -236,8 +268,7 @@ class Service:
             host, port = self._server.start()
             log.info("metrics and health on http://%s:%d/metrics", host, port)
         self._ensure_topics()
-        if self._committer is not None:
-            self._committer.start()
+        self.shared.start()
         if self.settings.cluster.group_id is None:
             self._own([a.name for a in self.settings.accounts])
             return
@@ -285,8 +316,7 @@ class Service:
                     owns=owns,
                     hooks=self._hooks,
                     spool_hooks=self._spool_hooks,
-                    fetch_pool=self._fetch_pool,
-                    committer=self._committer,
+                    shared=self.shared,
                 )
             except ConnectorError as exc:  # e.g. an unreadable token file, a refused schema
                 log.error("account %s cannot start: %s", name, exc)
@@ -332,10 +362,7 @@ class Service:
         if self._membership is not None:
             self.pipelines.clear()  # already stopped: leaving the group must not wait again
             self._membership.close()
-        # After the pipelines: their fetch tasks have retired, unless one is still in a call.
-        self._fetch_pool.close(timeout=_HEARTBEAT)
-        if self._committer is not None:  # every batch it will get has had its outcome
-            self._committer.close(Deadline.after(5.0))
+        self.shared.close(timeout=_HEARTBEAT)
         self._stop_server()
         if not clean:
             log.error("shutdown timed out; uncommitted reports stay in the spool for next start")

@@ -40,6 +40,7 @@ from connector.errors import (
     RetriableError,
 )
 from connector.platform.exchange import (
+    Alarm,
     Deadline,
     SocketWatch,
     read_body,
@@ -133,9 +134,11 @@ class PlatformClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         read_ahead: Callable[[bytes, int], tuple[int, object] | None] | None = None,
+        alarm: Alarm | None = None,
     ) -> None:
         """`read_ahead(body, fetched_at_ms)`: the account's records of a body as it arrives
-        (RecordBuilder.read_ahead; see connector.codec.body), or None."""
+        (RecordBuilder.read_ahead; see connector.codec.body), or None. `alarm`: the process's
+        watchdog thread (None: one of the client's own)."""
         self.account = account.name
         self._read_ahead = read_ahead
         self._platform = platform
@@ -147,7 +150,7 @@ class PlatformClient:
         # One exchange at a time: the one connection allows no more, and httpcore 1.0.9's sync
         # pool can close a connection it already gave a waiting thread (encode/httpcore#1110).
         self._exchange = threading.Lock()
-        self._watch = SocketWatch()  # the connection's socket, for the deadline's watchdog
+        self._watch = SocketWatch(alarm)  # the connection's socket, for the deadline's watchdog
         self._secret: SecretStr | None = None
         self._token: SecretStr | None = None
         self._token_at = 0.0
@@ -205,7 +208,8 @@ class PlatformClient:
 
     def close(self) -> None:
         self._http.close()  # and its transport
-        self._watch.alarm.close()  # the watchdog thread ends
+        if self._watch.owns_alarm:
+            self._watch.alarm.close()  # its own watchdog thread ends (a shared one goes on)
 
     def _get_rpt(
         self, token: SecretStr, deadline: Deadline, read_ahead: bool = False

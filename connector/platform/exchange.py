@@ -9,7 +9,8 @@ one byte a second keeps a call alive for ever. Three things bound an exchange he
 * a watchdog shuts the connection's socket down when the deadline passes, which wakes a read
   that is blocked (for headers or body) at once. The socket is learned through httpcore's
   `trace` extension when the (single, pooled) connection is made. The watchdog is one thread
-  per client (`Alarm`), not a timer thread per call: arming it for an exchange costs a lock.
+  for every client of the process (`Alarm`), not a thread per client or a timer per call:
+  arming it for an exchange costs a lock and a heap push.
 
 A 2xx body that was cut off by the deadline, by the peer or by `max_response_bytes` is an
 `InvalidResponseError` that keeps every byte that arrived; its message is the reason, and the
@@ -19,6 +20,8 @@ fetcher stores it as the spool entry's note (the dead letter's `error.message`).
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -48,16 +51,19 @@ class Deadline:
 
 
 class Alarm:
-    """One daemon thread that calls the armed function once its time has come.
+    """One daemon thread that calls each armed function once its time has come.
 
-    Arming costs a lock, no thread start and, unless the new time is earlier than the one the
-    thread sleeps until, no wake-up: a thread that wakes for an alarm that was cancelled or
-    replaced meanwhile just sleeps on until the current one. Times are `time.monotonic()`.
+    One serves every client of the process (the service hands it in; a client built alone has
+    its own): arming costs a lock and a heap push, no thread start and, unless the new time is
+    earlier than the one the thread sleeps until, no wake-up. A cancelled alarm stays in the
+    heap until its time, and is skipped then. Times are `time.monotonic()`.
     """
 
     def __init__(self, name: str = "rpt-watchdog") -> None:
         self._cond = threading.Condition()
-        self._armed: tuple[float, Callable[[], None]] | None = None
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._armed: dict[Callable[[], None], float] = {}  # what is armed, and for when
+        self._order = itertools.count()
         self._sleeping_until: float | None = None  # None: waiting for an alarm to be armed
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -66,7 +72,8 @@ class Alarm:
     def arm(self, seconds: float, fire: Callable[[], None]) -> None:
         at = time.monotonic() + seconds
         with self._cond:
-            self._armed = (at, fire)
+            self._armed[fire] = at
+            heapq.heappush(self._heap, (at, next(self._order), fire))
             if not self._started:
                 self._started = True
                 self._thread.start()
@@ -74,14 +81,15 @@ class Alarm:
                 self._cond.notify()
 
     def cancel(self, fire: Callable[[], None]) -> None:
-        """Disarm, if `fire` is still the armed function (no wake-up: see the class)."""
+        """Disarm `fire`, if it is still armed (no wake-up: see the class)."""
         with self._cond:
-            if self._armed is not None and self._armed[1] is fire:
-                self._armed = None
+            self._armed.pop(fire, None)
 
     def close(self) -> None:
         with self._cond:
-            self._closed, self._armed = True, None
+            self._closed = True
+            self._heap.clear()
+            self._armed.clear()
             self._cond.notify()
 
     def _run(self) -> None:
@@ -89,21 +97,28 @@ class Alarm:
             fire()
 
     def _next(self) -> Callable[[], None] | None:
-        """Sleep until the armed time; the function to call then (None once closed)."""
+        """Sleep until the earliest armed time; the function to call then (None once closed)."""
         with self._cond:
             while not self._closed:
-                if self._armed is None:
+                self._drop_cancelled()
+                if not self._heap:
                     self._sleeping_until = None
                     self._cond.wait()
                     continue
-                at, fire = self._armed
+                at, _, fire = self._heap[0]
                 left = at - time.monotonic()
                 if left <= 0:
-                    self._armed = None
+                    heapq.heappop(self._heap)
+                    del self._armed[fire]
                     return fire
                 self._sleeping_until = at
                 self._cond.wait(left)
             return None
+
+    def _drop_cancelled(self) -> None:
+        heap, armed = self._heap, self._armed
+        while heap and armed.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
 
 
 class SocketWatch:
@@ -114,11 +129,13 @@ class SocketWatch:
     must not leave the rest of the exchange unwatched.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, alarm: Alarm | None = None) -> None:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self._expired = False
-        self.alarm = Alarm()  # the client's watchdog thread (started by the first exchange)
+        # The process's watchdog thread if handed in, else one of its own (started lazily).
+        self.alarm = alarm or Alarm()
+        self.owns_alarm = alarm is None
 
     def trace(self, event: str, info: dict) -> None:
         """httpcore `trace` extension: note the socket when a connection is made."""

@@ -294,7 +294,7 @@ def test_the_deadline_holds_over_tls(
 def test_one_watchdog_thread_serves_exchange_after_exchange() -> None:
     alarm, fired, done = Alarm(), [], threading.Event()
     alarm.arm(60.0, lambda: fired.append("long"))
-    alarm.arm(0.05, lambda: fired.append("short"))  # replaces it, earlier: the thread wakes
+    alarm.arm(0.05, lambda: fired.append("short"))  # earlier: the sleeping thread wakes
     cancelled = lambda: fired.append("cancelled")  # noqa: E731
     alarm.arm(1.0, cancelled)
     alarm.cancel(cancelled)  # the exchange ended in time
@@ -302,3 +302,62 @@ def test_one_watchdog_thread_serves_exchange_after_exchange() -> None:
     assert done.wait(20)
     assert fired[-1] == "last" and "long" not in fired and "cancelled" not in fired
     alarm.close()
+
+
+def test_one_watchdog_thread_serves_many_clients_deadlines_in_time_order() -> None:
+    """The process's one Alarm: every armed deadline fires once, earliest first; a cancelled
+    one never does, and cancelling one leaves the others armed."""
+    alarm, fired, done = Alarm(), [], threading.Event()
+    cancelled = lambda: fired.append("cancelled")  # noqa: E731
+    alarm.arm(0.3, lambda: fired.append("c"))
+    alarm.arm(0.1, lambda: fired.append("a"))
+    alarm.arm(0.2, cancelled)
+    alarm.arm(0.2, lambda: fired.append("b"))
+    alarm.cancel(cancelled)
+    alarm.arm(0.4, lambda: (fired.append("d"), done.set()))
+    assert done.wait(20)
+    assert fired == ["a", "b", "c", "d"]
+    assert threading.active_count() >= 1 and alarm._thread.is_alive()
+    alarm.close()
+
+
+def test_clients_sharing_one_watchdog_are_each_cut_at_their_deadline(
+    account: AccountSettings,
+) -> None:
+    """Two clients, one Alarm (as the service builds them): both dripped headers are cut by
+    it, at the same time; closing a client leaves the shared watchdog running."""
+    shared = Alarm("rpt-watchdog-shared")
+    answers = [hostile.drip_headers(hostile.Reports(), 5, interval=0.05) for _ in range(2)]
+    settings = {"read_timeout": 5, "request_timeout": 1.5}
+    outcomes: list[tuple[type, float]] = []
+
+    def fetch_through(server: hostile.HostilePlatform) -> None:
+        platform = PlatformSettings(base_url=server.base_url, **settings)
+        with PlatformClient(platform, account, 0, alarm=shared) as c:
+            started = time.monotonic()
+            try:
+                c.fetch()
+            except RetriableError as exc:
+                outcomes.append((type(exc), time.monotonic() - started))
+
+    with (
+        hostile.HostilePlatform([answers[0]], token=TOKEN) as one,
+        hostile.HostilePlatform([answers[1]], token=TOKEN) as two,
+    ):
+        threads = [threading.Thread(target=fetch_through, args=(s,)) for s in (one, two)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert [kind for kind, _ in outcomes] == [RetriableError, RetriableError]
+    assert all(took < LOOSE for _, took in outcomes), outcomes
+    names = [t.name for t in threading.enumerate()]
+    assert names.count("rpt-watchdog-shared") == 1  # one thread, still there after both closed
+    shared.close()
+
+
+def test_a_client_closes_only_a_watchdog_of_its_own() -> None:
+    shared = Alarm()
+    on_shared, alone = SocketWatch(shared), SocketWatch()
+    assert on_shared.alarm is shared and not on_shared.owns_alarm
+    assert alone.owns_alarm and alone.alarm is not shared

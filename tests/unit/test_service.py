@@ -9,6 +9,7 @@ import time
 
 from connector.config.settings import settings_from_dict
 from connector.errors import ConfigError, KafkaUnreachableError
+from connector.kafka.shared_publisher import SharedPublisher
 from connector.pipeline import AccountPipeline
 from connector.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Service
 
@@ -86,11 +87,33 @@ def test_one_fetch_pool_of_platform_fetch_threads_serves_every_account(
     service = Service(settings_from_dict(data), {}, topics=lambda *a, **k: None)
     service._own(["a0", "a1", "a2"])
     pools = {id(p.parts.fetch_pool) for p in service.pipelines.values()}
-    assert pools == {id(service._fetch_pool)} and service._fetch_pool.size == 2
+    assert pools == {id(service.shared.fetch_pool)} and service.shared.fetch_pool.size == 2
     assert service._shutdown() == EXIT_OK
     try:
-        service._fetch_pool.submit("late", lambda: None, lambda: None)
+        service.shared.fetch_pool.submit("late", lambda: None, lambda: None)
     except RuntimeError:
         pass  # closed at shutdown
     else:
         raise AssertionError("the fetch pool was not closed at shutdown")
+
+
+def test_accounts_share_one_watchdog_and_with_a_shared_producer_one_committer(
+    tmp_path, monkeypatch
+) -> None:
+    data = {
+        "accounts": [{"name": f"a{n}", "token_env": "RPT_TEST_TOKEN"} for n in range(3)],
+        "kafka": {"producer": {"bootstrap.servers": "127.0.0.1:1"}, "shared_producer": True},
+        "spool": {"dir": str(tmp_path / "spool")},
+        "metrics": {"enabled": False},
+    }
+    monkeypatch.setenv("RPT_TEST_TOKEN", "t")
+    monkeypatch.setattr(AccountPipeline, "start", lambda self: None)  # nothing talks to Kafka
+    service = Service(settings_from_dict(data), {}, topics=lambda *a, **k: None)
+    service._own(["a0", "a1", "a2"])
+    pipelines = service.pipelines.values()
+    assert {id(p.parts.client._watch.alarm) for p in pipelines} == {id(service.shared.alarm)}
+    publishers = [p.parts.new_publisher(threading.Event()) for p in pipelines]
+    assert all(isinstance(pub, SharedPublisher) for pub in publishers)
+    assert {id(pub._committer) for pub in publishers} == {id(service.shared.committer)}
+    assert service.shared.committer.transactional_id.startswith("rpt-connector-instance-")
+    assert service._shutdown() == EXIT_OK
