@@ -13,7 +13,7 @@ Because the publisher always starts from "the spool above the last committed seq
 recovery is not a special path: on start it reads the committed sequence from Kafka and the
 same loop replays whatever is left. Errors are handled by their `disposition` alone.
 
-Every part is handed in (`Parts`, assembled by `service.build_parts`); nothing here does I/O
+Every part is handed in (`Parts`, assembled by `assembly.build_pipeline`); nothing here does I/O
 before `start()`.
 """
 

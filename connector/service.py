@@ -13,34 +13,23 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from connector import __version__
-from connector.codec.avro import make_value_encoder
-from connector.codec.report import Normalizer
+from connector.assembly import Shared, build_pipeline
 from connector.config.settings import Settings, load_settings
-from connector.config.views import AccountView, account_views
+from connector.config.views import account_views
 from connector.errors import ConfigError, ConnectorError, Disposition
-from connector.fetch_pool import FetchPool
 from connector.fetcher import Hooks
-from connector.kafka.committer import TransactionCommitter, shared_transactional_id
 from connector.kafka.membership import Membership
-from connector.kafka.progress import ProgressTopic
-from connector.kafka.publisher import AccountPublisher, Reachability
-from connector.kafka.records import RecordBuilder
-from connector.kafka.shared_publisher import SharedPublisher
-from connector.kafka.topics import ensure_topics, record_timestamps
+from connector.kafka.topics import ensure_topics
 from connector.observe.account import make_observer
-from connector.observe.logs import RepeatSummary, setup_logging
+from connector.observe.logs import setup_logging
 from connector.observe.metrics import Metrics
 from connector.observe.observer import AccountState
 from connector.observe.status import EndpointServer, StatusBoard
-from connector.pipeline import AccountPipeline, Limits, Parts
-from connector.platform.client import PlatformClient, PollSchedule
-from connector.platform.exchange import Alarm
+from connector.pipeline import AccountPipeline
 from connector.retry import Backoff, Deadline
-from connector.spool.io import SpoolHooks
-from connector.spool.spool import Spool, failpoints_from_env, spool_id
+from connector.spool.spool import failpoints_from_env
 
 log = logging.getLogger("connector.service")
 
@@ -68,136 +57,6 @@ def failpoint_hooks(environ: dict[str, str]) -> Hooks:
             os._exit(137)
 
     return Hooks(after_spool=after_spool)
-
-
-@dataclass
-class Shared:
-    """What every account of the process shares: the fetch pool (`platform.fetch_threads`
-    threads for all get-rpt calls), one watchdog thread for their deadlines, and with
-    `kafka.shared_producer` the transaction committer. Built with the service, closed last."""
-
-    fetch_pool: FetchPool
-    alarm: Alarm
-    committer: TransactionCommitter | None = None
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> Shared:
-        kafka, names = settings.kafka, [a.name for a in settings.accounts]
-        committer = None
-        if kafka.shared_producer:
-            committer = TransactionCommitter(kafka, shared_transactional_id(kafka, names))
-        return cls(FetchPool(settings.platform.fetch_threads), Alarm(), committer)
-
-    def start(self) -> None:
-        if self.committer is not None:
-            self.committer.start()
-
-    def close(self, timeout: float) -> None:
-        """After the pipelines: their fetch tasks have retired (unless one is still in a call)
-        and every batch the committer will get has had its outcome."""
-        self.fetch_pool.close(timeout=timeout)
-        self.alarm.close()
-        if self.committer is not None:
-            self.committer.close(Deadline.after(5.0))
-
-
-def build_pipeline(
-    settings: Settings,
-    view: AccountView,
-    observer: object,
-    *,
-    owns: Callable[[], bool] = lambda: True,
-    hooks: Hooks | None = None,
-    spool_hooks: SpoolHooks | None = None,
-    shared: Shared | None = None,
-) -> AccountPipeline:
-    """The one place an account pipeline's parts are assembled from the settings.
-    Reads the credential and (confluent format) talks to the schema registry: may raise."""
-    kafka, platform, spool = settings.kafka, settings.platform, settings.spool
-    directory = spool.dir / view.name
-    encoder = make_value_encoder(kafka, settings.schema_registry, view.topic)
-    builder = RecordBuilder(
-        view.name,
-        Normalizer(view.name, platform.timezone),
-        encoder,
-        kafka.empty_custid_key,
-        record_timestamps(kafka, view.topic),  # reads the topic's limits for "rtime"
-        headers=kafka.record_headers,
-    )
-    # The fetch thread builds a body's records as it judges it (one pass), where it can.
-    client = PlatformClient(
-        platform,
-        view.account,
-        view.index,
-        read_ahead=builder.read_ahead,
-        alarm=shared.alarm if shared else None,
-    )
-    committer = shared.committer if shared else None
-    reachability = Reachability(kafka.unreachable_after, observer.kafka_reachable)
-    connection_errors = RepeatSummary()
-    the_spool_id = spool_id(directory)
-
-    def new_publisher(stop: threading.Event) -> AccountPublisher | SharedPublisher:
-        if committer is not None:  # kafka.shared_producer
-            return SharedPublisher(
-                committer,
-                view.name,
-                spool_id=the_spool_id,
-                reachability=reachability,
-                progress=ProgressTopic(kafka),
-                stop=stop,
-            )
-        return AccountPublisher(
-            kafka,
-            view.name,
-            spool_id=the_spool_id,
-            reachability=reachability,
-            stop=stop,
-            on_stats=observer.producer_statistics,
-            connection_errors=connection_errors,
-        )
-
-    def open_spool(floor_seq: int) -> Spool:
-        return Spool.open(
-            directory,
-            max_bytes=spool.max_bytes,
-            segment_bytes=spool.segment_bytes,
-            fsync=spool.fsync,
-            floor_seq=floor_seq,
-            hooks=spool_hooks,
-        )
-
-    parts = Parts(
-        client=client,
-        open_spool=open_spool,
-        new_publisher=new_publisher,
-        builder=builder,
-        observer=observer,
-        schedule=PollSchedule(
-            retsize=view.retsize,
-            poll_interval=view.poll_interval,
-            min_request_interval=platform.min_request_interval,
-            backoff_initial=platform.backoff_initial,
-            backoff_max=platform.backoff_max,
-            account=view.name,
-            auth_failure_pause=platform.auth_failure_pause,
-        ),
-        owns=owns,
-        hooks=hooks or Hooks(),
-        fetch_pool=shared.fetch_pool if shared else None,
-    )
-    limits = Limits(
-        topic=view.topic,
-        dlq_topic=kafka.dlq_topic,
-        spool_id=the_spool_id,
-        commit_interval=kafka.commit_interval,
-        max_batch_records=kafka.max_batch_records,
-        max_response_bytes=platform.max_response_bytes,
-        unreachable_after=kafka.unreachable_after,
-        shutdown_timeout=settings.shutdown_timeout,
-        archive_topic=kafka.archive_topic,
-    )
-    return AccountPipeline(view.name, limits, parts)
 
 
 class Service:
@@ -268,7 +127,7 @@ class Service:
             host, port = self._server.start()
             log.info("metrics and health on http://%s:%d/metrics", host, port)
         self._ensure_topics()
-        self.shared.start()
+        self.shared.start(self.settings, self._stopping)
         if self.settings.cluster.group_id is None:
             self._own([a.name for a in self.settings.accounts])
             return

@@ -6,9 +6,11 @@ one a read_committed consumer sees for an account's key is exactly what Kafka ho
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -61,24 +63,45 @@ class ProgressTopic:
 
     def read(self, account: str, timeout: float = 60.0) -> Progress:
         """The last committed progress of `account`; sequence 0 when it never committed."""
+        with self._reading() as consumer:
+            partition = progress_partition(account, self.partitions)
+            found = self._read_to_end(consumer, [partition], {account}, timeout)
+        return found.get(account, Progress(0, ""))
+
+    def read_all(self, accounts: set[str], timeout: float = 120.0) -> dict[str, Progress]:
+        """The last committed progress of each of `accounts` that ever committed, in one read
+        of every partition (for a start that recovers many accounts at once)."""
+        with self._reading() as consumer:
+            wanted = sorted({progress_partition(a, self.partitions) for a in accounts})
+            return self._read_to_end(consumer, wanted, accounts, timeout)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Consumer]:
         consumer = self._consumer_factory(self._consumer_config("read_committed"))
         try:
             self.partitions = _partition_count(consumer, self.topic)
-            partition = TopicPartition(self.topic, progress_partition(account, self.partitions))
-            end = self._high_watermark(partition)
-            return _last_sequence(consumer, partition, end, account.encode(), timeout)
+            yield consumer
         except KafkaException as exc:
             raise KafkaUnreachableError(f"cannot read progress topic {self.topic}: {exc}") from exc
         finally:
             consumer.close()
 
-    def _high_watermark(self, partition: TopicPartition) -> int:
+    def _read_to_end(
+        self, consumer: Consumer, partitions: list[int], accounts: set[str], timeout: float
+    ) -> dict[str, Progress]:
+        ends = self._high_watermarks([TopicPartition(self.topic, p) for p in partitions])
+        keys = {a.encode() for a in accounts}
+        return _last_progress(consumer, self.topic, ends, keys, timeout)
+
+    def _high_watermarks(self, partitions: list[TopicPartition]) -> dict[int, int]:
         # A read_committed consumer's watermark query answers the last *stable* offset, which
         # another account's open transaction can hold below our newest commit; ask for the
         # true end with a read_uncommitted consumer, then read (committed only) up to it.
         consumer = self._consumer_factory(self._consumer_config("read_uncommitted"))
         try:
-            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+            return {
+                tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions
+            }
         finally:
             consumer.close()
 
@@ -98,22 +121,29 @@ def _partition_count(consumer: Consumer, topic: str) -> int:
     return len(metadata.partitions)
 
 
-def _last_sequence(
-    consumer: Consumer, partition: TopicPartition, end: int, key: bytes, timeout: float
-) -> Progress:
-    best, deadline = Progress(0, ""), time.monotonic() + timeout
-    if end == 0:
-        return best
-    consumer.assign([TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING)])
+def _last_progress(
+    consumer: Consumer, name: str, ends: dict[int, int], keys: set[bytes], timeout: float
+) -> dict[str, Progress]:
+    """Read the partitions (read_committed) up to `ends`: the last progress of each key."""
+    found: dict[str, Progress] = {}
+    deadline = time.monotonic() + timeout
+    to_read = {p: end for p, end in ends.items() if end > 0}
+    if not to_read:
+        return found
+    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in to_read])
     while True:
         for message in consumer.consume(1000, 0.2):
-            if message.error() is None and message.key() == key and message.value():
-                best = parse_progress(message.value(), f"{partition.topic}[{partition.partition}]")
-        if consumer.position([partition])[0].offset >= end:
-            return best
+            key = message.key()
+            if message.error() is None and key in keys and message.value():
+                where = f"{message.topic()}[{message.partition()}]"
+                found[key.decode()] = parse_progress(message.value(), where)
+        positions = consumer.position([TopicPartition(name, p) for p in to_read])
+        if all(tp.offset >= to_read[tp.partition] for tp in positions):
+            return found
         if time.monotonic() > deadline:
+            behind = [tp.partition for tp in positions if tp.offset < to_read[tp.partition]]
             raise KafkaUnreachableError(
-                f"timed out reading {partition.topic}[{partition.partition}] up to offset {end}"
+                f"timed out reading {name} partitions {behind} to their end"
                 " (another instance's transaction still open?)"
             )
 
@@ -138,3 +168,33 @@ def parse_progress(value: bytes, where: str) -> Progress:
 
 def _is_sequence(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class ProgressSnapshot:
+    """The progress of many accounts, read in one pass at start (`ProgressTopic.read_all`),
+    handed out once per account; a later read (after a producer restart) asks the topic again.
+
+    Only sound once nothing else can still commit for these accounts: the shared producer
+    reads it after its `init_transactions` has fenced the instance's predecessor."""
+
+    def __init__(self, topic: ProgressTopic, accounts: set[str], timeout: float = 120.0) -> None:
+        self._topic = topic
+        self._found = topic.read_all(accounts, timeout)
+        self._unread = set(accounts)
+        self._lock = threading.Lock()
+
+    @property
+    def topic(self) -> str:
+        return self._topic.topic
+
+    @property
+    def partitions(self) -> int | None:
+        return self._topic.partitions
+
+    def read(self, account: str, timeout: float = 60.0) -> Progress:
+        with self._lock:
+            first = account in self._unread
+            self._unread.discard(account)
+        if first:
+            return self._found.get(account, Progress(0, ""))
+        return self._topic.read(account, timeout)

@@ -1,0 +1,78 @@
+"""Reading committed progress from the real broker: one account at a time, and every account in
+one pass (what the shared producer does at start), committed transactions only."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+from harness import Topics
+
+from connector.config.settings import KafkaSettings
+from connector.kafka.progress import Progress, ProgressSnapshot, ProgressTopic
+from connector.kafka.records import progress_partition, progress_value
+from connector.kafka.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 3
+
+
+def kafka_settings(bootstrap: str, topics: Topics) -> KafkaSettings:
+    return KafkaSettings(
+        producer={"bootstrap.servers": bootstrap},
+        topic=topics.data,
+        dlq_topic=topics.dlq,
+        progress_topic=topics.progress,
+        archive_topic="",
+        topic_partitions=PARTITIONS,
+    )
+
+
+def commit(producer: Producer, topic: str, records: list[tuple[str, int]], *, abort=False):
+    """One transaction of progress records (account, spool_seq) from spool "s"."""
+    producer.begin_transaction()
+    for account, seq in records:
+        producer.produce(
+            topic, progress_value(account, seq, "s", 0.0), account.encode(),
+            partition=progress_partition(account, PARTITIONS),
+        )  # fmt: skip
+    if abort:
+        producer.abort_transaction(30)
+    else:
+        producer.commit_transaction(30)
+
+
+def test_every_accounts_last_committed_progress_in_one_read(kafka_bootstrap: str) -> None:
+    topics = Topics.fresh()
+    kafka = kafka_settings(kafka_bootstrap, topics)
+    ensure_topics(kafka, topics.all())
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"t-{uuid.uuid4().hex}"}
+    )
+    producer.init_transactions(30)
+    accounts = [f"acct{i}" for i in range(12)]
+    commit(producer, topics.progress, [(a, 1) for a in accounts])
+    commit(producer, topics.progress, [(a, 2) for a in accounts[:6]])
+    commit(producer, topics.progress, [(a, 99) for a in accounts], abort=True)  # never seen
+    producer.flush(10)
+
+    topic = ProgressTopic(kafka)
+    found = topic.read_all({*accounts, "never-committed"})
+    assert found == {a: Progress(2 if i < 6 else 1, "s") for i, a in enumerate(accounts)}
+    assert topic.partitions == PARTITIONS
+    assert topic.read("acct0") == Progress(2, "s") and topic.read("nobody") == Progress(0, "")
+
+    snapshot = ProgressSnapshot(ProgressTopic(kafka), {"acct0", "acct7", "never-committed"})
+    commit(producer, topics.progress, [("acct0", 3)])  # after the snapshot was read
+    assert snapshot.read("acct0") == Progress(2, "s")  # the first read: the snapshot's
+    assert snapshot.read("never-committed") == Progress(0, "")
+    assert snapshot.read("acct0") == Progress(3, "s")  # a later one asks the topic
+    assert (snapshot.topic, snapshot.partitions) == (topics.progress, PARTITIONS)
+
+
+def test_an_empty_progress_topic_reads_as_nothing_committed(kafka_bootstrap: str) -> None:
+    topics = Topics.fresh()
+    kafka = kafka_settings(kafka_bootstrap, topics)
+    ensure_topics(kafka, topics.all())
+    assert ProgressTopic(kafka).read_all({"a", "b"}) == {}
