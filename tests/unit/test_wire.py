@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ import pytest
 from connector.config.settings import AccountSettings, PlatformSettings
 from connector.errors import InvalidResponseError, RetriableError
 from connector.platform.client import PlatformClient
-from connector.platform.wire import WireTransport, environment_proxy
+from connector.platform.wire import WireTransport, _tls_context, environment_proxy
 
 Reply = Callable[[socket.socket], bool]  # writes the answer; True: keep the connection open
 EMPTY = b'{"result":0,"desc":"ok","rpts":[]}'
@@ -303,3 +304,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_every_client_of_the_same_tls_settings_shares_one_tls_context() -> None:
+    """Loading the roots costs ~13 ms and a copy of the store per context: 1,000 accounts
+    made one each at start. Same settings, same context; other settings, another one."""
+    https = PlatformSettings(base_url="https://platform.test")
+    one, two = _tls_context(https), _tls_context(https)  # what platform_transport hands in
+    assert one is two and one.verify_mode == ssl.CERT_REQUIRED
+    insecure = PlatformSettings(base_url="https://platform.test", verify_tls=False)
+    assert _tls_context(insecure) is not one
+    assert _tls_context(insecure).verify_mode == ssl.CERT_NONE
