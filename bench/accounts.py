@@ -31,8 +31,9 @@ loaded after it starts:
 Each phase has `--cap` seconds; a phase that does not finish records "did not finish within N
 s" and what it reached, and every process it started is stopped by pid. Writes
 bench/results/accounts-<stamp>.json and accounts-latest.json, draws accounts-latest.png there
-(`--plot` elsewhere), prints the table and the targets line; it asserts nothing. `bench/run.py` runs it after its
-own scenarios on the same broker (`--skip accounts` leaves it out).
+(`--plot` elsewhere), prints the table and the targets line; it asserts nothing.
+`bench/run.py` runs it after its own scenarios on the same broker (`--skip accounts` leaves it
+out).
 """
 
 from __future__ import annotations
