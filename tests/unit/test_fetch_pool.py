@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 
 from connector.fetch_pool import FetchPool
 from connector.fetcher import Fetcher, Handoff
@@ -376,3 +377,29 @@ def test_two_pipelines_share_a_pool_and_a_hanging_call_holds_up_only_its_own(tmp
     assert slow_rig.msgids() == [100] and hung.calls == 1  # no call after the stop
     assert pool.threads == 2
     assert pool.close(WAIT)
+
+
+def test_a_due_task_wakes_one_idle_worker_not_all_of_them() -> None:
+    """Idle accounts polling through the pool: each due task used to wake every idle worker
+    (they all slept until the same head). One worker times the head; the rest wait untimed."""
+    pool = FetchPool(8)
+    wakeups, turns = [0], [0]
+    for cond in (pool._cond, pool._timer_cond):
+        wait = cond.wait
+
+        def counted(timeout=None, _wait=wait):
+            wakeups[0] += 1
+            return _wait(timeout)
+
+        cond.wait = counted
+
+    def turn() -> float:
+        turns[0] += 1
+        return 0.02
+
+    for n in range(40):
+        pool.submit(f"a{n}", turn, lambda: None, delay=n * 0.0005)
+    time.sleep(1.0)
+    pool.close(timeout=5)
+    assert turns[0] > 200
+    assert wakeups[0] < 4 * turns[0], (wakeups[0], turns[0])
