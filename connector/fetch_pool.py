@@ -160,28 +160,34 @@ class FetchPool:
                 me.name = idle
 
     def _next(self) -> FetchTask | None:
-        """The earliest due task, once it is due; None when the pool closes. One idle worker
-        (the timer) sleeps until the head is due; the others wait to be handed that role."""
+        """The earliest due task, once it is due; None when the pool closes. Any idle worker
+        takes a due task; one of them (the timer) sleeps until the head is due, the others
+        wait untimed to be woken: by a push, by the timer leaving its role, or because more
+        tasks are due than workers awake."""
         me = threading.current_thread()
         with self._cond:
             try:
                 while not self._closed:
+                    wait = self._heap[0][0] - self._clock() if self._heap else None
+                    if wait is not None and wait <= 0:
+                        return self._take_head()
                     if self._timer not in (None, me):
                         self._cond.wait()
                         continue
                     self._timer = me
-                    wait = self._heap[0][0] - self._clock() if self._heap else None
-                    if wait is None or wait > 0:
-                        self._timer_cond.wait(wait)
-                        continue
-                    task = heapq.heappop(self._heap)[2]
-                    task._state = _State.RUNNING
-                    return task
+                    self._timer_cond.wait(wait)
                 return None
             finally:
                 if self._timer is me:
                     self._timer = None
                     self._cond.notify()  # the next idle worker takes over the timing
+
+    def _take_head(self) -> FetchTask:
+        task = heapq.heappop(self._heap)[2]
+        task._state = _State.RUNNING
+        if self._heap and self._heap[0][0] <= self._clock():
+            self._cond.notify()  # more are due: another idle worker takes the next one
+        return task
 
     @staticmethod
     def _turn(task: FetchTask) -> float | None:
