@@ -16,7 +16,9 @@ never interrupted, the task retires when it returns. The pool knows nothing of t
 what a failing step means is the turn's business (`Fetcher.turn`).
 
 Workers start lazily, one per task submitted, up to `threads`; idle they are `fetchpool-<n>`
-(not an account's name: see `observe.logs`).
+(not an account's name: see `observe.logs`). Of the idle workers one (the timer) sleeps until
+the earliest task is due; the others sleep untimed until a push, the timer's leaving or a
+backlog of due tasks wakes one: a due task costs a wake-up or two, not one per idle worker.
 """
 
 from __future__ import annotations
