@@ -272,14 +272,10 @@ class TransactionCommitter:
         call_until(operation, deadline, WHO, self.reachability, self._translate, backoff, interrupt)
 
     def _translate(self, error: KafkaError) -> PublishError:
-        if error.code() == KafkaError._FATAL and self._events.fence is None:
-            for _ in range(10):  # the cause of a bare "Fatal error" comes through error_cb
-                if self._events.fence is not None or self._producer is None:
-                    break
-                self._producer.poll(0.05)
         open_for = self._clock() - self._txn_began if self._txn_began is not None else 0.0
         silent = max(open_for, self.reachability.silent_for())
-        return translate(self._events.fence or error, WHO, silent, transaction_timeout(self._kafka))
+        cause = self._events.cause_of(error, self._producer)
+        return translate(cause, WHO, silent, transaction_timeout(self._kafka))
 
 
 def shared_transactional_id(kafka: KafkaSettings, accounts: list[str]) -> str:

@@ -162,6 +162,17 @@ class ProducerEvents:
         self.account, self.reachability, self._summary = account, reachability, summary
         self.fence: KafkaError | None = None
 
+    def cause_of(self, error: KafkaError, producer: Producer | None) -> KafkaError:
+        """What `error` really is. librdkafka fails the call with a bare _FATAL and queues the
+        real cause (a fence?) for error_cb: serve it before deciding, or a fence would look
+        like any fatal error and a new producer would fence the newer instance back."""
+        if error.code() == KafkaError._FATAL and producer is not None:
+            for _ in range(_FATAL_CAUSE_POLLS):
+                if self.fence is not None:
+                    break
+                producer.poll(0.05)
+        return self.fence or error
+
     def on_error(self, error: KafkaError) -> None:
         if error.fatal() and error.code() in _FENCE_CODES:
             self.fence = error
@@ -339,21 +350,11 @@ class AccountPublisher:
         )  # fmt: skip
 
     def _translate(self, error: KafkaError) -> PublishError:
-        if error.code() == KafkaError._FATAL and self._events.fence is None:
-            self._serve_error_events()  # a bare "Fatal error": its cause comes via error_cb
         open_for = self._clock() - self._txn_began if self._txn_began is not None else 0.0
         silent = max(open_for, self.reachability.silent_for())
         timeout = transaction_timeout(self._kafka)
-        return translate(self._events.fence or error, self.account, silent, timeout)
-
-    def _serve_error_events(self) -> None:
-        """librdkafka fails the call with _FATAL and queues the real cause (a fence?) for
-        error_cb: serve it before deciding, or a fence would look like any fatal error and a
-        new producer would fence the newer instance back."""
-        for _ in range(_FATAL_CAUSE_POLLS):
-            if self._events.fence is not None or self._producer is None:
-                return
-            self._producer.poll(0.05)
+        cause = self._events.cause_of(error, self._producer)
+        return translate(cause, self.account, silent, timeout)
 
     def _on_delivery(self, error: KafkaError | None, _message: object) -> None:
         if error is not None and self._delivery_error is None:
