@@ -18,7 +18,6 @@ from connector.codec.report import Normalizer
 from connector.config.settings import Settings
 from connector.config.views import AccountView
 from connector.errors import ConnectorError, Disposition
-from connector.fetch_pool import FetchPool
 from connector.fetcher import Hooks
 from connector.kafka.committer import TransactionCommitter, shared_transactional_id
 from connector.kafka.progress import ProgressSnapshot, ProgressTopic
@@ -33,6 +32,7 @@ from connector.platform.exchange import Alarm
 from connector.retry import Backoff, Deadline
 from connector.spool.io import SpoolHooks
 from connector.spool.spool import Spool, spool_id
+from connector.turn_pool import TurnPool
 
 log = logging.getLogger("connector.service")
 
@@ -41,20 +41,25 @@ log = logging.getLogger("connector.service")
 class Shared:
     """What every account of the process shares: the fetch pool (`platform.fetch_threads`
     threads for all get-rpt calls), one watchdog thread for their deadlines, and with
-    `kafka.shared_producer` the transaction committer. Built with the service, closed last."""
+    `kafka.shared_producer` the transaction committer and the publish pool
+    (`kafka.publish_threads` threads for all publish rounds). Built with the service, closed
+    last."""
 
-    fetch_pool: FetchPool
+    fetch_pool: TurnPool
     alarm: Alarm
     committer: TransactionCommitter | None = None
+    publish_pool: TurnPool | None = None  # with the committer
     progress: ProgressSnapshot | None = None  # with the committer: every account's, at start
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Shared:
         kafka, names = settings.kafka, [a.name for a in settings.accounts]
-        committer = None
-        if kafka.shared_producer:
-            committer = TransactionCommitter(kafka, shared_transactional_id(kafka, names))
-        return cls(FetchPool(settings.platform.fetch_threads), Alarm(), committer)
+        fetch_pool = TurnPool(settings.platform.fetch_threads, role="fetch")
+        if not kafka.shared_producer:
+            return cls(fetch_pool, Alarm())
+        committer = TransactionCommitter(kafka, shared_transactional_id(kafka, names))
+        publish_pool = TurnPool(kafka.publish_threads, role="publish")
+        return cls(fetch_pool, Alarm(), committer, publish_pool)
 
     def start(self, settings: Settings, stop: threading.Event) -> None:
         """With a shared producer: fence the instance's predecessor, then read every account's
@@ -81,6 +86,8 @@ class Shared:
         """After the pipelines: their fetch tasks have retired (unless one is still in a call)
         and every batch the committer will get has had its outcome."""
         self.fetch_pool.close(timeout=timeout)
+        if self.publish_pool is not None:
+            self.publish_pool.close(timeout=timeout)
         self.alarm.close()
         if self.committer is not None:
             self.committer.close(Deadline.after(5.0))
@@ -170,6 +177,7 @@ def build_pipeline(
         owns=owns,
         hooks=hooks or Hooks(),
         fetch_pool=shared.fetch_pool if shared else None,
+        publish_pool=shared.publish_pool if shared else None,
     )
     limits = Limits(
         topic=view.topic,

@@ -12,7 +12,7 @@ One step, top-down:
 
 A stop is checked between steps only: an exchange in flight finishes (or hits the client's
 deadline) and what arrived is kept like any other body. The steps are taken by a worker of the
-process's `FetchPool` (`turn()`: one step, or None once stopped or failed; then `finish()`).
+process's fetch `TurnPool` (`turn()`: one step, or None once stopped or failed; then `finish()`).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class Fetcher:
         self._last_body = 0  # bytes of the last answer: the memo room the next one needs
 
     def turn(self) -> float | None:
-        """One step as the fetch pool takes it (`connector.fetch_pool`): the pause before the
+        """One step as the fetch pool takes it (`connector.turn_pool`): the pause before the
         next turn, or None once the fetcher is done (stopped, or failed)."""
         if self._stop.is_set():
             return None

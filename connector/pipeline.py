@@ -4,14 +4,20 @@ Two sides per account, joined by the spool, which is the only place a fetched re
 until its Kafka transaction commits:
 
     fetch task      Fetcher: get-rpt ──► durable append ──► wake the publisher
-                    (its steps taken by a worker of the process's FetchPool)
-    publish thread  spool entries above the committed sequence ──► records (RecordBuilder) ──►
+                    (its steps taken by a worker of the process's fetch TurnPool)
+    publish rounds  spool entries above the committed sequence ──► records (RecordBuilder) ──►
                     one transaction with the progress record (Checkpoint) ──► commit ──►
                     release the spool through that sequence
 
+The publish side is cut into rounds (`turn()`: one round, the pause before the next). With a
+producer of its own an account runs them on a thread of its own; with `kafka.shared_producer`
+a publish `TurnPool` takes every account's rounds, and a round never waits for Kafka: it hands
+its batch in and comes back when the outcome wakes it, and after a failed call it asks for its
+backoff as its pause instead of sleeping it.
+
 Because the publisher always starts from "the spool above the last committed sequence", crash
 recovery is not a special path: on start it reads the committed sequence from Kafka and the
-same loop replays whatever is left. Errors are handled by their `disposition` alone.
+same rounds replay whatever is left. Errors are handled by their `disposition` alone.
 
 Every part is handed in (`Parts`, assembled by `assembly.build_pipeline`); nothing here does I/O
 before `start()`.
@@ -27,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from connector.errors import ConnectorError, Disposition
-from connector.fetch_pool import FetchPool, FetchTask
 from connector.fetcher import Fetcher, Handoff, Hooks, Unspooled
 from connector.kafka.archive import archive_entry
 from connector.kafka.checkpoint import Checkpoint
@@ -35,6 +40,7 @@ from connector.kafka.records import EntryRecords, RecordBuilder
 from connector.observe.observer import AccountObserver, AccountState
 from connector.retry import Backoff, Clock, Deadline
 from connector.session import Session
+from connector.turn_pool import OwnThread, Runner, Task, TurnPool, Wakeup
 
 if TYPE_CHECKING:
     from connector.kafka.publisher import AccountPublisher
@@ -76,28 +82,33 @@ class Parts:
     hooks: Hooks = field(default_factory=Hooks)
     clock: Clock = time.monotonic
     wall_clock: Callable[[], float] = time.time
-    fetch_pool: FetchPool | None = None  # the service's, shared; None: one thread of its own
+    fetch_pool: TurnPool | None = None  # the service's, shared; None: one thread of its own
+    publish_pool: Runner | None = None  # with a shared producer; None: a thread of its own
 
 
 class AccountPipeline:
-    """The fetch task and publish thread of one account; `stop()` only flips a flag."""
+    """The fetch task and publish rounds of one account; `stop()` only flips a flag."""
 
     def __init__(self, name: str, limits: Limits, parts: Parts) -> None:
         self.name, self.limits, self.parts = name, limits, parts
         self.failed: str | None = None
         self._observer = parts.observer
-        self._stop, self._wake, self._handoff = threading.Event(), threading.Event(), Handoff()
+        self._stop, self._wake, self._handoff = threading.Event(), Wakeup(), Handoff()
         self._fenced = False
         self._deadline = Deadline.never(parts.clock)  # set by stop(): the shutdown budget
         self._drain_until = Deadline.never(parts.clock)
         self._session = Session(name, limits, parts, self._stop)
         self._retry = parts.backoff(self._stop)  # Kafka calls that may succeed when repeated
-        self._pool = parts.fetch_pool or FetchPool(1)
-        self._thread = threading.Thread(target=self.run, name=f"publish-{name}", daemon=True)
-        self._fetching: FetchTask | None = None
+        self._retry_at = 0.0  # after a failed Kafka call: not again before then (clock)
+        self._ckpt: Checkpoint | None = None  # the open transaction, once recovered
+        self._pool = parts.fetch_pool or TurnPool(1)
+        self._fetching: Task | None = None
+        self._publishing: Task | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        runner = self.parts.publish_pool or OwnThread("publish")
+        self._publishing = runner.submit(self.name, self.turn, self._finish)
+        self._wake.bind(self._publishing)
 
     def stop(self, deadline: Deadline | None = None) -> None:
         """Stop fetching; drain the spool for half the time left, then commit what is open."""
@@ -109,11 +120,11 @@ class AccountPipeline:
             self._pool.stop(self._fetching)  # waiting for its next turn: done now
 
     def join(self, deadline: Deadline) -> bool:
-        """Wait until `deadline` at most; True when the publish thread and fetching ended."""
-        if self._thread.ident is not None:
-            self._thread.join(deadline.remaining())
-        fetching = self._fetching
-        return not self._thread.is_alive() and (
+        """Wait until `deadline` at most; True when publishing and fetching have ended."""
+        publishing, fetching = self._publishing, self._fetching
+        if publishing is None:
+            return True  # never started
+        return publishing.finished.wait(deadline.remaining()) and (
             fetching is None or fetching.finished.wait(deadline.remaining())
         )
 
@@ -121,47 +132,49 @@ class AccountPipeline:
         """Whether this process may still make a (destructive) get-rpt call for the account."""
         return not self._fenced and not self._stop.is_set() and self.parts.owns()
 
-    def run(self) -> None:
-        """The publish thread: recover, start the fetcher, publish until stopped."""
+    def turn(self) -> float | None:
+        """One publish round (the first one recovers and starts the fetcher): the pause
+        before the next, or None once the account is done publishing. Its runner sleeps the
+        pause unless woken (an append, a commit's outcome, a stop)."""
         try:
-            self._session.recover()
-            self._start_fetcher()
-            self._publish_loop()
+            if self._ckpt is None:
+                self._session.recover()
+                self._start_fetcher()
+                self._ckpt = self._checkpoint()
+            return self._round()
         except ConnectorError as exc:
             self._fenced = exc.disposition == Disposition.STOP_ACCOUNT  # no get-rpt from now on
             if self._fenced or not self._stop.is_set():
                 self._fail(str(exc))  # a shutdown that interrupts a reconnect is no failure
-        except Exception as exc:  # a bug must stop the account visibly, not end a thread quietly
+        except Exception as exc:  # a bug must stop the account visibly, not end it quietly
             log.exception("account %s: publishing failed unexpectedly", self.name)
             self._fail(f"publishing failed unexpectedly: {type(exc).__name__}: {exc}")
-        finally:
-            self._stop.set()
-            self._close()
+        return None
 
-    def _publish_loop(self) -> None:
+    def _round(self) -> float | None:
         """Publish what the spool holds; after stop(), drain it once the fetcher is done."""
-        ckpt = self._checkpoint()
-        timeout = 0.0  # what recovery left in the spool is replayed at once
-        while True:
-            self._wake.wait(timeout)
-            self._wake.clear()
-            stopping = self._stop.is_set() and not self._fetcher_alive()
-            pending = not ckpt.empty or self._session.spool.last_seq > self._session.committed
-            self._session.publisher.reachability.check(pending or self._handoff.pending)
-            try:
-                caught_up = self._publish_pending(ckpt)
-                now = self.parts.clock()
-                if ckpt.due(now) or (not ckpt.empty and (stopping or self._handoff.pending)):
-                    self._commit(ckpt)
-                    ckpt = self._checkpoint()
-                if self._handoff.pending:
-                    _send_unspooled(self)
-                if stopping and caught_up and ckpt.empty and not self._handoff.pending:
-                    return
-            except ConnectorError as exc:
-                ckpt = self._handle(exc, ckpt)
-            waiting = self._session.spool.last_seq > max(ckpt.last_seq, self._session.committed)
-            timeout = ckpt.wait_time(self.parts.clock(), waiting or self._handoff.pending)
+        ckpt, now = self._ckpt, self.parts.clock()
+        if now < self._retry_at and not self._stop.is_set():
+            return self._retry_at - now  # woken while backing off: not yet
+        stopping = self._stop.is_set() and not self._fetcher_alive()
+        pending = not ckpt.empty or self._session.spool.last_seq > self._session.committed
+        self._session.publisher.reachability.check(pending or self._handoff.pending)
+        try:
+            caught_up = self._publish_pending(ckpt)
+            if ckpt.due(now) or (not ckpt.empty and (stopping or self._handoff.pending)):
+                if not self._commit(ckpt):
+                    return ckpt.answer_by.earliest(self._deadline).remaining()
+                ckpt = self._ckpt = self._checkpoint()
+            if self._handoff.pending:
+                _send_unspooled(self)
+            if stopping and caught_up and ckpt.empty and not self._handoff.pending:
+                return None
+        except ConnectorError as exc:
+            ckpt = self._ckpt = self._handle(exc, ckpt)
+        waiting = self._session.spool.last_seq > max(ckpt.last_seq, self._session.committed)
+        now = self.parts.clock()
+        pause = max(ckpt.wait_time(now, waiting or self._handoff.pending), self._retry_at - now)
+        return min(pause, self._deadline.remaining())
 
     def _publish_pending(self, ckpt: Checkpoint) -> bool:
         """Produce spool entries into the open transaction; True when none are left."""
@@ -186,26 +199,30 @@ class AccountPipeline:
             self._observer.unknown_fields(built.unknown_fields)
         ckpt.add(entry.seq, built, self.parts.clock())
 
-    def _commit(self, ckpt: Checkpoint) -> None:
-        began = self.parts.clock()
-        ckpt.sealed = True
-        self._session.publisher.commit(ckpt.last_seq, self._call_deadline())
+    def _commit(self, ckpt: Checkpoint) -> bool:
+        """Ask for the commit (it takes no more entries from now on, even while it is retried)
+        and see its outcome: False while that is not known (it wakes the loop when it is)."""
+        by = ckpt.seal(self.parts.clock(), self._call_deadline()).earliest(self._deadline)
+        if not self._session.publisher.commit(ckpt.last_seq, by, then=self._wake.set):
+            return False
         self._session.committed = ckpt.last_seq
         self._session.release(ckpt.last_seq, self._deadline)
         self._retry.reset()
-        summary = ckpt.summary(self.parts.clock() - began, self.parts.wall_clock())
+        summary = ckpt.summary(self.parts.clock() - ckpt.sealed_at, self.parts.wall_clock())
         self._observer.committed(summary, self._session.spool.level())
+        return True
 
     def _handle(self, error: ConnectorError, ckpt: Checkpoint) -> Checkpoint:
         """Act on an error's disposition; returns the checkpoint to go on with."""
-        disposition = error.disposition
+        disposition, ckpt.answer_by = error.disposition, None  # a commit again: a new deadline
         if disposition == Disposition.STOP_ACCOUNT:
             raise error
         if disposition == Disposition.RETRY:
             log.warning("account %s: %s; retrying", self.name, error)
             self._session.publisher.reachability.check(pending=True)
-            if self._retry.wait() and self._deadline.expired:
+            if self._stop.is_set() and self._deadline.expired:
                 raise error
+            self._retry_at = self.parts.clock() + self._retry.next_delay()  # the round's pause
             return ckpt  # same open transaction; a commit is called again, not re-produced
         if disposition == Disposition.ABORT_TRANSACTION:
             log.warning("account %s: %s; sending the spool entries again", self.name, error)
@@ -243,6 +260,11 @@ class AccountPipeline:
         self.failed = reason
         log.error("account %s stopped: %s", self.name, reason)
         self._observer.state(AccountState.FAILED, error=reason)
+
+    def _finish(self) -> None:
+        """Publishing has ended (or its pool closed): stop and close."""
+        self._stop.set()
+        self._close()
 
     def _close(self) -> None:
         if self._fetching is not None:  # it may be mid-call: let it keep the body (bounded)

@@ -148,6 +148,9 @@ class KafkaSettings(_Section):
     # One transactional producer for all of the instance's accounts (their batches commit
     # together, connector.kafka.committer) instead of one per account; exactly_once only.
     shared_producer: bool = False
+    # With the shared producer: threads that take every account's publish rounds (a round
+    # hands its batch to the committer and comes back for the outcome, so a few suffice).
+    publish_threads: int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _archive_apart(self) -> KafkaSettings:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from connector.kafka.records import EntryRecords
 from connector.observe.observer import CommitSummary
+from connector.retry import Deadline
 
 IDLE_RECHECK = 5.0  # seconds an idle publish loop sleeps when nothing wakes it (a safety net)
 
@@ -32,6 +33,8 @@ class Checkpoint:
     # Its commit was asked for: it takes no more entries, even while that commit is retried
     # (its progress record is already produced, and names last_seq).
     sealed: bool = False
+    sealed_at: float = 0.0  # when its commit was first asked for
+    answer_by: Deadline | None = None  # a commit attempt under way: its outcome is due by then
 
     @property
     def empty(self) -> bool:
@@ -40,6 +43,15 @@ class Checkpoint:
     @property
     def full(self) -> bool:
         return self.sealed or self.records >= self.max_records
+
+    def seal(self, now: float, answer_by: Deadline) -> Deadline:
+        """Ask for its commit: sealed from now on; the deadline of the attempt under way
+        (`answer_by`, unless one is already running: an error ends it, `answer_by = None`)."""
+        if not self.sealed:
+            self.sealed, self.sealed_at = True, now
+        if self.answer_by is None:
+            self.answer_by = answer_by
+        return self.answer_by
 
     def due(self, now: float) -> bool:
         """Commit now: enough records, or the interval since the first entry has passed."""

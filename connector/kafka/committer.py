@@ -72,6 +72,7 @@ class Batch:
 
     account: str
     sends: list[Send]
+    on_done: Callable[[], None] | None = None  # told once the outcome is known
     done: threading.Event = field(default_factory=threading.Event)
     error: ConnectorError | None = None
     taken: bool = False  # in a transaction now: it can no longer be withdrawn
@@ -89,6 +90,11 @@ class Batch:
     def finish(self, error: ConnectorError | None) -> None:
         self.error = error
         self.done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done()
+            except Exception:  # the other batches of the transaction must still hear theirs
+                log.exception("account %s: telling the commit outcome failed", self.account)
 
 
 class TransactionCommitter:
@@ -141,8 +147,10 @@ class TransactionCommitter:
             self.reachability.ok()
             log.info("shared producer %s ready", self.transactional_id)
 
-    def submit(self, account: str, sends: list[Send]) -> Batch:
-        batch = Batch(account, sends)
+    def submit(
+        self, account: str, sends: list[Send], on_done: Callable[[], None] | None = None
+    ) -> Batch:
+        batch = Batch(account, sends, on_done)
         with self._ready:
             self._queue.append(batch)
             self._ready.notify()

@@ -289,9 +289,13 @@ class AccountPublisher:
         except KafkaException as exc:
             raise self._translate(exc.args[0]) from exc
 
-    def commit(self, sequence: int, deadline: Deadline) -> None:
+    def commit(
+        self, sequence: int, deadline: Deadline, then: Callable[[], None] | None = None
+    ) -> bool:
         """Make everything produced since begin() and the progress record durable together.
-        Safe to call again after a RETRY error: the progress record is produced only once."""
+        Safe to call again after a RETRY error: the progress record is produced only once.
+        Always waits for the outcome (True), so `then` is never needed: a producer of its own
+        commits on the account's own thread (`SharedPublisher.commit` may not wait)."""
         if not self._progress_sent:
             self._produce_progress(sequence)
             self._progress_sent = True
@@ -301,6 +305,7 @@ class AccountPublisher:
             self._flush_checked(deadline)
         self._txn_began = None
         self.reachability.ok()
+        return True
 
     def abort(self, deadline: Deadline) -> None:
         """Drop the open transaction; its spool entries will be sent again."""

@@ -3,7 +3,9 @@
 The same interface as `AccountPublisher`, so the pipeline and its recovery do not know which
 one they have: what the account produces between `begin()` and `commit()` is kept here (the
 encoded records, as librdkafka would keep them), and `commit()` hands it to the
-`TransactionCommitter` with the progress record as one batch, then waits for the outcome.
+`TransactionCommitter` with the progress record as one batch, then waits for the outcome, or,
+given `then`, returns at once and has the committer call `then` with it (the account's publish
+round must not hold a pool thread while a transaction of many accounts commits).
 Nothing this account does can put a part of its transaction into Kafka: a batch is taken whole
 or not at all, and `abort()` takes back a batch no transaction has taken yet.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from connector.errors import ConnectorError, Disposition, PublishError
 from connector.kafka.committer import Batch, Send, TransactionCommitter
@@ -77,13 +80,19 @@ class SharedPublisher:
             raise PublishError(f"account {self.account}: produce while a commit is under way")
         self._sends.append(Send(topic, values, keys, headers, partition, timestamps))
 
-    def commit(self, sequence: int, deadline: Deadline) -> None:
-        """Hand the batch and its progress record over (once), wait for the outcome. Called
-        again after a RETRY error, it waits for the same batch."""
+    def commit(
+        self, sequence: int, deadline: Deadline, then: Callable[[], None] | None = None
+    ) -> bool:
+        """Hand the batch and its progress record over (once), then its outcome: True when
+        committed, the error when not. Given `then`, False while the outcome is not known (and
+        `deadline` has not passed): `then` is called when it is. Called again (after False,
+        or a RETRY error) it looks at the same batch."""
         if self._batch is None:
             sends = [*self._sends, self._progress_send(sequence)]
-            self._batch = self._committer.submit(self.account, sends)
+            self._batch = self._committer.submit(self.account, sends, on_done=then)
         batch = self._batch
+        if then is not None and not batch.done.is_set() and not deadline.expired:
+            return False
         try:
             batch.wait(deadline)
         except ConnectorError as error:
@@ -94,6 +103,7 @@ class SharedPublisher:
             raise
         self._batch, self._sends = None, []
         self.reachability.ok()
+        return True
 
     def abort(self, deadline: Deadline) -> None:
         """Drop the open transaction; a batch already in a transaction is waited for and, if

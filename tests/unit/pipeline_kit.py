@@ -12,7 +12,6 @@ from pathlib import Path
 from connector.codec.avro import decode_single_object, single_object_encoder
 from connector.codec.report import Normalizer
 from connector.config.settings import KafkaSettings
-from connector.fetch_pool import FetchPool
 from connector.fetcher import Hooks
 from connector.kafka.committer import TransactionCommitter
 from connector.kafka.publisher import AccountPublisher, Reachability
@@ -22,6 +21,7 @@ from connector.pipeline import AccountPipeline, Limits, Parts
 from connector.platform.client import PollSchedule
 from connector.retry import Backoff, Deadline
 from connector.spool.spool import Spool
+from connector.turn_pool import Runner, TurnPool
 from tests.fakes import FakeClock, FakeKafka, FakeProgress, FaultySpool, RecordingObserver
 
 ACCOUNT = "acme"
@@ -74,7 +74,8 @@ def make_rig(
     hooks: Hooks | None = None,
     spool_wrapper=FaultySpool,
     spool_id: str = SPOOL_ID,
-    fetch_pool: FetchPool | None = None,
+    fetch_pool: TurnPool | None = None,
+    publish_pool: Runner | None = None,
     committer: TransactionCommitter | None = None,
     account: str = ACCOUNT,
 ) -> Rig:
@@ -124,6 +125,7 @@ def make_rig(
         hooks=hooks or Hooks(),
         clock=clock,
         fetch_pool=fetch_pool,
+        publish_pool=publish_pool,
     )
     limits = Limits(
         topic=TOPIC, dlq_topic=DLQ, spool_id=spool_id, commit_interval=commit_interval,

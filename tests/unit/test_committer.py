@@ -4,6 +4,7 @@ model, and account pipelines that publish through it, counted against what was h
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -19,6 +20,7 @@ from connector.errors import (
 from connector.kafka.committer import Send, TransactionCommitter, shared_transactional_id
 from connector.kafka.shared_publisher import SharedPublisher
 from connector.retry import Deadline
+from connector.turn_pool import TurnPool
 from tests.fakes import FakeClock, FakeKafka, FakeProgress, ScriptedPlatform, kafka_error, report
 from tests.unit.pipeline_kit import TOPIC, make_rig
 
@@ -226,12 +228,12 @@ def accounts_published(kafka: FakeKafka) -> dict[str, list[int]]:
     return {account: sorted(ids) for account, ids in out.items()}
 
 
-def run_accounts(tmp_path, kafka, committer, names, per_account: int) -> list:
+def run_accounts(tmp_path, kafka, committer, names, per_account: int, pool=None) -> list:
     rigs = []
     for i, name in enumerate(names):
         reports = [[report(i * 1000 + n) for n in range(per_account)]]
         rig = make_rig(tmp_path, ScriptedPlatform(reports), kafka=kafka, clock=kafka.clock,
-                       committer=committer, account=name)  # fmt: skip
+                       committer=committer, account=name, publish_pool=pool)  # fmt: skip
         rigs.append(rig)
     committer.start()
     for rig in rigs:
@@ -241,20 +243,26 @@ def run_accounts(tmp_path, kafka, committer, names, per_account: int) -> list:
     for rig in rigs:
         rig.stop()
     committer.close(Deadline.after(5))
+    if pool is not None:
+        assert pool.close(timeout=5)
     return rigs
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["own-threads", "publish-pool"])
 @pytest.mark.parametrize(
     "fault", [None, "abortable", "fatal", "retriable", "timed_out_transaction"]
 )
-def test_accounts_through_one_producer_publish_every_report_once(tmp_path, kafka, fault) -> None:
+def test_accounts_through_one_producer_publish_every_report_once(
+    tmp_path, kafka, fault, pooled
+) -> None:
     names = [f"acct{i}" for i in range(5)]
     if fault == "timed_out_transaction":
         kafka.stall_next_commit(75.0)
     elif fault is not None:
         kafka.fail("commit_transaction", kafka_error(fault))
     committer = committer_over(kafka, linger=0.02)
-    rigs = run_accounts(tmp_path, kafka, committer, names, per_account=7)
+    pool = TurnPool(2, role="publish") if pooled else None
+    rigs = run_accounts(tmp_path, kafka, committer, names, per_account=7, pool=pool)
     published = accounts_published(kafka)
     assert published == {n: [i * 1000 + k for k in range(7)] for i, n in enumerate(names)}
     for name in names:  # and the progress of each says all of its one entry is in
@@ -262,6 +270,56 @@ def test_accounts_through_one_producer_publish_every_report_once(tmp_path, kafka
     assert {p.config["transactional.id"] for p in kafka.producers} == {TXN_ID}
     assert all(rig.pipeline.failed is None for rig in rigs)
     assert all(t for t in transactions(kafka)), "a transaction without a progress record"
+
+
+def test_a_round_whose_commit_is_under_way_holds_no_publish_thread(tmp_path, kafka) -> None:
+    """One publish thread, three accounts, the committer not yet running: every account hands
+    its batch in and the thread goes on to the next (a round that waited for its commit would
+    hold the only thread: one batch queued, and one account per transaction)."""
+    committer = committer_over(kafka)
+    pool = TurnPool(1, role="publish")
+    names = ["a1", "a2", "a3"]
+    rigs = []
+    for i, name in enumerate(names):
+        platform = ScriptedPlatform([[report(i)]])
+        rigs.append(make_rig(tmp_path, platform, kafka=kafka, clock=kafka.clock,
+                             committer=committer, account=name, publish_pool=pool))  # fmt: skip
+    for rig in rigs:
+        rig.pipeline.start()
+    rigs[0].wait_for(lambda: len(committer._queue) == 3)
+    committer.start()
+    rigs[0].wait_for(lambda: sum(map(len, accounts_published(kafka).values())) == 3)
+    for rig in rigs:
+        rig.stop()
+    committer.close(Deadline.after(5))
+    assert pool.close(timeout=5) and pool.threads == 1
+    assert transactions(kafka)[0] == set(names)  # all three in the first transaction
+    assert accounts_published(kafka) == {"a1": [0], "a2": [1], "a3": [2]}
+
+
+def test_a_commit_that_does_not_wait_calls_back_with_the_outcome(kafka) -> None:
+    committer = committer_over(kafka)
+    pub = publisher(kafka, committer)
+    pub.init(Deadline.after(5))
+    pub.produce("t", b"r", b"k", None)
+    told = threading.Event()
+    assert pub.commit(1, Deadline.after(5), then=told.set) is False  # handed in, not waited
+    assert pub.commit(1, Deadline.after(5), then=told.set) is False  # the same batch, once
+    committer.start()
+    assert told.wait(5)
+    assert pub.commit(1, Deadline.after(5), then=told.set) is True  # its outcome, now known
+    committer.close(Deadline.after(5))
+    assert [r.value for r in kafka.visible("t")] == [b"r"]
+    assert kafka.calls.count("commit_transaction") == 1
+
+
+def test_a_commit_that_does_not_wait_still_fails_at_its_deadline(kafka) -> None:
+    committer = committer_over(kafka)  # not started: nothing commits
+    pub = publisher(kafka, committer)
+    pub.produce("t", b"r", b"k", None)
+    assert pub.commit(1, Deadline.after(5), then=lambda: None) is False
+    with pytest.raises(KafkaUnreachableError, match="not committed in time"):
+        pub.commit(1, Deadline.after(0), then=lambda: None)
 
 
 def transactions(kafka: FakeKafka) -> list[set[str]]:

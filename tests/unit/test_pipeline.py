@@ -23,6 +23,7 @@ from connector.kafka.checkpoint import IDLE_RECHECK, Checkpoint
 from connector.kafka.records import EntryRecords
 from connector.retry import Deadline
 from connector.spool.spool import Spool
+from connector.turn_pool import OwnThread
 from tests.fakes import FakeClock, FakeKafka, FaultySpool, ScriptedPlatform, kafka_error, report
 from tests.unit.pipeline_kit import ACCOUNT, DLQ, TOPIC, make_rig
 
@@ -184,32 +185,43 @@ def test_clock_driven_commit_interval(tmp_path) -> None:
     time.sleep(0.3)
     assert rig.msgids() == []  # the interval has not passed on the pipeline's clock
     clock.advance(5.0)
-    rig.pipeline._wake.set()  # what the next append or the loop's own wake-up would do
+    rig.pipeline._wake.set()  # what the next append or a commit's outcome would do
     rig.wait_for(lambda: len(rig.msgids()) == 3)
     rig.stop()
     assert_exactly_once(rig, 3)
 
 
-class RecordingWake(threading.Event):
-    """The publish loop's wake-up event, recording how long each wait was allowed to last."""
+class RecordingThread(OwnThread):
+    """A publish thread of its own that records how long each sleep between rounds was
+    allowed to last, and which of them a wake-up cut short."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.timeouts: list[float | None] = []
-        self.woken: list[float | None] = []  # the timeouts of the waits something cut short
+        super().__init__("publish")
+        self.timeouts: list[float] = []
+        self.woken: list[float] = []  # the timeouts of the sleeps something cut short
+        self.task = None
 
-    def wait(self, timeout: float | None = None) -> bool:
-        self.timeouts.append(timeout)
-        woken = super().wait(timeout)
-        if woken:
-            self.woken.append(timeout)
-        return woken
+    def submit(self, *args, **kwargs):
+        self.task = super().submit(*args, **kwargs)
+        return self.task
+
+    def sleep(self, task, pause: float) -> None:
+        self.timeouts.append(pause)
+        if task._signal.wait(pause):
+            self.woken.append(pause)
+        task._signal.clear()
+
+    def set(self) -> None:
+        self.task.wake()
 
 
 def test_the_publish_loop_sleeps_only_until_the_open_transaction_is_due(tmp_path) -> None:
     clock = FakeClock(frozen=True)
-    rig = make_rig(tmp_path, ScriptedPlatform(batches(3)), clock=clock, commit_interval=5.0)
-    wake = rig.pipeline._wake = RecordingWake()
+    wake = RecordingThread()
+    rig = make_rig(
+        tmp_path, ScriptedPlatform(batches(3)), clock=clock, commit_interval=5.0,
+        publish_pool=wake,
+    )  # fmt: skip
     rig.pipeline.start()
     rig.wait_for(lambda: rig.platform.calls >= 3)  # in the open transaction, begun at t0
     time.sleep(0.2)  # the loop is back in its wait
@@ -229,8 +241,8 @@ def test_an_idle_publish_loop_sleeps_until_woken_not_every_interval(tmp_path) ->
     """Nothing fetched, nothing spooled: the loop waits IDLE_RECHECK, not commit_interval (an
     idle instance of many accounts spent most of its CPU waking every interval for nothing).
     Its first wait is 0: what recovery left in the spool is replayed at once."""
-    rig = make_rig(tmp_path, ScriptedPlatform([]), commit_interval=0.05)
-    wake = rig.pipeline._wake = RecordingWake()
+    wake = RecordingThread()
+    rig = make_rig(tmp_path, ScriptedPlatform([]), commit_interval=0.05, publish_pool=wake)
     rig.pipeline.start()
     rig.wait_for(lambda: rig.platform.calls >= 3 and len(wake.timeouts) >= 2)
     time.sleep(0.3)  # six commit intervals: the old loop woke six more times
@@ -242,8 +254,8 @@ def test_an_idle_publish_loop_sleeps_until_woken_not_every_interval(tmp_path) ->
 
 def test_an_entry_wakes_the_idle_loop_and_is_committed_within_the_interval(tmp_path) -> None:
     platform = ScriptedPlatform([[], [], *batches(4)])
-    rig = make_rig(tmp_path, platform, commit_interval=0.05)
-    wake = rig.pipeline._wake = RecordingWake()
+    wake = RecordingThread()
+    rig = make_rig(tmp_path, platform, commit_interval=0.05, publish_pool=wake)
     rig.pipeline.start()
     rig.wait_for(lambda: len(rig.msgids()) == 4)
     assert IDLE_RECHECK in wake.woken  # the append cut the idle wait short

@@ -1,6 +1,7 @@
-"""The fetch pool: K threads take the turns of every account, earliest due first; a turn that
-hangs holds one thread, never the other accounts (unless K = 1); a stop retires a waiting task
-at once; every retirement calls `done` exactly once.
+"""The turn pools: K threads take the turns of every account, earliest due first; a turn that
+hangs holds one thread, never the other accounts (unless K = 1); a wake-up brings a task's
+next turn forward; a stop retires a waiting task at once; every retirement calls `done`
+exactly once. And `OwnThread`, the same contract with a thread per task.
 
 No sleep decides an outcome here: a test waits on events with generous timeouts, and the only
 short waits are for something that must *not* happen (they can pass wrongly, never fail)."""
@@ -12,10 +13,10 @@ import random
 import threading
 import time
 
-from connector.fetch_pool import FetchPool
 from connector.fetcher import Fetcher, Handoff
 from connector.observe.logs import _AccountFilter
 from connector.retry import Backoff, Deadline
+from connector.turn_pool import OwnThread, TurnPool, Wakeup
 from tests.fakes import FakeClock, RecordingObserver, ScriptedPlatform, report
 from tests.unit.pipeline_kit import make_rig, schedule
 
@@ -74,7 +75,7 @@ def counting(turns: list[int], enough: threading.Event, n: int):
 
 def test_turns_go_earliest_due_first_and_come_back_after_the_delay_they_return() -> None:
     clock = FakeClock(0.0, frozen=True)
-    pool = FetchPool(1, clock=clock)
+    pool = TurnPool(1, clock=clock)
     order: list[str] = []
     first_turn = threading.Event()
 
@@ -95,7 +96,7 @@ def test_turns_go_earliest_due_first_and_come_back_after_the_delay_they_return()
 
 
 def test_a_turn_that_hangs_does_not_hold_up_another_account() -> None:
-    pool = FetchPool(2)
+    pool = TurnPool(2)
     entered, release = threading.Event(), threading.Event()
     turns, enough = [], threading.Event()
     hanging = pool.submit("slow", blocking(entered, release), Done())
@@ -112,7 +113,7 @@ def test_a_turn_that_hangs_does_not_hold_up_another_account() -> None:
 def test_with_one_thread_a_turn_that_hangs_holds_up_the_rest() -> None:
     """The bound is real: K = 1 means one call at a time, like one thread per process."""
     threads = Threads()
-    pool = FetchPool(1, thread_factory=threads)
+    pool = TurnPool(1, thread_factory=threads)
     entered, release = threading.Event(), threading.Event()
     turns, enough = [], threading.Event()
     pool.submit("slow", blocking(entered, release), Done())
@@ -127,7 +128,7 @@ def test_with_one_thread_a_turn_that_hangs_holds_up_the_rest() -> None:
 
 def test_threads_start_lazily_never_more_than_k_nor_than_the_tasks() -> None:
     threads = Threads()
-    pool = FetchPool(3, thread_factory=threads)
+    pool = TurnPool(3, thread_factory=threads)
     assert threads.made == []  # none before the first task
     started = []
     for n in range(1, 6):
@@ -140,7 +141,7 @@ def test_threads_start_lazily_never_more_than_k_nor_than_the_tasks() -> None:
 
 
 def test_never_more_than_k_turns_at_once() -> None:
-    pool = FetchPool(2)
+    pool = TurnPool(2)
     cond = threading.Condition()
     running, most = [0], [0]
     release = threading.Event()
@@ -166,7 +167,7 @@ def test_never_more_than_k_turns_at_once() -> None:
 
 def test_a_stop_retires_a_waiting_task_at_once_and_done_is_called_once() -> None:
     clock = FakeClock(0.0, frozen=True)
-    pool = FetchPool(1, clock=clock)
+    pool = TurnPool(1, clock=clock)
     turns: list[str] = []
     done = Done()
     task = pool.submit("paused", once(turns, "x"), done, delay=600.0)  # e.g. auth_failure_pause
@@ -178,7 +179,7 @@ def test_a_stop_retires_a_waiting_task_at_once_and_done_is_called_once() -> None
 
 
 def test_a_stop_during_a_turn_lets_it_finish_then_retires_the_task() -> None:
-    pool = FetchPool(1)
+    pool = TurnPool(1)
     entered, release = threading.Event(), threading.Event()
     turns, done = [], Done()
 
@@ -199,7 +200,7 @@ def test_a_stop_during_a_turn_lets_it_finish_then_retires_the_task() -> None:
 
 
 def test_retire_waits_for_the_turn_in_flight_only_as_long_as_it_is_told() -> None:
-    pool = FetchPool(1)
+    pool = TurnPool(1)
     entered, release = threading.Event(), threading.Event()
     done = Done()
     task = pool.submit("busy", blocking(entered, release), done)
@@ -240,7 +241,7 @@ def fetcher(client: object, failures: list[str], wake: threading.Event) -> Fetch
 
 def test_a_step_that_raises_fails_the_account_and_retires_it(caplog) -> None:
     threads = Threads()
-    pool = FetchPool(1, thread_factory=threads)
+    pool = TurnPool(1, thread_factory=threads)
     client, failures, wake = RaisingClient(), [], threading.Event()
     f = fetcher(client, failures, wake)
     with caplog.at_level(logging.ERROR, logger="connector.fetcher"):
@@ -257,7 +258,7 @@ def test_a_step_that_raises_fails_the_account_and_retires_it(caplog) -> None:
 
 
 def test_a_turn_that_raises_itself_is_retired_and_the_worker_lives_on(caplog) -> None:
-    pool = FetchPool(1)
+    pool = TurnPool(1)
     done = Done()
 
     def turn() -> float:
@@ -274,7 +275,7 @@ def test_a_turn_that_raises_itself_is_retired_and_the_worker_lives_on(caplog) ->
 
 def test_close_retires_waiting_tasks_and_joins_the_workers() -> None:
     threads = Threads()
-    pool = FetchPool(2, thread_factory=threads)
+    pool = TurnPool(2, thread_factory=threads)
     done = [Done(), Done()]
     tasks = [pool.submit(f"a{n}", lambda: 0.5, done[n]) for n in range(2)]
     assert pool.close(WAIT)
@@ -290,7 +291,7 @@ def test_close_retires_waiting_tasks_and_joins_the_workers() -> None:
 
 
 def test_close_lets_a_turn_in_flight_finish() -> None:
-    pool = FetchPool(1)
+    pool = TurnPool(1)
     entered, release = threading.Event(), threading.Event()
     done = Done()
     task = pool.submit("busy", blocking(entered, release), done)
@@ -313,7 +314,7 @@ class Capture(logging.Handler):
 
 def test_a_turn_runs_under_its_accounts_thread_name_and_its_log_lines_name_the_account() -> None:
     threads = Threads()
-    pool = FetchPool(1, thread_factory=threads)
+    pool = TurnPool(1, thread_factory=threads)
     logger = logging.getLogger("connector.fetcher")
     capture = Capture()
     logger.addHandler(capture)
@@ -357,7 +358,7 @@ class HangingPlatform(ScriptedPlatform):
 def test_two_pipelines_share_a_pool_and_a_hanging_call_holds_up_only_its_own(tmp_path) -> None:
     """In-process, over the Kafka model: one account's get-rpt hangs, the other's reports all
     reach Kafka exactly once meanwhile; then both stop, the hung one keeping what it brought."""
-    pool = FetchPool(2)
+    pool = TurnPool(2)
     release = threading.Event()
     hung = HangingPlatform(release)
     steady = ScriptedPlatform([[report(n) for n in range(k, k + 5)] for k in range(0, 20, 5)])
@@ -382,7 +383,7 @@ def test_two_pipelines_share_a_pool_and_a_hanging_call_holds_up_only_its_own(tmp
 def test_a_due_task_wakes_one_idle_worker_not_all_of_them() -> None:
     """Idle accounts polling through the pool: each due task used to wake every idle worker
     (they all slept until the same head). One worker times the head; the rest wait untimed."""
-    pool = FetchPool(8)
+    pool = TurnPool(8)
     wakeups, turns = [0], [0]
     for cond in (pool._cond, pool._timer_cond):
         wait = cond.wait
@@ -403,3 +404,110 @@ def test_a_due_task_wakes_one_idle_worker_not_all_of_them() -> None:
     pool.close(timeout=5)
     assert turns[0] > 200
     assert wakeups[0] < 4 * turns[0], (wakeups[0], turns[0])
+
+
+def test_a_wake_up_brings_a_waiting_tasks_next_turn_forward_to_now() -> None:
+    clock = FakeClock(0.0, frozen=True)
+    pool = TurnPool(1, clock=clock)
+    turns: list[float] = []
+    second = threading.Event()
+
+    def turn() -> float:
+        turns.append(clock())
+        if len(turns) == 2:
+            second.set()
+        return 3600.0  # an hour, on a clock that never moves: only a wake-up brings it back
+
+    task = pool.submit("a", turn, Done())
+    deadline = time.monotonic() + WAIT
+    while not turns:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not second.wait(NOT_HAPPENING)
+    task.wake()
+    assert second.wait(WAIT)
+    assert len(pool._heap) >= 1  # the hour-long entry is left behind, skipped when it comes up
+    assert pool.close(timeout=WAIT)
+
+
+def test_a_wake_up_during_a_turn_is_followed_by_another_turn_at_once() -> None:
+    clock = FakeClock(0.0, frozen=True)
+    pool = TurnPool(1, clock=clock)
+    entered, release, again = threading.Event(), threading.Event(), threading.Event()
+    turns: list[int] = []
+
+    def turn() -> float:
+        turns.append(1)
+        if len(turns) == 1:
+            entered.set()
+            assert release.wait(WAIT)
+        else:
+            again.set()
+        return 3600.0
+
+    task = pool.submit("a", turn, Done())
+    assert entered.wait(WAIT)
+    task.wake()  # while its turn runs: what it sees now may be after it looked
+    release.set()
+    assert again.wait(WAIT)
+    assert pool.close(timeout=WAIT)
+
+
+def test_a_stale_heap_entry_neither_runs_a_turn_nor_survives_close() -> None:
+    clock = FakeClock(0.0, frozen=True)
+    pool = TurnPool(1, clock=clock)
+    done, turns = Done(), []
+    task = pool.submit("a", lambda: turns.append(1) or 3600.0, done, delay=3600.0)
+    task.wake()
+    deadline = time.monotonic() + WAIT
+    while not turns:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    clock.advance(3600.0)  # the stale entry is due now: it must not run a second turn
+    assert not task.finished.wait(NOT_HAPPENING)
+    assert turns == [1]
+    assert pool.close(timeout=WAIT)
+    assert done.calls == 1 and task.finished.is_set()
+
+
+def test_a_wake_up_before_the_task_exists_is_kept_for_its_first_turn() -> None:
+    wakeup, woken = Wakeup(), []
+
+    class Fake:
+        def wake(self) -> None:
+            woken.append(1)
+
+    wakeup.set()
+    wakeup.bind(Fake())
+    wakeup.set()
+    assert woken == [1, 1]
+
+
+def test_own_thread_sleeps_the_pause_unless_woken_and_retires_once() -> None:
+    runner, turns, done = OwnThread("publish"), [], Done()
+    second, names = threading.Event(), []
+
+    def turn() -> float | None:
+        names.append(threading.current_thread().name)
+        turns.append(1)
+        if len(turns) == 2:
+            second.set()
+            return None
+        return 3600.0
+
+    task = runner.submit("acme", turn, done)
+    assert not second.wait(NOT_HAPPENING)
+    task.wake()
+    assert second.wait(WAIT) and task.finished.wait(WAIT)
+    assert done.calls == 1 and names == ["publish-acme", "publish-acme"]
+
+
+def test_own_thread_retires_a_task_whose_turn_raises(caplog) -> None:
+    done = Done()
+
+    def turn() -> None:
+        raise RuntimeError("a bug")
+
+    task = OwnThread("publish").submit("acme", turn, done)
+    assert task.finished.wait(WAIT) and done.calls == 1
+    assert "publish turn of acme raised" in caplog.text
