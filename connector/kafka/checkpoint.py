@@ -15,7 +15,10 @@ from connector.kafka.records import EntryRecords
 from connector.observe.observer import CommitSummary
 from connector.retry import Deadline
 
-IDLE_RECHECK = 5.0  # seconds an idle publish loop sleeps when nothing wakes it (a safety net)
+# Seconds an idle publish loop sleeps when nothing wakes it: a safety net only, since whatever
+# gives it work wakes it (an append, a hand-off, a commit's outcome, a stop, the fetcher's end),
+# and an idle round does nothing. At 1,000 idle accounts, 5 s was 200 rounds/s for nothing.
+IDLE_RECHECK = 60.0
 
 
 @dataclass
