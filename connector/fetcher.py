@@ -148,6 +148,7 @@ class Fetcher:
         # taking answer after answer with no disk behind them.
         self._spool_trouble = retry_backoff()
         self._last_body = 0  # bytes of the last answer: the memo room the next one needs
+        self.ended = False  # finish() was called: no more turns
 
     def turn(self) -> float | None:
         """One step as the fetch pool takes it (`connector.turn_pool`): the pause before the
@@ -162,7 +163,10 @@ class Fetcher:
             return None
 
     def finish(self) -> None:
-        """The fetcher is done: the publish loop drains and ends once it sees that."""
+        """The fetcher is done: the publish loop drains and ends once it sees that. Said
+        here, before the wake-up, not by the pool's `finished` (set after this returns): a
+        round woken by this must not see the fetcher still running and sleep again."""
+        self.ended = True
         self._wake.set()
 
     def step(self) -> float:

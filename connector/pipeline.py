@@ -102,6 +102,7 @@ class AccountPipeline:
         self._retry_at = 0.0  # after a failed Kafka call: not again before then (clock)
         self._ckpt: Checkpoint | None = None  # the open transaction, once recovered
         self._pool = parts.fetch_pool or TurnPool(1)
+        self._fetcher: Fetcher | None = None
         self._fetching: Task | None = None
         self._publishing: Task | None = None
 
@@ -165,6 +166,8 @@ class AccountPipeline:
                 if not self._commit(ckpt):
                     return ckpt.answer_by.earliest(self._deadline).remaining()
                 ckpt = self._ckpt = self._checkpoint()
+                if not caught_up:
+                    return 0.0  # the sealed transaction held entries back: on with them now
             if self._handoff.pending:
                 _send_unspooled(self)
             if stopping and caught_up and ckpt.empty and not self._handoff.pending:
@@ -237,15 +240,15 @@ class AccountPipeline:
         return self._checkpoint()
 
     def _start_fetcher(self) -> None:
-        fetcher = _fetcher(self)
-        self._fetching = self._pool.submit(self.name, fetcher.turn, fetcher.finish)
+        self._fetcher = _fetcher(self)
+        self._fetching = self._pool.submit(self.name, self._fetcher.turn, self._fetcher.finish)
 
     def _fetcher_failed(self, reason: str) -> None:
         self._fail(reason)
         self.stop()  # the publish loop drains what is spooled, then ends
 
     def _fetcher_alive(self) -> bool:
-        return self._fetching is not None and not self._fetching.finished.is_set()
+        return self._fetcher is not None and not self._fetcher.ended
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self.limits.commit_interval, self.limits.max_batch_records)

@@ -1,11 +1,17 @@
 """One transactional producer for every account of an instance (`kafka.shared_producer`).
 
 Each account hands in whole batches: the records of its open transaction and its progress
-record (`SharedPublisher.commit`). The committer's one thread takes every batch handed in
-meanwhile and commits them in one Kafka transaction:
+record (`SharedPublisher.commit`). The committer's one thread puts the batches handed in into
+one Kafka transaction as they come, and commits it once no batch came for `linger` or it has
+been open for `window` (`kafka.commit_interval`):
 
-    take batches (the first, then `linger` for more) ──► begin ──► produce each batch's
-    records and progress record ──► commit ──► tell each batch its outcome
+    wait for a batch ──► begin ──► produce it (records, then progress record) ──► more within
+    `linger`, and the transaction younger than `window`? produce them too ──► commit ──►
+    tell each batch its outcome
+
+Producing as batches come, not all at commit time, keeps librdkafka sending while accounts are
+still handing in: a transaction of 1,000 accounts' batches produced at once filled its local
+queue and waited for acknowledgements, with nothing sent during the commit that followed.
 
 An account's records enter a transaction together with its progress record or not at all, and
 its bad data never reaches one (it is dead-lettered, or stops the account, while its records
@@ -97,6 +103,64 @@ class Batch:
                 log.exception("account %s: telling the commit outcome failed", self.account)
 
 
+class Handins:
+    """The batches handed in and not yet taken into a transaction, in order; `taken` marks
+    a batch no account can withdraw any more. Closing wakes the committer for good."""
+
+    def __init__(self) -> None:
+        self._queue: list[Batch] = []
+        self._ready = threading.Condition()
+        self.closing = threading.Event()
+
+    def __len__(self) -> int:
+        with self._ready:
+            return len(self._queue)
+
+    def submit(self, batch: Batch) -> Batch:
+        with self._ready:
+            self._queue.append(batch)
+            self._ready.notify()
+        return batch
+
+    def withdraw(self, batch: Batch) -> bool:
+        """Take a batch back that no transaction has taken yet; False when too late."""
+        with self._ready:
+            if batch.taken:
+                return False
+            if batch in self._queue:
+                self._queue.remove(batch)
+            return True
+
+    def take(self, wait: float | None) -> list[Batch] | None:
+        """The batches handed in so far, now taken. `wait` None: the first of a transaction,
+        waited for as long as it takes, or None once closing (what is left fails); else up
+        to `wait` seconds for one, [] if none came."""
+        with self._ready:
+            if wait is not None:
+                if not self._queue:
+                    self._ready.wait(wait)
+            else:
+                while not self._queue and not self.closing.is_set():
+                    self._ready.wait()
+                if self.closing.is_set():
+                    return None
+            batches, self._queue = self._queue, []
+            for batch in batches:
+                batch.taken = True
+        return batches
+
+    def close(self) -> None:
+        self.closing.set()
+        with self._ready:
+            self._ready.notify()
+
+    def left(self) -> list[Batch]:
+        """What no transaction will take: every batch still queued, once closed."""
+        with self._ready:
+            left, self._queue = self._queue, []
+        return left
+
+
 class TransactionCommitter:
     """The instance's transactional producer and the thread that commits accounts' batches."""
 
@@ -109,16 +173,17 @@ class TransactionCommitter:
         sender_factory: SenderFactory = record_sender,
         clock: Clock = time.monotonic,
         linger: float = 0.005,
+        window: float | None = None,  # default: kafka.commit_interval
         rng: random.Random | None = None,
     ) -> None:
         self.transactional_id = transactional_id
         self._kafka, self._factory, self._senders = kafka, producer_factory, sender_factory
         self._clock, self._linger, self._rng = clock, linger, rng or random.Random()
+        self._window = kafka.commit_interval if window is None else window
         self.reachability = Reachability(kafka.unreachable_after, _log_reachability, clock)
         self._events = ProducerEvents(WHO, self.reachability, RepeatSummary())
-        self._queue: list[Batch] = []
-        self._ready = threading.Condition()
-        self._closing = threading.Event()
+        self.handins = Handins()
+        self._closing = self.handins.closing
         self._producer: Producer | None = None
         self._records: RecordQueue | None = None
         self._producer_lock = threading.Lock()  # creation and init_transactions, once each
@@ -150,20 +215,11 @@ class TransactionCommitter:
     def submit(
         self, account: str, sends: list[Send], on_done: Callable[[], None] | None = None
     ) -> Batch:
-        batch = Batch(account, sends, on_done)
-        with self._ready:
-            self._queue.append(batch)
-            self._ready.notify()
-        return batch
+        return self.handins.submit(Batch(account, sends, on_done))
 
     def withdraw(self, batch: Batch) -> bool:
         """Take a batch back that no transaction has taken yet; False when too late."""
-        with self._ready:
-            if batch.taken:
-                return False
-            if batch in self._queue:
-                self._queue.remove(batch)
-            return True
+        return self.handins.withdraw(batch)
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -171,9 +227,7 @@ class TransactionCommitter:
 
     def close(self, deadline: Deadline) -> None:
         """After the accounts have stopped: fail what is still queued, end the thread."""
-        self._closing.set()
-        with self._ready:
-            self._ready.notify()
+        self.handins.close()
         if self._thread.ident is not None:
             self._thread.join(deadline.remaining())
         producer, self._producer = self._producer, None
@@ -182,9 +236,9 @@ class TransactionCommitter:
 
     # --- the committing thread --------------------------------------------------------------
     def _run(self) -> None:
-        while (batches := self._take()) is not None:
+        while (batches := self.handins.take(None)) is not None:
             try:
-                self._commit_all(batches)
+                self._commit_all(batches)  # adds the batches it takes meanwhile
             except ConnectorError as error:
                 for batch in batches:
                     batch.finish(error)
@@ -197,42 +251,36 @@ class TransactionCommitter:
             else:
                 for batch in batches:
                     batch.finish(None)
-        with self._ready:
-            left, self._queue = self._queue, []
-        for batch in left:
+        for batch in self.handins.left():
             batch.finish(KafkaUnreachableError(f"account {batch.account}: shutting down"))
 
-    def _take(self) -> list[Batch] | None:
-        """The batches of the next transaction: wait for one, then `linger` for more."""
-        with self._ready:
-            while not self._queue and not self._closing.is_set():
-                self._ready.wait()
-            if self._closing.is_set():  # the accounts have stopped: what is left fails
-                return None
-        time.sleep(self._linger)
-        with self._ready:
-            batches, self._queue = self._queue, []
-            for batch in batches:
-                batch.taken = True
-        return batches
-
     def _commit_all(self, batches: list[Batch]) -> None:
-        """One transaction of every batch; retriable commit errors are retried until it ends."""
+        """One transaction of `batches` and of every batch handed in while it is open (added
+        to `batches`); retriable commit errors are retried until it ends."""
         self.connect(Deadline.after(self._kafka.unreachable_after, self._clock))
         producer = self._producer
         try:
             producer.begin_transaction()
             self._txn_began = self._clock()
-            for batch in batches:
-                for send in batch.sends:
-                    self._records.put(
-                        send.topic, send.values, send.keys, send.headers, send.partition,
-                        send.timestamps,
-                    )  # fmt: skip
-                producer.poll(0)
+            self._produce(batches)
+            until = self._txn_began + self._window
+            while (left := until - self._clock()) > 0 and (
+                more := self.handins.take(min(left, self._linger))
+            ):
+                batches.extend(more)
+                self._produce(more)
         except KafkaException as exc:
             self._end_failed(self._translate(exc.args[0]))
         self._commit_until_done()
+
+    def _produce(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            for send in batch.sends:
+                self._records.put(
+                    send.topic, send.values, send.keys, send.headers, send.partition,
+                    send.timestamps,
+                )  # fmt: skip
+            self._producer.poll(0)
 
     def _commit_until_done(self) -> None:
         backoff = Backoff(0.5, 30.0, stop=self._closing, rng=self._rng)

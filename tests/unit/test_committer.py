@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -17,6 +18,7 @@ from connector.errors import (
     TransactionAbortedError,
     TransactionTimedOutError,
 )
+from connector.kafka.checkpoint import IDLE_RECHECK
 from connector.kafka.committer import Send, TransactionCommitter, shared_transactional_id
 from connector.kafka.shared_publisher import SharedPublisher
 from connector.retry import Deadline
@@ -57,6 +59,47 @@ def test_batches_handed_in_together_commit_in_one_transaction(kafka) -> None:
     assert [r.value for r in kafka.committed] == [b"a1", b"a-progress", b"b1", b"b-progress"]
     assert kafka.calls.count("commit_transaction") == 1
     assert [p.config["transactional.id"] for p in kafka.producers] == [TXN_ID]
+
+
+def test_a_batch_handed_in_while_a_transaction_is_open_joins_it(kafka) -> None:
+    """Produced as they come: a batch within `linger` of the last joins the open transaction
+    (its records produced before the commit), one that comes later begins the next."""
+    committer = TransactionCommitter(
+        settings(), TXN_ID, producer_factory=kafka.producer, clock=kafka.clock,
+        linger=0.5, window=30.0,
+    )  # fmt: skip
+    committer.start()
+    first = committer.submit("a", [send("t", b"a1")])
+    deadline = time.monotonic() + 5
+    while "produce" not in kafka.calls:  # the transaction is open, its first batch produced
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    second = committer.submit("b", [send("t", b"b1")])
+    first.wait(Deadline.after(5)), second.wait(Deadline.after(5))
+    assert kafka.calls.count("commit_transaction") == 1
+    time.sleep(0.6)  # past the linger: the next batch is the next transaction's
+    committer.submit("c", [send("t", b"c1")]).wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+    assert kafka.calls.count("commit_transaction") == 2
+    assert [r.value for r in kafka.committed] == [b"a1", b"b1", b"c1"]
+
+
+def test_a_transaction_open_for_its_window_commits_while_batches_still_come(kafka) -> None:
+    committer = TransactionCommitter(
+        settings(), TXN_ID, producer_factory=kafka.producer, clock=kafka.clock,
+        linger=1.0, window=0.2,
+    )  # fmt: skip
+    committer.start()
+    batches = []
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until:  # a batch every 20 ms, never a pause of `linger`
+        batches.append(committer.submit("a", [send("t", b"x")]))
+        time.sleep(0.02)
+    for batch in batches:
+        batch.wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+    assert kafka.calls.count("commit_transaction") >= 3  # ~1 s of batches, 0.2 s windows
+    assert len(kafka.committed) == len(batches)
 
 
 def test_an_abortable_error_fails_every_batch_of_the_transaction(kafka) -> None:
@@ -286,7 +329,7 @@ def test_a_round_whose_commit_is_under_way_holds_no_publish_thread(tmp_path, kaf
                              committer=committer, account=name, publish_pool=pool))  # fmt: skip
     for rig in rigs:
         rig.pipeline.start()
-    rigs[0].wait_for(lambda: len(committer._queue) == 3)
+    rigs[0].wait_for(lambda: len(committer.handins) == 3)
     committer.start()
     rigs[0].wait_for(lambda: sum(map(len, accounts_published(kafka).values())) == 3)
     for rig in rigs:
@@ -295,6 +338,26 @@ def test_a_round_whose_commit_is_under_way_holds_no_publish_thread(tmp_path, kaf
     assert pool.close(timeout=5) and pool.threads == 1
     assert transactions(kafka)[0] == set(names)  # all three in the first transaction
     assert accounts_published(kafka) == {"a1": [0], "a2": [1], "a3": [2]}
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["own-thread", "publish-pool"])
+def test_a_stop_during_a_commit_ends_with_its_outcome_not_an_idle_recheck(
+    tmp_path, kafka, pooled
+) -> None:
+    """The round that sees the commit's outcome after a stop must end the account then (it
+    slept the idle recheck instead, 5 s then, 60 s now, before it looked again)."""
+    committer = committer_over(kafka)  # not started yet: the commit stays under way
+    pool = TurnPool(1, role="publish") if pooled else None
+    rig = make_rig(tmp_path, ScriptedPlatform([[report(1)]]), kafka=kafka, clock=kafka.clock,
+                   committer=committer, publish_pool=pool)  # fmt: skip
+    rig.pipeline.start()
+    rig.wait_for(lambda: len(committer.handins) == 1)
+    rig.pipeline.stop(Deadline.after(120))
+    committer.start()
+    assert rig.pipeline.join(Deadline.after(IDLE_RECHECK / 2)), "slept an idle recheck"
+    committer.close(Deadline.after(5))
+    assert accounts_published(kafka) == {"acme": [1]}
+    assert rig.observer.states()[-1] == "stopped"
 
 
 def test_a_commit_that_does_not_wait_calls_back_with_the_outcome(kafka) -> None:
