@@ -177,7 +177,8 @@ class AccountPipeline:
         waiting = self._session.spool.last_seq > max(ckpt.last_seq, self._session.committed)
         now = self.parts.clock()
         pause = max(ckpt.wait_time(now, waiting or self._handoff.pending), self._retry_at - now)
-        return min(pause, self._deadline.remaining())
+        owed = self._session.release_owed()  # a failed release, retried (never waited for)
+        return min(pause, self._deadline.remaining(), owed if owed is not None else pause)
 
     def _publish_pending(self, ckpt: Checkpoint) -> bool:
         """Produce spool entries into the open transaction; True when none are left."""
@@ -209,7 +210,7 @@ class AccountPipeline:
         if not self._session.publisher.commit(ckpt.last_seq, by, then=self._wake.set):
             return False
         self._session.committed = ckpt.last_seq
-        self._session.release(ckpt.last_seq, self._deadline)
+        self._session.release(ckpt.last_seq)
         self._retry.reset()
         summary = ckpt.summary(self.parts.clock() - ckpt.sealed_at, self.parts.wall_clock())
         self._observer.committed(summary, self._session.spool.level())

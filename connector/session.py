@@ -28,21 +28,35 @@ class Session:
         self.spool = None
         self.committed = 0
         self._found = None  # the progress found at start (another spool's, after a move)
+        self._owed = 0  # a release that failed, through this sequence: retried
+        self._release_at = 0.0
+        self._release_backoff = parts.backoff(stop)
 
-    def release(self, seq: int, deadline: Deadline) -> None:
-        """Release the spool; a write failure backs off and retries (the progress record in
-        Kafka already says what is done, so a restart never re-sends released entries)."""
-        backoff = self._parts.backoff(self._stop)
-        while True:
-            try:
-                self.spool.release_through(seq)
-                self._parts.observer.spooled(self.spool.level())
-                return
-            except SpoolWriteError as exc:
-                self._parts.observer.spool_write_failed(str(exc))
-                log.error("account %s: %s; retrying the release", self._name, exc)
-                if backoff.wait() or self._stop.is_set() or deadline.expired:
-                    return  # shutting down: the floor from Kafka releases it at the next start
+    def release(self, seq: int) -> None:
+        """Release the spool through `seq`, once. A write failure is observed and owed: the
+        next round retries it after a backoff (`release_owed`), never blocking the round, and a
+        later release covers it (releasing is cumulative). Kafka's progress record already says
+        what is done, so a restart never re-sends an entry whose release was lost."""
+        try:
+            self.spool.release_through(seq)
+        except SpoolWriteError as exc:
+            self._parts.observer.spool_write_failed(str(exc))
+            delay = self._release_backoff.next_delay()
+            log.error("account %s: %s; the release is retried in %.1fs", self._name, exc, delay)
+            self._owed, self._release_at = max(self._owed, seq), self._parts.clock() + delay
+            return
+        self._owed = 0
+        self._release_backoff.reset()
+        self._parts.observer.spooled(self.spool.level())
+
+    def release_owed(self) -> float | None:
+        """Retry a failed release once it is due: the pause until the next try, or None when
+        no release is owed."""
+        if not self._owed:
+            return None
+        if self._parts.clock() >= self._release_at:
+            self.release(self._owed)
+        return max(0.0, self._release_at - self._parts.clock()) if self._owed else None
 
     def abort(self, reason: str, deadline: Deadline) -> ConnectorError | None:
         """Abort the open transaction; the error if even that failed (a new producer is due)."""

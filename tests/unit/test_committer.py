@@ -23,7 +23,15 @@ from connector.kafka.committer import Send, TransactionCommitter, shared_transac
 from connector.kafka.shared_publisher import SharedPublisher
 from connector.retry import Deadline
 from connector.turn_pool import TurnPool
-from tests.fakes import FakeClock, FakeKafka, FakeProgress, ScriptedPlatform, kafka_error, report
+from tests.fakes import (
+    FakeClock,
+    FakeKafka,
+    FakeProgress,
+    FaultySpool,
+    ScriptedPlatform,
+    kafka_error,
+    report,
+)
 from tests.unit.pipeline_kit import TOPIC, make_rig
 
 TXN_ID = "rpt-connector-instance-test"
@@ -358,6 +366,34 @@ def test_a_stop_during_a_commit_ends_with_its_outcome_not_an_idle_recheck(
     committer.close(Deadline.after(5))
     assert accounts_published(kafka) == {"acme": [1]}
     assert rig.observer.states()[-1] == "stopped"
+
+
+def test_a_spool_that_cannot_release_holds_no_publish_thread(tmp_path, kafka) -> None:
+    """One publish thread; account a1's spool refuses every release (a broken volume): its
+    release is owed and retried by its later rounds, and a2 publishes meanwhile (a release
+    retried in a loop held the only thread until a1 was stopped)."""
+
+    def broken(spool: object) -> FaultySpool:
+        wrapped = FaultySpool(spool)
+        wrapped.release_failures = 10**6
+        return wrapped
+
+    committer, pool = committer_over(kafka), TurnPool(1, role="publish")
+    shared = {"kafka": kafka, "clock": kafka.clock, "committer": committer, "publish_pool": pool}
+    a1 = make_rig(tmp_path, ScriptedPlatform([[report(1)]]), account="a1", spool_wrapper=broken,
+                  **shared)  # fmt: skip
+    committer.start()
+    a1.pipeline.start()
+    a1.wait_for(lambda: len(a1.observer.named("spool_write_failed")) >= 2)
+    a2 = make_rig(tmp_path, ScriptedPlatform([[report(2)], [report(3)]]), account="a2", **shared)
+    a2.pipeline.start()
+    a2.wait_for(lambda: accounts_published(kafka).get("a2") == [2, 3])
+    assert a1.spools[0].level().entries == 1  # still owed, still retried
+    a1.wait_for(lambda: len(a1.observer.named("spool_write_failed")) >= 5)
+    a1.stop(), a2.stop()
+    committer.close(Deadline.after(5))
+    assert pool.close(timeout=5)
+    assert a1.pipeline.failed is None and accounts_published(kafka)["a1"] == [1]
 
 
 def test_a_commit_that_does_not_wait_calls_back_with_the_outcome(kafka) -> None:
