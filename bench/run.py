@@ -15,7 +15,8 @@ the raw archive topic in each round (`--archive both`), on the pure-Python path
 librdkafka floor, the simulator's serve rate and a latency scenario (simulator in rate mode,
 a read_committed consumer timing fetched_at → visible). Writes bench/results/<stamp>.json,
 bench/results/latest.json and BENCHMARKS.md. Last, on the same broker, bench/accounts.py (1 to
-1,000 accounts on one instance; its own JSON and plot; `--skip accounts` leaves it out).
+1,000 accounts on one instance with `kafka.shared_producer`; its own JSON and plot; `--skip
+accounts` leaves it out).
 """
 
 from __future__ import annotations
@@ -415,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         if "accounts" not in skip:  # bench/accounts.py: its own JSON, table and plot
             import accounts
 
-            results["accounts"] = accounts.measure(broker, ["--quick"] * args.quick)["targets"]
+            # The many-accounts configuration (README "Scaling out"): one shared producer.
+            argv = ["--quick"] * args.quick + ["--shared-producer"]
+            results["accounts"] = accounts.measure(broker, argv)["targets"]
     finally:
         broker.stop()
     results["finished_load_average"] = os.getloadavg()

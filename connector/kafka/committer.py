@@ -181,7 +181,8 @@ class TransactionCommitter:
         self._clock, self._linger, self._rng = clock, linger, rng or random.Random()
         self._window = kafka.commit_interval if window is None else window
         self.reachability = Reachability(kafka.unreachable_after, _log_reachability, clock)
-        self._events = ProducerEvents(WHO, self.reachability, RepeatSummary())
+        self._connection_errors = RepeatSummary()  # one summary over successive producers
+        self._events = self._new_events()
         self.handins = Handins()
         self._closing = self.handins.closing
         self._producer: Producer | None = None
@@ -200,6 +201,7 @@ class TransactionCommitter:
                 raise self._fenced
             if self._producer is not None:
                 return
+            self._events = self._new_events()  # a dropped producer's error_cb goes unheard
             config = producer_config(self._kafka, "shared", None, self._events.on_error)
             config["transactional.id"] = self.transactional_id
             producer = self._factory(config)
@@ -318,10 +320,20 @@ class TransactionCommitter:
             self._drop_producer()
         raise error
 
+    def _new_events(self) -> ProducerEvents:
+        return ProducerEvents(WHO, self.reachability, self._connection_errors)
+
     def _drop_producer(self) -> None:
+        """Forget the producer. Its queue is purged: once the broker is back it would send
+        them with its old epoch, be told it is fenced (by our own next producer), and that
+        error must not be taken for the next producer's (it has events of its own)."""
         with self._producer_lock:
-            self._producer = self._records = None
-            self._events.fence = None
+            producer, self._producer, self._records = self._producer, None, None
+        if producer is not None:
+            try:
+                producer.purge(in_queue=True, in_flight=True)
+            except KafkaException as exc:  # a producer in a fatal state may refuse: dropped anyway
+                log.debug("shared producer: purging the dropped producer: %s", exc)
 
     def _call(self, operation: Callable[[float], None], deadline: Deadline, interrupt=None) -> None:
         backoff = Backoff(0.1, 5.0, stop=interrupt, rng=self._rng)

@@ -149,6 +149,29 @@ def test_a_fatal_error_fails_the_batches_and_the_next_gets_a_new_producer(kafka)
     assert len(kafka.producers) == 2 and kafka.calls.count("init_transactions") == 2
 
 
+def test_a_dropped_producer_told_it_is_fenced_later_fences_nothing(kafka) -> None:
+    """Seen after a broker outage: the dropped producer still held records; once the broker
+    was back it sent them with its old epoch and its error_cb said "fenced" (by our own next
+    producer). That must not be taken for the next producer's error: every account stopped."""
+    committer = committer_over(kafka)
+    kafka.fail("commit_transaction", kafka_error("fatal"))
+    batch = committer.submit("a", [send("t", b"a")])
+    committer.start()
+    with pytest.raises(PublishError):
+        batch.wait(Deadline.after(5))
+    committer.submit("a", [send("t", b"a2")]).wait(Deadline.after(5))  # the second producer
+    dropped = kafka.producers[0]
+    dropped.config["error_cb"](kafka_error("fenced"))  # the old epoch's records, refused
+    kafka.fail("commit_transaction", kafka_error("fatal"))  # a bare _FATAL: its cause is asked
+    with pytest.raises(PublishError) as failed:
+        committer.submit("a", [send("t", b"a3")]).wait(Deadline.after(5))
+    assert failed.value.disposition == "restart_producer"  # not fenced: a new producer
+    committer.submit("a", [send("t", b"a4")]).wait(Deadline.after(5))
+    committer.close(Deadline.after(5))
+    assert [r.value for r in kafka.committed] == [b"a2", b"a4"]
+    assert dropped._queue == []  # purged when dropped
+
+
 def test_a_newer_instance_fences_every_account_for_good(kafka) -> None:
     committer = committer_over(kafka)
     committer.connect(Deadline.after(5))
