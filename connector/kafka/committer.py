@@ -186,6 +186,7 @@ class TransactionCommitter:
         self.handins = Handins()
         self._closing = self.handins.closing
         self._producer: Producer | None = None
+        self._starting: tuple[Producer, dict] | None = None  # its init_transactions timed out
         self._records: RecordQueue | None = None
         self._producer_lock = threading.Lock()  # creation and init_transactions, once each
         self._fenced: FencedError | None = None
@@ -201,15 +202,22 @@ class TransactionCommitter:
                 raise self._fenced
             if self._producer is not None:
                 return
-            self._events = self._new_events()  # a dropped producer's error_cb goes unheard
-            config = producer_config(self._kafka, "shared", None, self._events.on_error)
-            config["transactional.id"] = self.transactional_id
-            producer = self._factory(config)
+            if self._starting is None:
+                self._events = self._new_events()  # a dropped producer's error_cb goes unheard
+                config = producer_config(self._kafka, "shared", None, self._events.on_error)
+                config["transactional.id"] = self.transactional_id
+                self._starting = (self._factory(config), config)
+            producer, config = self._starting
             try:
                 self._call(producer.init_transactions, deadline, interrupt=self._closing)
-            except ConnectorError:
-                producer.flush(0)
+            except ConnectorError as exc:
+                # Timed out: librdkafka goes on with it, and the next call resumes it. A new
+                # producer instead would be fenced when this one's init completed after all.
+                if exc.disposition != Disposition.RETRY:
+                    self._starting = None
+                    _purge(producer)
                 raise
+            self._starting = None
             self._producer, self._records = producer, RecordQueue(producer, config, self._senders)
             self.reachability.ok()
             log.info("shared producer %s ready", self.transactional_id)
@@ -330,10 +338,7 @@ class TransactionCommitter:
         with self._producer_lock:
             producer, self._producer, self._records = self._producer, None, None
         if producer is not None:
-            try:
-                producer.purge(in_queue=True, in_flight=True)
-            except KafkaException as exc:  # a producer in a fatal state may refuse: dropped anyway
-                log.debug("shared producer: purging the dropped producer: %s", exc)
+            _purge(producer)
 
     def _call(self, operation: Callable[[float], None], deadline: Deadline, interrupt=None) -> None:
         backoff = Backoff(0.1, 5.0, stop=interrupt, rng=self._rng)
@@ -344,6 +349,13 @@ class TransactionCommitter:
         silent = max(open_for, self.reachability.silent_for())
         cause = self._events.cause_of(error, self._producer)
         return translate(cause, WHO, silent, transaction_timeout(self._kafka))
+
+
+def _purge(producer: Producer) -> None:
+    try:
+        producer.purge(in_queue=True, in_flight=True)
+    except KafkaException as exc:  # a producer in a fatal state may refuse: dropped anyway
+        log.debug("shared producer: purging a dropped producer: %s", exc)
 
 
 def shared_transactional_id(kafka: KafkaSettings, accounts: list[str]) -> str:

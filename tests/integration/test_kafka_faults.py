@@ -136,6 +136,15 @@ def connection_error_lines(events: list[dict]) -> Counter:
     )
 
 
+@pytest.fixture(params=["own-producers", "shared-producer"])
+def producers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each fault twice: a transactional producer per account, and the instance's one shared
+    producer (kafka.shared_producer, both accounts' batches in each transaction)."""
+    if request.param == "shared-producer":
+        monkeypatch.setenv("RPT_KAFKA__SHARED_PRODUCER", "true")  # connector_env passes it on
+    return request.param
+
+
 @pytest.fixture
 def rig() -> Iterator[ProxiedBroker]:
     with proxied_broker() as running:
@@ -143,7 +152,7 @@ def rig() -> Iterator[ProxiedBroker]:
 
 
 def test_a_partition_past_the_transaction_timeout_heals_without_loss_or_restart(
-    rig: ProxiedBroker, tmp_path: Path
+    rig: ProxiedBroker, tmp_path: Path, producers: str
 ) -> None:
     topics = Topics.fresh()
     simulator = start_simulator(tmp_path)
@@ -186,7 +195,7 @@ def test_a_partition_past_the_transaction_timeout_heals_without_loss_or_restart(
     assert not any(e["message"].startswith("%") for e in events)
     figures = assert_exactly_once(rig.direct, topics, tmp_path)
     report_figures(
-        "partition",
+        f"partition ({producers})",
         cut_s=CUT_S,
         readyz_503_after_s=down["readyz_503"],
         recovery_s={n: round(t - healed, 1) for n, t in recovered.items()},
@@ -195,7 +204,7 @@ def test_a_partition_past_the_transaction_timeout_heals_without_loss_or_restart(
 
 
 def test_a_refusing_broker_gives_json_lines_and_summarized_connection_errors(
-    isolated_broker: Callable, tmp_path: Path
+    isolated_broker: Callable, tmp_path: Path, producers: str
 ) -> None:
     broker = isolated_broker()
     topics = Topics.fresh()
@@ -231,7 +240,7 @@ def test_a_refusing_broker_gives_json_lines_and_summarized_connection_errors(
     assert max(lines.values()) <= limit, lines
     figures = assert_exactly_once(broker.bootstrap, topics, tmp_path)
     report_figures(
-        "broker_refusing",
+        f"broker_refusing ({producers})",
         outage_s=round(restarted - stopped, 1),
         connection_error_lines=sum(lines.values()),
         per_client_max=max(lines.values()),

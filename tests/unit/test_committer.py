@@ -172,6 +172,26 @@ def test_a_dropped_producer_told_it_is_fenced_later_fences_nothing(kafka) -> Non
     assert dropped._queue == []  # purged when dropped
 
 
+def test_an_init_that_timed_out_is_resumed_on_the_same_producer(kafka) -> None:
+    """librdkafka goes on with a timed-out init_transactions; a new producer instead would be
+    fenced by the old one's init completing later (seen in the partition fault suite)."""
+    committer = committer_over(kafka)
+    kafka.fail("init_transactions", kafka_error("retriable"))
+    with pytest.raises(KafkaUnreachableError):
+        committer.connect(Deadline.after(0))  # one slice, timed out: no time left
+    committer.connect(Deadline.after(5))
+    assert len(kafka.producers) == 1 and kafka.calls.count("init_transactions") >= 2
+
+
+def test_an_init_that_failed_for_good_is_not_resumed(kafka) -> None:
+    committer = committer_over(kafka)
+    kafka.fail("init_transactions", kafka_error("fatal"))
+    with pytest.raises(PublishError):
+        committer.connect(Deadline.after(5))
+    committer.connect(Deadline.after(5))
+    assert len(kafka.producers) == 2
+
+
 def test_a_newer_instance_fences_every_account_for_good(kafka) -> None:
     committer = committer_over(kafka)
     committer.connect(Deadline.after(5))
