@@ -152,6 +152,16 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
         yield broker.bootstrap
 
 
+@pytest.fixture(params=["own-producers", "shared-producer"])
+def producers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fault test that asks for it runs twice: a transactional producer per account, and the
+    instance's one shared producer (kafka.shared_producer: the accounts' batches in one
+    transaction). The connector's environment (devharness.connector_env) passes it on."""
+    if request.param == "shared-producer":
+        monkeypatch.setenv("RPT_KAFKA__SHARED_PRODUCER", "true")
+    return request.param
+
+
 @pytest.fixture
 def isolated_broker() -> Iterator[Callable[..., devkafka.Broker]]:
     """Factory for private, started brokers that a test may stop, kill and restart freely.

@@ -73,7 +73,7 @@ def spool_settles(endpoints: Endpoints, samples: list[float]) -> Callable[[], bo
 
 
 def test_broker_outage_fills_the_spool_to_its_limit_then_everything_arrives_once(
-    isolated_broker: Callable, tmp_path: Path
+    isolated_broker: Callable, tmp_path: Path, producers: str
 ) -> None:
     broker = isolated_broker()
     bootstrap = broker.bootstrap

@@ -202,7 +202,7 @@ def test_a_full_spool_disk_then_freed_loses_and_duplicates_nothing(
 
 
 def test_a_spool_volume_turned_read_only_then_writable_loses_nothing(
-    kafka_bootstrap: str, tmp_path: Path, volume: Path
+    kafka_bootstrap: str, tmp_path: Path, volume: Path, producers: str
 ) -> None:
     topics = Topics.fresh()
     simulator, config = start(tmp_path, volume, kafka_bootstrap, topics)
@@ -213,7 +213,7 @@ def test_a_spool_volume_turned_read_only_then_writable_loses_nothing(
         with read_only(volume):
             during = handed_out_during(simulator, FAULT_SECONDS)
             assert connector.alive(), connector.output()  # not an exit into a crash loop
-        print(f"figures: read-only: {during} reports handed out while read-only")
+        print(f"figures: read-only ({producers}): {during} reports handed out while read-only")
         finish(connector, simulator)
     finally:
         stop_everything(connector, simulator)

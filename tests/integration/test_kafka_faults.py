@@ -136,15 +136,6 @@ def connection_error_lines(events: list[dict]) -> Counter:
     )
 
 
-@pytest.fixture(params=["own-producers", "shared-producer"])
-def producers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each fault twice: a transactional producer per account, and the instance's one shared
-    producer (kafka.shared_producer, both accounts' batches in each transaction)."""
-    if request.param == "shared-producer":
-        monkeypatch.setenv("RPT_KAFKA__SHARED_PRODUCER", "true")  # connector_env passes it on
-    return request.param
-
-
 @pytest.fixture
 def rig() -> Iterator[ProxiedBroker]:
     with proxied_broker() as running:
