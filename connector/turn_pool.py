@@ -81,10 +81,12 @@ class Wakeup:
             task.wake()
 
     def set(self) -> None:
-        if self._task is None:
-            self._early = True
-        else:
-            self._task.wake()
+        # Said before the task is looked at: a bind() in between sees it (set() and bind() may
+        # run on different threads, and either order must wake the task once it exists).
+        self._early = True
+        task = self._task
+        if task is not None:
+            task.wake()
 
 
 class OwnThread:
