@@ -178,7 +178,7 @@ class AccountPipeline:
         now = self.parts.clock()
         pause = max(ckpt.wait_time(now, waiting or self._handoff.pending), self._retry_at - now)
         owed = self._session.release_owed()  # a failed release, retried (never waited for)
-        return min(pause, self._deadline.remaining(), owed if owed is not None else pause)
+        return min(pause, self._deadline.remaining(), pause if owed is None else owed)
 
     def _publish_pending(self, ckpt: Checkpoint) -> bool:
         """Produce spool entries into the open transaction; True when none are left."""

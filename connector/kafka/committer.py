@@ -184,7 +184,6 @@ class TransactionCommitter:
         self._connection_errors = RepeatSummary()  # one summary over successive producers
         self._events = self._new_events()
         self.handins = Handins()
-        self._closing = self.handins.closing
         self._producer: Producer | None = None
         self._starting: tuple[Producer, dict] | None = None  # its init_transactions timed out
         self._records: RecordQueue | None = None
@@ -209,7 +208,7 @@ class TransactionCommitter:
                 self._starting = (self._factory(config), config)
             producer, config = self._starting
             try:
-                self._call(producer.init_transactions, deadline, interrupt=self._closing)
+                self._call(producer.init_transactions, deadline, interrupt=self.handins.closing)
             except ConnectorError as exc:
                 # Timed out: librdkafka goes on with it, and the next call resumes it. A new
                 # producer instead would be fenced when this one's init completed after all.
@@ -293,7 +292,7 @@ class TransactionCommitter:
             self._producer.poll(0)
 
     def _commit_until_done(self) -> None:
-        backoff = Backoff(0.5, 30.0, stop=self._closing, rng=self._rng)
+        backoff = Backoff(0.5, 30.0, stop=self.handins.closing, rng=self._rng)
         while True:
             deadline = Deadline.after(self._kafka.unreachable_after, self._clock)
             try:
@@ -302,7 +301,7 @@ class TransactionCommitter:
                 self.reachability.ok()
                 return
             except KafkaUnreachableError as exc:
-                if self._closing.is_set() or backoff.wait():
+                if self.handins.closing.is_set() or backoff.wait():
                     self._drop_producer()  # the broker aborts it; the spools keep the entries
                     raise
                 log.warning("shared producer: %s; committing again", exc)
