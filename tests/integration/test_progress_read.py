@@ -38,23 +38,32 @@ def commit(producer: Producer, topic: str, records: list[tuple[str, int]], *, ab
             partition=progress_partition(account, PARTITIONS),
         )  # fmt: skip
     if abort:
+        producer.flush(30)  # delivered first, as commit_transaction does on its own
         producer.abort_transaction(30)
     else:
         producer.commit_transaction(30)
+
+
+def transactional(bootstrap: str) -> Producer:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "transactional.id": f"t-{uuid.uuid4().hex}"}
+    )
+    producer.init_transactions(30)
+    return producer
 
 
 def test_every_accounts_last_committed_progress_in_one_read(kafka_bootstrap: str) -> None:
     topics = Topics.fresh()
     kafka = kafka_settings(kafka_bootstrap, topics)
     ensure_topics(kafka, topics.all())
-    producer = Producer(
-        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"t-{uuid.uuid4().hex}"}
-    )
-    producer.init_transactions(30)
+    producer, aborter = transactional(kafka_bootstrap), transactional(kafka_bootstrap)
     accounts = [f"acct{i}" for i in range(12)]
     commit(producer, topics.progress, [(a, 1) for a in accounts])
     commit(producer, topics.progress, [(a, 2) for a in accounts[:6]])
-    commit(producer, topics.progress, [(a, 99) for a in accounts], abort=True)  # never seen
+    # Never seen. A producer of its own: an abort right after a commit on the same producer
+    # was once refused by the broker as a fatal INVALID_TXN_STATE (a broker-side race, seen in
+    # 1 of ~20 runs), which is not what this test is about.
+    commit(aborter, topics.progress, [(a, 99) for a in accounts], abort=True)
     producer.flush(10)
 
     topic = ProgressTopic(kafka)
