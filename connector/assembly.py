@@ -2,7 +2,7 @@
 
 `build_pipeline` is the one place an account's parts are assembled (platform client, spool
 opener, publisher factory, record builder, observer hooks); `Shared` is what every account of
-the process shares (fetch pool, watchdog, shared producer and its start-up progress read). The
+the process shares (fetch pool, watchdog, shared producer and its one-pass progress reads). The
 service (`connector.service`) only decides when: at start, and on each group assignment.
 """
 
@@ -20,6 +20,7 @@ from connector.config.views import AccountView
 from connector.errors import ConnectorError, Disposition
 from connector.fetcher import Hooks
 from connector.kafka.committer import TransactionCommitter, shared_transactional_id
+from connector.kafka.group_fence import Group, GroupFence
 from connector.kafka.progress import ProgressSnapshot, ProgressTopic
 from connector.kafka.publisher import AccountPublisher, Reachability
 from connector.kafka.records import RecordBuilder
@@ -49,22 +50,27 @@ class Shared:
     alarm: Alarm
     committer: TransactionCommitter | None = None
     publish_pool: TurnPool | None = None  # with the committer
-    progress: ProgressSnapshot | None = None  # with the committer: every account's, at start
+    progress: ProgressSnapshot | None = None  # with the committer: the accounts taken last
+    group: Group | None = None  # cluster mode
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> Shared:
+    def for_settings(cls, settings: Settings, group: Group | None = None) -> Shared:
+        """`group`: cluster mode's consumer group, which fences a shared producer's zombies."""
         kafka, names = settings.kafka, [a.name for a in settings.accounts]
         fetch_pool = TurnPool(settings.platform.fetch_threads, role="fetch")
         if not kafka.shared_producer:
             return cls(fetch_pool, Alarm())
-        committer = TransactionCommitter(kafka, shared_transactional_id(kafka, names))
+        committer = TransactionCommitter(
+            kafka,
+            shared_transactional_id(kafka, names, settings.cluster),
+            fence=GroupFence(group) if group is not None else None,
+        )
         publish_pool = TurnPool(kafka.publish_threads, role="publish")
-        return cls(fetch_pool, Alarm(), committer, publish_pool)
+        return cls(fetch_pool, Alarm(), committer, publish_pool, group=group)
 
     def start(self, settings: Settings, stop: threading.Event) -> None:
-        """With a shared producer: fence the instance's predecessor, then read every account's
-        progress in one pass (after the fence nothing else commits for them), waiting for
-        Kafka as long as it takes (or until `stop`)."""
+        """With a shared producer: fence the instance's predecessor, waiting for Kafka as long
+        as it takes (or until `stop`)."""
         if self.committer is None:
             return
         self.committer.start()
@@ -72,8 +78,6 @@ class Shared:
         while True:
             try:
                 self.committer.connect(Deadline.after(settings.kafka.unreachable_after))
-                topic, names = ProgressTopic(settings.kafka), {a.name for a in settings.accounts}
-                self.progress = ProgressSnapshot(topic, names)
                 return
             except ConnectorError as exc:
                 if exc.disposition == Disposition.STOP_ACCOUNT:
@@ -81,6 +85,15 @@ class Shared:
                 log.warning("shared producer: %s; retrying", exc)
                 if backoff.wait():
                     raise
+
+    def take_over(self, names: list[str], settings: Settings) -> None:
+        """Accounts about to start (all at start; cluster mode, each assignment): with a shared
+        producer their progress is read in one pass when the first of them asks, after the
+        fence (standalone) or once their group offsets are settled (cluster mode)."""
+        if self.committer is None:
+            return
+        settle = self.group.wait_stable if self.group is not None else None
+        self.progress = ProgressSnapshot(ProgressTopic(settings.kafka), set(names), settle=settle)
 
     def close(self, timeout: float) -> None:
         """After the pipelines: their fetch tasks have retired (unless one is still in a call)

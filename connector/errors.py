@@ -17,6 +17,7 @@
      │    └── SpoolWriteError     cannot write (disk full, read-only, EIO)         RETRY
      └── PublishError             Kafka refused a call; a new producer is needed   RESTART_PRODUCER
           ├── KafkaUnreachableError no broker answered in time                     RETRY
+          ├── NotAssignedError    cluster mode: the group is taking the account     RETRY
           ├── TransactionAbortedError the open transaction must abort; re-sent     ABORT_TRANSACTION
           ├── TransactionTimedOutError our own transaction outlived
           │                           transaction.timeout.ms (a "fence" we caused) RESTART_PRODUCER
@@ -169,6 +170,13 @@ class PublishError(ConnectorError):
 
 class KafkaUnreachableError(PublishError):
     """No broker answered (metadata, init, commit) within the configured time."""
+
+    disposition = Disposition.RETRY
+
+
+class NotAssignedError(PublishError):
+    """Cluster mode, shared producer: the group has revoked the account from this instance (its
+    pipeline is being stopped), so no transaction of ours may carry it any more."""
 
     disposition = Disposition.RETRY
 

@@ -89,9 +89,11 @@ class Service:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._stopping = threading.Event()
-        self.shared = Shared.for_settings(settings)
-        self._server: EndpointServer | None = None
         self._membership: Membership | None = None
+        if settings.cluster.group_id is not None:
+            self._membership = Membership(settings, self._own, self._release)
+        self.shared = Shared.for_settings(settings, group=self._membership)
+        self._server: EndpointServer | None = None
 
     def run(self) -> int:
         log.info(
@@ -128,13 +130,12 @@ class Service:
             log.info("metrics and health on http://%s:%d/metrics", host, port)
         self._ensure_topics()
         self.shared.start(self.settings, self._stopping)
-        if self.settings.cluster.group_id is None:
+        if self._membership is None:
             self._own([a.name for a in self.settings.accounts])
             return
         for account in self.settings.accounts:
             self.board.update(account.name, owned=False)
             self.observers[account.name].state(AccountState.NOT_OWNED)
-        self._membership = Membership(self.settings, self._own, self._release)
         self._membership.start()
 
     def _ensure_topics(self) -> None:
@@ -162,6 +163,7 @@ class Service:
         self.board.heartbeat()
 
     def _own(self, names: list[str]) -> None:
+        self.shared.take_over(names, self.settings)
         for name in names:
             self.board.update(name, owned=True)
             observer = self.observers[name]

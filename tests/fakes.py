@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from connector.codec.report import ParsedBody, parse_body
 from connector.errors import SpoolWriteError
@@ -85,6 +85,8 @@ class FakeKafka:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stalls: list[float] = field(default_factory=list)  # next commits hang this long first
     transactions: list[list[Record]] = field(default_factory=list)  # each commit's records
+    group: FakeGroup | None = None  # cluster mode: the group coordinator's view
+    offset_commits: list[list[int]] = field(default_factory=list)  # control partitions, each
 
     def stall_next_commit(self, seconds: float) -> None:
         """The next commit hangs `seconds` on the clock first (a network partition)."""
@@ -125,6 +127,52 @@ class FakeKafka:
             raise KafkaException(self.faults[call].pop(0))
 
 
+@dataclass
+class FakeGroup:
+    """The group coordinator of cluster mode (KIP-447): a member's metadata is (member id,
+    generation); transactional offsets sent by a member the group no longer has, or under a
+    generation the group has moved past, are refused (and the transaction must abort)."""
+
+    generation: int = 1
+    members: set[str] = field(default_factory=lambda: {"me"})
+
+    def refusal(self, metadata: tuple[str, int]) -> KafkaError | None:
+        member, generation = metadata
+        if member not in self.members:
+            return KafkaError(
+                KafkaError.UNKNOWN_MEMBER_ID, "Broker: Unknown member", txn_requires_abort=True
+            )
+        if generation != self.generation:
+            return KafkaError(
+                KafkaError.ILLEGAL_GENERATION, "Broker: Illegal generation",
+                txn_requires_abort=True,
+            )  # fmt: skip
+        return None
+
+
+class FakeMember:
+    """This instance's `Membership` as the committer sees it (connector.kafka.group_fence.Group):
+    the accounts assigned here, and the generation it last joined with."""
+
+    def __init__(self, group: FakeGroup, accounts: list[str], name: str = "me") -> None:
+        self.group, self.name, self.accounts = group, name, accounts
+        self.owned = set(accounts)
+        self.generation = group.generation
+        self.settled: list[list[str]] = []
+
+    def assigned(self, account: str) -> bool:
+        return account in self.owned
+
+    def offsets(self, accounts) -> list[TopicPartition]:
+        return [TopicPartition("control", self.accounts.index(a), 0) for a in accounts]
+
+    def metadata(self) -> tuple[str, int]:
+        return (self.name, self.generation)
+
+    def wait_stable(self, accounts, deadline) -> None:
+        self.settled.append(list(accounts))
+
+
 class FakeProducer:
     """confluent_kafka.Producer's transactional API over a `FakeKafka`."""
 
@@ -135,6 +183,7 @@ class FakeProducer:
         self._timeout = float(config.get("transaction.timeout.ms", 60_000)) / 1000
         self._epoch = -1
         self._open: list[Record] | None = None
+        self._offsets: list[int] = []  # control partitions sent with the open transaction
         self._began = 0.0
         self._fatal: KafkaError | None = None
         self._queue: list[Record] = []  # at_least_once: produced, not yet flushed
@@ -169,6 +218,14 @@ class FakeProducer:
             self.config["error_cb"](error)
         return len(served)
 
+    def send_offsets_to_transaction(self, offsets: list, metadata: object, timeout: float) -> None:
+        self._check()
+        self._kafka._fault("send_offsets_to_transaction")
+        refusal = self._kafka.group.refusal(metadata)
+        if refusal is not None:
+            raise KafkaException(refusal)
+        self._offsets.extend(tp.partition for tp in offsets)
+
     def commit_transaction(self, timeout: float) -> None:
         self._check()
         if self._kafka.stalls:
@@ -181,7 +238,9 @@ class FakeProducer:
         with self._kafka.lock:
             self._kafka.committed.extend(self._open or [])
             self._kafka.transactions.append(list(self._open or []))
-        self._open = None
+            if self._offsets:
+                self._kafka.offset_commits.append(self._offsets)
+        self._open, self._offsets = None, []
 
     def abort_transaction(self, timeout: float) -> None:
         self._kafka._fault("abort_transaction")
@@ -200,7 +259,7 @@ class FakeProducer:
     def _abort_open(self) -> None:
         with self._kafka.lock:
             self._kafka.aborted.extend(self._open or [])
-        self._open = None
+        self._open, self._offsets = None, []
 
     def _check(self) -> None:
         if self._fatal is not None:

@@ -307,11 +307,6 @@ class Settings(BaseSettings):
                 f"shutdown_timeout ({self.shutdown_timeout:g}s): a stop waits for the call in "
                 "flight, then must still spool and commit what it brought"
             )
-        if self.kafka.shared_producer and self.cluster.group_id is not None:
-            raise ValueError(
-                "kafka.shared_producer = true cannot be used with [cluster] group_id yet: "
-                "zombie instances of a group are fenced by a transactional.id per account"
-            )
         if self.kafka.value_format == "confluent" and self.schema_registry is None:
             raise ValueError('kafka.value_format = "confluent" needs a [schema_registry] section')
         return self

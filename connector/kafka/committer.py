@@ -22,9 +22,13 @@ or stop when fenced). A commit that Kafka answers "retriable" is committed again
 succeeds or fails: batches in it wait, and an account's own deadline only ends its wait (the
 next `commit` waits on the same batch), never the transaction.
 
-Zombies: the producer's `transactional.id` is the instance's, so a restarted instance fences
-its predecessor once for all of its accounts (`init_transactions`); a fenced committer fails
-every later batch with `FencedError`.
+Zombies, standalone: the producer's `transactional.id` is the instance's, so a restarted
+instance fences its predecessor once for all of its accounts (`init_transactions`); a fenced
+committer fails every later batch with `FencedError`.
+
+Zombies, cluster mode: every instance has a `transactional.id` of its own, and the consumer
+group fences instead (KIP-447, `connector.kafka.group_fence`): each transaction carries its
+accounts' group offsets under the current generation, and a revoked account's batch is refused.
 """
 
 from __future__ import annotations
@@ -33,13 +37,13 @@ import logging
 import random
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from connector.config.settings import KafkaSettings
+from connector.config.settings import ClusterSettings, KafkaSettings
 from connector.errors import (
     ConnectorError,
     Disposition,
@@ -47,118 +51,17 @@ from connector.errors import (
     KafkaUnreachableError,
     PublishError,
 )
-from connector.kafka.native_produce import RecordQueue, SenderFactory, record_sender
-from connector.kafka.publisher import ProducerEvents, Reachability, call_until, translate
-from connector.kafka.records import Headers
-from connector.kafka.topics import producer_config, transaction_timeout
-from connector.observe.logs import RepeatSummary
+from connector.kafka.batches import Batch, Handins, Send
+from connector.kafka.group_fence import GroupFence
+from connector.kafka.native_produce import SenderFactory, record_sender
+from connector.kafka.producer_slot import WHO, ProducerSlot
+from connector.kafka.publisher import Reachability, call_until, translate
+from connector.kafka.topics import transaction_timeout
 from connector.retry import Backoff, Clock, Deadline
 
 log = logging.getLogger("connector.committer")
 
 ProducerFactory = Callable[[dict], Producer]
-WHO = "(shared producer)"  # how the committer names itself where an account would be named
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """One produce call of an account, kept until its batch is committed."""
-
-    topic: str
-    values: list[bytes]
-    keys: list[bytes | None]
-    headers: Headers | None
-    partition: int = -1
-    timestamps: list[int] | None = None
-
-
-@dataclass(eq=False)
-class Batch:
-    """An account's whole transaction: its records, then its progress record."""
-
-    account: str
-    sends: list[Send]
-    on_done: Callable[[], None] | None = None  # told once the outcome is known
-    done: threading.Event = field(default_factory=threading.Event)
-    error: ConnectorError | None = None
-    taken: bool = False  # in a transaction now: it can no longer be withdrawn
-
-    def wait(self, deadline: Deadline) -> None:
-        """Until the outcome is known: return when committed, raise its error when not;
-        KafkaUnreachableError at `deadline` (the batch stays where it is: wait again)."""
-        if not self.done.wait(max(0.0, deadline.remaining())):
-            raise KafkaUnreachableError(
-                f"account {self.account}: the shared transaction has not committed in time"
-            )
-        if self.error is not None:
-            raise self.error
-
-    def finish(self, error: ConnectorError | None) -> None:
-        self.error = error
-        self.done.set()
-        if self.on_done is not None:
-            try:
-                self.on_done()
-            except Exception:  # the other batches of the transaction must still hear theirs
-                log.exception("account %s: telling the commit outcome failed", self.account)
-
-
-class Handins:
-    """The batches handed in and not yet taken into a transaction, in order; `taken` marks
-    a batch no account can withdraw any more. Closing wakes the committer for good."""
-
-    def __init__(self) -> None:
-        self._queue: list[Batch] = []
-        self._ready = threading.Condition()
-        self.closing = threading.Event()
-
-    def __len__(self) -> int:
-        with self._ready:
-            return len(self._queue)
-
-    def submit(self, batch: Batch) -> Batch:
-        with self._ready:
-            self._queue.append(batch)
-            self._ready.notify()
-        return batch
-
-    def withdraw(self, batch: Batch) -> bool:
-        """Take a batch back that no transaction has taken yet; False when too late."""
-        with self._ready:
-            if batch.taken:
-                return False
-            if batch in self._queue:
-                self._queue.remove(batch)
-            return True
-
-    def take(self, wait: float | None) -> list[Batch] | None:
-        """The batches handed in so far, now taken. `wait` None: the first of a transaction,
-        waited for as long as it takes, or None once closing (what is left fails); else up
-        to `wait` seconds for one, [] if none came."""
-        with self._ready:
-            if wait is not None:
-                if not self._queue:
-                    self._ready.wait(wait)
-            else:
-                while not self._queue and not self.closing.is_set():
-                    self._ready.wait()
-                if self.closing.is_set():
-                    return None
-            batches, self._queue = self._queue, []
-            for batch in batches:
-                batch.taken = True
-        return batches
-
-    def close(self) -> None:
-        self.closing.set()
-        with self._ready:
-            self._ready.notify()
-
-    def left(self) -> list[Batch]:
-        """What no transaction will take: every batch still queued, once closed."""
-        with self._ready:
-            left, self._queue = self._queue, []
-        return left
 
 
 class TransactionCommitter:
@@ -175,20 +78,17 @@ class TransactionCommitter:
         linger: float = 0.005,
         window: float | None = None,  # default: kafka.commit_interval
         rng: random.Random | None = None,
+        fence: GroupFence | None = None,  # cluster mode
     ) -> None:
-        self.transactional_id = transactional_id
-        self._kafka, self._factory, self._senders = kafka, producer_factory, sender_factory
+        self.transactional_id, self._fence = transactional_id, fence
+        self._kafka = kafka
         self._clock, self._linger, self._rng = clock, linger, rng or random.Random()
         self._window = kafka.commit_interval if window is None else window
         self.reachability = Reachability(kafka.unreachable_after, _log_reachability, clock)
-        self._connection_errors = RepeatSummary()  # one summary over successive producers
-        self._events = self._new_events()
+        self._slot = ProducerSlot(
+            kafka, transactional_id, producer_factory, sender_factory, self.reachability, self._call
+        )
         self.handins = Handins()
-        self._producer: Producer | None = None
-        self._starting: tuple[Producer, dict] | None = None  # its init_transactions timed out
-        self._records: RecordQueue | None = None
-        self._producer_lock = threading.Lock()  # creation and init_transactions, once each
-        self._fenced: FencedError | None = None
         self._txn_began: float | None = None
         self._thread = threading.Thread(target=self._run, name="txn-committer", daemon=True)
 
@@ -196,30 +96,13 @@ class TransactionCommitter:
     def connect(self, deadline: Deadline) -> None:
         """A producer whose `init_transactions` has fenced older instances; raises when it
         cannot be had by `deadline` (or this instance is fenced)."""
-        with self._producer_lock:
-            if self._fenced is not None:
-                raise self._fenced
-            if self._producer is not None:
-                return
-            if self._starting is None:
-                self._events = self._new_events()  # a dropped producer's error_cb goes unheard
-                config = producer_config(self._kafka, "shared", None, self._events.on_error)
-                config["transactional.id"] = self.transactional_id
-                self._starting = (self._factory(config), config)
-            producer, config = self._starting
-            try:
-                self._call(producer.init_transactions, deadline, interrupt=self.handins.closing)
-            except ConnectorError as exc:
-                # Timed out: librdkafka goes on with it, and the next call resumes it. A new
-                # producer instead would be fenced when this one's init completed after all.
-                if exc.disposition != Disposition.RETRY:
-                    self._starting = None
-                    _purge(producer)
-                raise
-            self._starting = None
-            self._producer, self._records = producer, RecordQueue(producer, config, self._senders)
-            self.reachability.ok()
-            log.info("shared producer %s ready", self.transactional_id)
+        self._slot.connect(deadline, self.handins.closing)
+
+    def settle(self, account: str, deadline: Deadline) -> None:
+        """Cluster mode: before a new owner reads the account's progress, wait until no
+        transaction (its predecessor's) still holds the account's group offsets."""
+        if self._fence is not None:
+            self._fence.settle(account, deadline)
 
     def submit(
         self, account: str, sends: list[Send], on_done: Callable[[], None] | None = None
@@ -239,9 +122,7 @@ class TransactionCommitter:
         self.handins.close()
         if self._thread.ident is not None:
             self._thread.join(deadline.remaining())
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush(max(0.0, deadline.remaining()))
+        self._slot.flush(deadline)
 
     # --- the committing thread --------------------------------------------------------------
     def _run(self) -> None:
@@ -254,7 +135,7 @@ class TransactionCommitter:
             except Exception as exc:  # a bug: each account sees it as a failed commit
                 log.exception("shared producer: commit failed unexpectedly")
                 error = PublishError(f"shared producer failed unexpectedly: {exc!r}")
-                self._drop_producer()
+                self._slot.drop()
                 for batch in batches:
                     batch.finish(error)
             else:
@@ -266,43 +147,61 @@ class TransactionCommitter:
     def _commit_all(self, batches: list[Batch]) -> None:
         """One transaction of `batches` and of every batch handed in while it is open (added
         to `batches`); retriable commit errors are retried until it ends."""
-        self.connect(Deadline.after(self._kafka.unreachable_after, self._clock))
-        producer = self._producer
+        self.connect(self._deadline())
+        batches[:] = self._admit(batches)
+        if not batches:
+            return
         try:
-            producer.begin_transaction()
+            self._slot.producer.begin_transaction()
             self._txn_began = self._clock()
             self._produce(batches)
             until = self._txn_began + self._window
             while (left := until - self._clock()) > 0 and (
                 more := self.handins.take(min(left, self._linger))
             ):
+                more = self._admit(more)
                 batches.extend(more)
                 self._produce(more)
         except KafkaException as exc:
             self._end_failed(self._translate(exc.args[0]))
+        self._send_offsets({batch.account for batch in batches})
         self._commit_until_done()
+
+    def _send_offsets(self, accounts: set[str]) -> None:
+        """Cluster mode: the accounts' group offsets join the transaction (see GroupFence)."""
+        if self._fence is None:
+            return
+        try:
+            offsets, metadata = self._fence.offsets(accounts)
+
+            def send_offsets_to_transaction(timeout: float) -> None:
+                self._slot.producer.send_offsets_to_transaction(offsets, metadata, timeout)
+
+            self._call(send_offsets_to_transaction, self._deadline())
+        except PublishError as error:
+            self._end_failed(error)
 
     def _produce(self, batches: list[Batch]) -> None:
         for batch in batches:
             for send in batch.sends:
-                self._records.put(
+                self._slot.records.put(
                     send.topic, send.values, send.keys, send.headers, send.partition,
                     send.timestamps,
                 )  # fmt: skip
-            self._producer.poll(0)
+            self._slot.producer.poll(0)
 
     def _commit_until_done(self) -> None:
         backoff = Backoff(0.5, 30.0, stop=self.handins.closing, rng=self._rng)
         while True:
-            deadline = Deadline.after(self._kafka.unreachable_after, self._clock)
+            deadline = self._deadline()
             try:
-                self._call(self._producer.commit_transaction, deadline)
+                self._call(self._slot.producer.commit_transaction, deadline)
                 self._txn_began = None
                 self.reachability.ok()
                 return
             except KafkaUnreachableError as exc:
                 if self.handins.closing.is_set() or backoff.wait():
-                    self._drop_producer()  # the broker aborts it; the spools keep the entries
+                    self._slot.drop()  # the broker aborts it; the spools keep the entries
                     raise
                 log.warning("shared producer: %s; committing again", exc)
             except PublishError as error:
@@ -312,32 +211,22 @@ class TransactionCommitter:
         """After a failed begin, produce or commit: abort (or drop a dead producer), raise."""
         self._txn_began = None
         if isinstance(error, FencedError):
-            self._fenced = error
-            self._drop_producer()
+            self._slot.fence(error)
         elif error.disposition == Disposition.ABORT_TRANSACTION:
             try:
-                self._call(
-                    self._producer.abort_transaction,
-                    Deadline.after(self._kafka.unreachable_after, self._clock),
-                )
+                self._call(self._slot.producer.abort_transaction, self._deadline())
             except ConnectorError as failed:
                 log.error("shared producer: the abort failed too (%s); a new producer", failed)
-                self._drop_producer()
+                self._slot.drop()
         else:
-            self._drop_producer()
+            self._slot.drop()
         raise error
 
-    def _new_events(self) -> ProducerEvents:
-        return ProducerEvents(WHO, self.reachability, self._connection_errors)
+    def _admit(self, batches: list[Batch]) -> list[Batch]:
+        return batches if self._fence is None else self._fence.admit(batches)
 
-    def _drop_producer(self) -> None:
-        """Forget the producer. Its queue is purged: once the broker is back it would send
-        them with its old epoch, be told it is fenced (by our own next producer), and that
-        error must not be taken for the next producer's (it has events of its own)."""
-        with self._producer_lock:
-            producer, self._producer, self._records = self._producer, None, None
-        if producer is not None:
-            _purge(producer)
+    def _deadline(self) -> Deadline:
+        return Deadline.after(self._kafka.unreachable_after, self._clock)
 
     def _call(self, operation: Callable[[float], None], deadline: Deadline, interrupt=None) -> None:
         backoff = Backoff(0.1, 5.0, stop=interrupt, rng=self._rng)
@@ -346,21 +235,22 @@ class TransactionCommitter:
     def _translate(self, error: KafkaError) -> PublishError:
         open_for = self._clock() - self._txn_began if self._txn_began is not None else 0.0
         silent = max(open_for, self.reachability.silent_for())
-        cause = self._events.cause_of(error, self._producer)
+        cause = self._slot.events.cause_of(error, self._slot.producer)
         return translate(cause, WHO, silent, transaction_timeout(self._kafka))
 
 
-def _purge(producer: Producer) -> None:
-    try:
-        producer.purge(in_queue=True, in_flight=True)
-    except KafkaException as exc:  # a producer in a fatal state may refuse: dropped anyway
-        log.debug("shared producer: purging a dropped producer: %s", exc)
-
-
-def shared_transactional_id(kafka: KafkaSettings, accounts: list[str]) -> str:
+def shared_transactional_id(
+    kafka: KafkaSettings, accounts: list[str], cluster: ClusterSettings | None = None
+) -> str:
     """The instance's transactional.id: kafka.transactional_id_prefix + "instance-" + a digest
     of its account names, so that a restart of the same configuration fences its predecessor
-    while standalone instances that split the accounts between them do not fence each other."""
+    while standalone instances that split the accounts between them do not fence each other.
+
+    Cluster mode: "member-" + `cluster.instance_id` (a restarted pod fences its predecessor at
+    once), else a random one; the group's generation fences zombies (KIP-447)."""
+    if cluster is not None and cluster.group_id is not None:
+        member = cluster.instance_id or uuid.uuid4().hex[:16]
+        return f"{kafka.transactional_id_prefix}member-{member}"
     digest = zlib.crc32("\n".join(sorted(accounts)).encode())
     return f"{kafka.transactional_id_prefix}instance-{digest:08x}"
 

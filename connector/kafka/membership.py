@@ -7,24 +7,28 @@ group uses cooperative-sticky assignment, so a rebalance moves only the accounts
 and a revoked account is stopped (its open transaction finished or aborted) before the
 partition is handed on. If an instance dies, the group reassigns its accounts after
 `cluster.session_timeout`; the successor's `init_transactions` fences the dead (or zombie)
-instance's producer, so it can never commit again.
+instance's producer, so it can never commit again. With `kafka.shared_producer` the group
+fences instead (`connector.kafka.group_fence`): each transaction carries its accounts'
+control-topic offsets under the member's generation.
 
-The control topic carries no records: the group protocol is the only thing used.
+The control topic carries no records: the group protocol, and with the shared producer the
+group's transactional offsets (always offset 0: only their generation and their being pending
+count), are the only things used.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connector.config.settings import Settings
-from connector.errors import ConfigError, PublishError
+from connector.errors import ConfigError, KafkaUnreachableError, NotAssignedError, PublishError
 from connector.kafka.topics import client_config
-from connector.retry import Clock
+from connector.retry import Clock, Deadline
 
 log = logging.getLogger("connector.cluster")
 
@@ -55,6 +59,7 @@ class Membership:
         self._last_poll = clock()
         self._suspect_until = 0.0  # after a gap in polling: ownership unproven until then
         self._accounts = account_partitions(settings)
+        self._partition = {name: index for index, name in enumerate(self._accounts)}
         self._on_assigned, self._on_revoked = on_assigned, on_revoked
         self._topic = settings.cluster.control_topic
         self._consumer: Consumer | None = None
@@ -80,6 +85,45 @@ class Membership:
         if now - self._last_poll >= self._session:
             self._suspect_until = now + 2 * self._session
         return account in self._owned and now >= self._suspect_until
+
+    def assigned(self, account: str) -> bool:
+        """Is `account` assigned here, as far as the group has said (revocation is immediate)?"""
+        return account in self._owned
+
+    # --- the group fence of the shared producer (connector.kafka.group_fence.Group) --------
+    def offsets(self, accounts: Iterable[str]) -> list[TopicPartition]:
+        return [TopicPartition(self._topic, self._partition[name], 0) for name in accounts]
+
+    def metadata(self) -> object:
+        try:
+            return self._member().consumer_group_metadata()
+        except KafkaException as exc:
+            raise NotAssignedError(f"cluster: this instance is not in the group ({exc})") from exc
+
+    def wait_stable(self, accounts: Iterable[str], deadline: Deadline) -> None:
+        """Until no transaction holds offsets of `accounts` (librdkafka's OffsetFetch asks for
+        stable offsets, being read_committed, and waits while one is pending)."""
+        partitions = [TopicPartition(self._topic, self._partition[name]) for name in accounts]
+        while True:
+            try:
+                answered = self._member().committed(partitions, timeout=max(0.1, deadline.cap(5.0)))
+                if not any(tp.error for tp in answered):
+                    return
+                reason = next(tp.error for tp in answered if tp.error).str()
+            except KafkaException as exc:
+                reason = exc.args[0].str()
+            if deadline.expired:
+                raise KafkaUnreachableError(
+                    f"control topic {self._topic}: offsets of {len(partitions)} account(s) still "
+                    f"held by an open transaction (another instance's, ended by its commit, "
+                    f"its abort or transaction.timeout.ms): {reason}"
+                )
+            time.sleep(0.05)
+
+    def _member(self) -> Consumer:
+        if self._consumer is None:
+            raise NotAssignedError("cluster: this instance has not joined the group, or left it")
+        return self._consumer
 
     def poll(self, timeout: float) -> None:
         if self._clock() - self._last_poll >= self._session:

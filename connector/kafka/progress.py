@@ -19,6 +19,7 @@ from connector.config.settings import KafkaSettings
 from connector.errors import KafkaUnreachableError, PublishError
 from connector.kafka.records import progress_partition
 from connector.kafka.topics import client_config
+from connector.retry import Deadline
 
 MAX_OTHER_SPOOLS = 32  # how many other spools' last commits a progress record carries
 
@@ -170,16 +171,28 @@ def _is_sequence(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+Settle = Callable[[list[str], Deadline], None]
+
+
 class ProgressSnapshot:
-    """The progress of many accounts, read in one pass at start (`ProgressTopic.read_all`),
-    handed out once per account; a later read (after a producer restart) asks the topic again.
+    """The progress of many accounts, read in one pass (`ProgressTopic.read_all`) when the
+    first of them asks, handed out once per account; a later read (after a producer restart,
+    or for an account not in it) asks the topic for that account alone.
 
-    Only sound once nothing else can still commit for these accounts: the shared producer
-    reads it after its `init_transactions` has fenced the instance's predecessor."""
+    Only sound once nothing else can still commit for these accounts: standalone, the shared
+    producer's `init_transactions` has fenced the instance's predecessor before an account
+    reads; in cluster mode `settle` first waits until no transaction holds their group offsets
+    (their previous owner's last commit is decided)."""
 
-    def __init__(self, topic: ProgressTopic, accounts: set[str], timeout: float = 120.0) -> None:
-        self._topic = topic
-        self._found = topic.read_all(accounts, timeout)
+    def __init__(
+        self,
+        topic: ProgressTopic,
+        accounts: set[str],
+        timeout: float = 120.0,
+        settle: Settle | None = None,
+    ) -> None:
+        self._topic, self._timeout, self._settle = topic, timeout, settle
+        self._found: dict[str, Progress] | None = None
         self._unread = set(accounts)
         self._lock = threading.Lock()
 
@@ -193,8 +206,15 @@ class ProgressSnapshot:
 
     def read(self, account: str, timeout: float = 60.0) -> Progress:
         with self._lock:
-            first = account in self._unread
-            self._unread.discard(account)
-        if first:
-            return self._found.get(account, Progress(0, ""))
+            if account in self._unread:
+                if self._found is None:  # a failed read is tried again by the next account
+                    self._settled(sorted(self._unread), self._timeout)
+                    self._found = self._topic.read_all(self._unread, self._timeout)
+                self._unread.discard(account)
+                return self._found.get(account, Progress(0, ""))
+        self._settled([account], timeout)
         return self._topic.read(account, timeout)
+
+    def _settled(self, accounts: list[str], timeout: float) -> None:
+        if self._settle is not None:
+            self._settle(accounts, Deadline.after(timeout))

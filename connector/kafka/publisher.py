@@ -57,6 +57,11 @@ ProducerFactory = Callable[[dict], Producer]
 _FENCE_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
+# send_offsets_to_transaction refused (KIP-447): the group has a newer generation, or this
+# instance is no longer a member of it. The transaction aborts; the group decides what is ours.
+_GROUP_FENCE_CODES = frozenset(
+    {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID}
+)
 _UNREACHABLE_CODES = frozenset(
     {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT}
 )
@@ -117,6 +122,11 @@ def translate(
                 f"(transaction.timeout.ms is {txn_timeout:.0f}s): {text}"
             )
         return FencedError(f"account {account}: fenced by a newer instance ({text})")
+    if error.code() in _GROUP_FENCE_CODES:
+        return TransactionAbortedError(
+            f"account {account}: the consumer group moved on (a rebalance, or this instance "
+            f"left the group); the transaction aborts: {text}"
+        )
     if error.txn_requires_abort():
         return TransactionAbortedError(f"account {account}: transaction must abort: {text}")
     if error.code() in _UNREACHABLE_CODES and not error.fatal():

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 
 from connector.errors import ConnectorError, Disposition, PublishError
-from connector.kafka.committer import Batch, Send, TransactionCommitter
+from connector.kafka.batches import Batch, Send
+from connector.kafka.committer import TransactionCommitter
 from connector.kafka.progress import Progress, ProgressTopic
 from connector.kafka.publisher import Reachability
 from connector.kafka.records import Headers, progress_partition, progress_value

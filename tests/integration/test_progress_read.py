@@ -72,11 +72,19 @@ def test_every_accounts_last_committed_progress_in_one_read(kafka_bootstrap: str
     assert topic.partitions == PARTITIONS
     assert topic.read("acct0") == Progress(2, "s") and topic.read("nobody") == Progress(0, "")
 
-    snapshot = ProgressSnapshot(ProgressTopic(kafka), {"acct0", "acct7", "never-committed"})
+    settled: list[list[str]] = []
+    snapshot = ProgressSnapshot(
+        ProgressTopic(kafka),
+        {"acct0", "acct7", "never-committed"},
+        settle=lambda accounts, _deadline: settled.append(accounts),
+    )
+    assert snapshot.read("acct7") == Progress(1, "s")  # the first read reads all three
+    assert settled == [["acct0", "acct7", "never-committed"]]  # settled before, all at once
     commit(producer, topics.progress, [("acct0", 3)])  # after the snapshot was read
-    assert snapshot.read("acct0") == Progress(2, "s")  # the first read: the snapshot's
+    assert snapshot.read("acct0") == Progress(2, "s")  # its first read: the snapshot's
     assert snapshot.read("never-committed") == Progress(0, "")
     assert snapshot.read("acct0") == Progress(3, "s")  # a later one asks the topic
+    assert settled[1:] == [["acct0"]]  # ... settling that account first
     assert (snapshot.topic, snapshot.partitions) == (topics.progress, PARTITIONS)
 
 

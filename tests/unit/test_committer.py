@@ -18,8 +18,9 @@ from connector.errors import (
     TransactionAbortedError,
     TransactionTimedOutError,
 )
+from connector.kafka.batches import Send
 from connector.kafka.checkpoint import IDLE_RECHECK
-from connector.kafka.committer import Send, TransactionCommitter, shared_transactional_id
+from connector.kafka.committer import TransactionCommitter, shared_transactional_id
 from connector.kafka.shared_publisher import SharedPublisher
 from connector.retry import Deadline
 from connector.turn_pool import TurnPool

@@ -232,9 +232,10 @@ def test_a_shared_producer_needs_exactly_once() -> None:
     assert "kafka.shared_producer = true needs kafka.delivery" in message
 
 
-def test_a_shared_producer_is_refused_in_cluster_mode() -> None:
+def test_a_shared_producer_is_accepted_in_cluster_mode() -> None:
     data = minimal(shared_producer=True) | {"cluster": {"group_id": "g"}}
-    assert "kafka.shared_producer = true cannot be used with [cluster] group_id" in error_for(data)
+    settings = settings_from_dict(data)
+    assert settings.kafka.shared_producer and settings.cluster.group_id == "g"
 
 
 def test_a_shared_producer_is_accepted_standalone() -> None:

@@ -3,10 +3,15 @@ until the group has had the chance to say who owns what now."""
 
 from __future__ import annotations
 
-from confluent_kafka import TopicPartition
+from types import SimpleNamespace
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from connector.config.settings import settings_from_dict
+from connector.errors import KafkaUnreachableError, NotAssignedError
 from connector.kafka.membership import Membership
+from connector.retry import Deadline
 from tests.fakes import FakeClock
 
 
@@ -67,3 +72,60 @@ def test_a_fresh_assignment_ends_the_suspicion() -> None:
     member._consumer.during_poll = lambda: member._assign(None, [TopicPartition("control", 0)])
     member.poll(1.0)  # the group re-assigns it to us in this poll
     assert member.owns("a1")
+
+
+# --- the group fence of the shared producer (KIP-447) ----------------------------------------
+class OffsetsConsumer(QuietConsumer):
+    """committed() answers from a script: an exception to raise, or partitions to return."""
+
+    def __init__(self, answers: list) -> None:
+        super().__init__()
+        self.answers, self.asked = answers, []
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list:
+        self.asked.append([tp.partition for tp in partitions])
+        answer = self.answers.pop(0) if self.answers else partitions
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def consumer_group_metadata(self) -> str:
+        return "member-metadata"
+
+
+def test_the_offsets_of_a_transaction_name_each_accounts_control_partition() -> None:
+    member = membership(FakeClock(frozen=True))
+    assert [(tp.partition, tp.offset) for tp in member.offsets(["a2", "a1"])] == [(1, 0), (0, 0)]
+    assert not member.assigned("a1")
+    member._assign(None, [TopicPartition("control", 0)])
+    assert member.assigned("a1") and not member.assigned("a2")
+
+
+def test_group_metadata_comes_from_the_member_and_none_once_it_left() -> None:
+    member = membership(FakeClock(frozen=True))
+    member._consumer = OffsetsConsumer([])
+    assert member.metadata() == "member-metadata"
+    member._consumer = None
+    with pytest.raises(NotAssignedError, match="not joined the group, or left it"):
+        member.metadata()
+
+
+def test_settling_waits_while_a_transaction_holds_the_offsets() -> None:
+    timed_out = KafkaException(KafkaError(KafkaError._TIMED_OUT, "Local: Timed out"))
+    unstable = (
+        SimpleNamespace(  # a partition answered with an error (TopicPartition's is read-only)
+            partition=1, error=KafkaError(KafkaError.UNSTABLE_OFFSET_COMMIT, "Broker: unstable")
+        )
+    )
+    member = membership(FakeClock(frozen=True))
+    member._consumer = OffsetsConsumer([timed_out, [unstable]])
+    member.wait_stable(["a2"], Deadline.after(30))  # the third answer is stable
+    assert member._consumer.asked == [[1], [1], [1]]
+
+
+def test_settling_gives_up_at_the_deadline_naming_what_holds_it() -> None:
+    timed_out = KafkaException(KafkaError(KafkaError._TIMED_OUT, "Local: Timed out"))
+    member = membership(FakeClock(frozen=True))
+    member._consumer = OffsetsConsumer([timed_out])
+    with pytest.raises(KafkaUnreachableError, match="held by an open transaction"):
+        member.wait_stable(["a1", "a2"], Deadline.after(0))
