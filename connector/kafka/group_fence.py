@@ -69,7 +69,11 @@ class GroupFence:
                 f"(shared producer): revoked by the group during the transaction: "
                 f"{', '.join(revoked)}"
             )
-        return self._group.offsets(sorted(accounts)), self._group.metadata()
+        try:
+            metadata = self._group.metadata()
+        except NotAssignedError as exc:
+            raise TransactionAbortedError(f"(shared producer): {exc}") from exc
+        return self._group.offsets(sorted(accounts)), metadata
 
     def settle(self, account: str, deadline: Deadline) -> None:
         self._group.wait_stable([account], deadline)

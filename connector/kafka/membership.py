@@ -63,10 +63,13 @@ class Membership:
         self._on_assigned, self._on_revoked = on_assigned, on_revoked
         self._topic = settings.cluster.control_topic
         self._consumer: Consumer | None = None
+        self._reader: Consumer | None = None  # the group's committed offsets, never subscribed
+        self._metadata: object | None = None  # the member's group metadata, as of the last poll
 
     def start(self) -> None:
         self._ensure_control_topic()
         self._consumer = self._consumer_factory(self._consumer_config())
+        self._reader = self._consumer_factory(self._reader_config())
         self._consumer.subscribe(
             [self._topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
         )
@@ -95,18 +98,26 @@ class Membership:
         return [TopicPartition(self._topic, self._partition[name], 0) for name in accounts]
 
     def metadata(self) -> object:
-        try:
-            return self._member().consumer_group_metadata()
-        except KafkaException as exc:
-            raise NotAssignedError(f"cluster: this instance is not in the group ({exc})") from exc
+        """As the supervising thread last read it (after each poll, and in each rebalance):
+        the member's own `consumer_group_metadata()`, called from another thread while a
+        rebalance callback ran, never returned in a test with librdkafka 2.16."""
+        metadata = self._metadata
+        if metadata is None:
+            raise NotAssignedError("cluster: this instance has not joined the group, or left it")
+        return metadata
 
     def wait_stable(self, accounts: Iterable[str], deadline: Deadline) -> None:
         """Until no transaction holds offsets of `accounts` (librdkafka's OffsetFetch asks for
-        stable offsets, being read_committed, and waits while one is pending)."""
+        stable offsets, being read_committed, and waits while one is pending). Asked through a
+        consumer of its own: the member's `committed()`, called while its assignment is being
+        applied, never answered (nor timed out) in a test with librdkafka 2.16."""
         partitions = [TopicPartition(self._topic, self._partition[name]) for name in accounts]
         while True:
             try:
-                answered = self._member().committed(partitions, timeout=max(0.1, deadline.cap(5.0)))
+                reader = self._reader
+                if reader is None:
+                    raise NotAssignedError("cluster: not in the group (not started, or closed)")
+                answered = reader.committed(partitions, timeout=max(0.1, deadline.cap(5.0)))
                 if not any(tp.error for tp in answered):
                     return
                 reason = next(tp.error for tp in answered if tp.error).str()
@@ -120,24 +131,31 @@ class Membership:
                 )
             time.sleep(0.05)
 
-    def _member(self) -> Consumer:
-        if self._consumer is None:
-            raise NotAssignedError("cluster: this instance has not joined the group, or left it")
-        return self._consumer
+    def _read_metadata(self) -> None:
+        try:
+            self._metadata = self._consumer.consumer_group_metadata()
+        except KafkaException as exc:
+            log.warning("control topic %s: no group metadata: %s", self._topic, exc)
+            self._metadata = None
 
     def poll(self, timeout: float) -> None:
         if self._clock() - self._last_poll >= self._session:
             self._suspect_until = self._clock() + 2 * self._session  # the broker tells us first
         message = self._consumer.poll(timeout)
         self._last_poll = self._clock()
+        self._read_metadata()
         if message is not None and message.error() is not None:
             log.warning("control topic %s: %s", self._topic, message.error().str())
 
     def close(self) -> None:
         """Leave the group (revoking every owned account first)."""
+        self._metadata = None
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         names = [self._accounts[p.partition] for p in partitions]
@@ -145,6 +163,7 @@ class Membership:
             log.info("assigned accounts: %s", ", ".join(names))
             self._owned.update(names)
             self._suspect_until = 0.0  # the group just confirmed who owns what
+            self._read_metadata()  # the new generation, before any of them commits
             self._on_assigned(names)
 
     def _revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -171,6 +190,12 @@ class Membership:
                 "auto.offset.reset": "latest",
             }
         )
+
+    def _reader_config(self) -> dict:
+        return client_config(self._settings.kafka, "group") | {
+            "group.id": self._settings.cluster.group_id,
+            "enable.auto.commit": False,
+        }
 
     def _ensure_control_topic(self) -> None:
         admin = AdminClient(client_config(self._settings.kafka))

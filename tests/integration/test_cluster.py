@@ -80,7 +80,7 @@ def in_flight_at_the_death(
 
 
 def test_three_instances_share_six_accounts_survive_a_death_and_a_newcomer(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, producers: str
 ) -> None:
     topics = Topics.fresh()
     record = tmp_path / "handed-out.jsonl"

@@ -90,7 +90,7 @@ def zombie_calls(paused: Instance, other: Instance, simulator: SimulatorProcess)
 
 
 def test_a_paused_instance_makes_no_call_for_the_accounts_it_lost(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, producers: str
 ) -> None:
     topics = Topics.fresh()
     record = tmp_path / "handed-out.jsonl"

@@ -64,7 +64,7 @@ class Instance:
 
 
 def test_the_newer_instance_wins_the_older_stops_and_nothing_is_duplicated(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, producers: str
 ) -> None:
     topics = Topics.fresh()
     record = tmp_path / "handed-out.jsonl"

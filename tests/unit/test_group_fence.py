@@ -149,3 +149,16 @@ def test_in_cluster_mode_each_instance_has_a_transactional_id_of_its_own() -> No
     assert shared_transactional_id(kafka, ACCOUNTS, pod) == "rpt-connector-member-pod-7"
     standalone = shared_transactional_id(kafka, ACCOUNTS, ClusterSettings())
     assert standalone == shared_transactional_id(kafka, ACCOUNTS)  # same configuration, same id
+
+
+class Left(FakeMember):
+    def metadata(self) -> tuple[str, int]:
+        raise NotAssignedError("cluster: this instance has not joined the group, or left it")
+
+
+def test_without_group_metadata_the_transaction_aborts_and_the_producer_stays(kafka) -> None:
+    committer = committer_over(kafka, Left(kafka.group, ACCOUNTS))
+    error = outcome(hand_in(committer, "a1")[0])
+    committer.close(Deadline.after(5))
+    assert isinstance(error, TransactionAbortedError) and "left it" in str(error)
+    assert kafka.calls.count("abort_transaction") == 1 and len(kafka.producers) == 1

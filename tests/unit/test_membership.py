@@ -24,6 +24,9 @@ class QuietConsumer:
     def poll(self, timeout: float) -> None:
         self.during_poll()
 
+    def consumer_group_metadata(self) -> str:
+        return "member-metadata"
+
 
 def membership(clock: FakeClock) -> Membership:
     settings = settings_from_dict(
@@ -89,8 +92,8 @@ class OffsetsConsumer(QuietConsumer):
             raise answer
         return answer
 
-    def consumer_group_metadata(self) -> str:
-        return "member-metadata"
+    def close(self) -> None:
+        self.answers = []
 
 
 def test_the_offsets_of_a_transaction_name_each_accounts_control_partition() -> None:
@@ -101,11 +104,14 @@ def test_the_offsets_of_a_transaction_name_each_accounts_control_partition() -> 
     assert member.assigned("a1") and not member.assigned("a2")
 
 
-def test_group_metadata_comes_from_the_member_and_none_once_it_left() -> None:
+def test_group_metadata_is_read_by_the_polling_thread_and_none_once_it_left() -> None:
     member = membership(FakeClock(frozen=True))
     member._consumer = OffsetsConsumer([])
+    with pytest.raises(NotAssignedError, match="not joined the group, or left it"):
+        member.metadata()  # before the first poll
+    member.poll(1.0)
     assert member.metadata() == "member-metadata"
-    member._consumer = None
+    member.close()
     with pytest.raises(NotAssignedError, match="not joined the group, or left it"):
         member.metadata()
 
@@ -118,14 +124,17 @@ def test_settling_waits_while_a_transaction_holds_the_offsets() -> None:
         )
     )
     member = membership(FakeClock(frozen=True))
-    member._consumer = OffsetsConsumer([timed_out, [unstable]])
+    member._reader = OffsetsConsumer([timed_out, [unstable]])
     member.wait_stable(["a2"], Deadline.after(30))  # the third answer is stable
-    assert member._consumer.asked == [[1], [1], [1]]
+    assert member._reader.asked == [[1], [1], [1]]
 
 
 def test_settling_gives_up_at_the_deadline_naming_what_holds_it() -> None:
     timed_out = KafkaException(KafkaError(KafkaError._TIMED_OUT, "Local: Timed out"))
     member = membership(FakeClock(frozen=True))
-    member._consumer = OffsetsConsumer([timed_out])
+    member._reader = OffsetsConsumer([timed_out])
     with pytest.raises(KafkaUnreachableError, match="held by an open transaction"):
         member.wait_stable(["a1", "a2"], Deadline.after(0))
+    member._reader = None  # closed: it says so, whatever the deadline
+    with pytest.raises(NotAssignedError, match="not in the group"):
+        member.wait_stable(["a1"], Deadline.after(30))
