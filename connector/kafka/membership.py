@@ -55,7 +55,8 @@ class Membership:
         self._settings = settings
         self._consumer_factory, self._clock = consumer_factory, clock
         self._session = settings.cluster.session_timeout
-        self._owned: set[str] = set()
+        self._owned: set[str] = set()  # may call get-rpt for (with owns()'s doubt)
+        self._assigned: set[str] = set()  # may commit for: until a revocation has been served
         self._last_poll = clock()
         self._suspect_until = 0.0  # after a gap in polling: ownership unproven until then
         self._accounts = account_partitions(settings)
@@ -71,7 +72,7 @@ class Membership:
         self._consumer = self._consumer_factory(self._consumer_config())
         self._reader = self._consumer_factory(self._reader_config())
         self._consumer.subscribe(
-            [self._topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._revoke
+            [self._topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lose
         )
         log.info(
             "joined group %r on %s (%d accounts)",
@@ -90,8 +91,11 @@ class Membership:
         return account in self._owned and now >= self._suspect_until
 
     def assigned(self, account: str) -> bool:
-        """Is `account` assigned here, as far as the group has said (revocation is immediate)?"""
-        return account in self._owned
+        """May a transaction of ours still carry `account`? Yes until its revocation has been
+        served: the group hands it on only after the revocation callback returns, so what the
+        account commits while it is being stopped lands before its successor starts. Not once
+        the group has taken it away without asking (lost)."""
+        return account in self._assigned
 
     # --- the group fence of the shared producer (connector.kafka.group_fence.Group) --------
     def offsets(self, accounts: Iterable[str]) -> list[TopicPartition]:
@@ -162,6 +166,7 @@ class Membership:
         if names:
             log.info("assigned accounts: %s", ", ".join(names))
             self._owned.update(names)
+            self._assigned.update(names)
             self._suspect_until = 0.0  # the group just confirmed who owns what
             self._read_metadata()  # the new generation, before any of them commits
             self._on_assigned(names)
@@ -170,7 +175,17 @@ class Membership:
         names = [self._accounts[p.partition] for p in partitions]
         if names:
             log.info("revoking accounts: %s", ", ".join(names))
+            self._owned.difference_update(names)  # no get-rpt from now on
+            self._on_revoked(names)  # they stop, committing what they have
+            self._assigned.difference_update(names)
+
+    def _lose(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group gave them away already (our session expired): no commit either."""
+        names = [self._accounts[p.partition] for p in partitions]
+        if names:
+            log.warning("lost accounts (the group's session expired): %s", ", ".join(names))
             self._owned.difference_update(names)
+            self._assigned.difference_update(names)
             self._on_revoked(names)
 
     def _consumer_config(self) -> dict:

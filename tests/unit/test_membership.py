@@ -138,3 +138,22 @@ def test_settling_gives_up_at_the_deadline_naming_what_holds_it() -> None:
     member._reader = None  # closed: it says so, whatever the deadline
     with pytest.raises(NotAssignedError, match="not in the group"):
         member.wait_stable(["a1"], Deadline.after(30))
+
+
+def test_a_revoked_account_may_commit_while_it_stops_and_never_after() -> None:
+    seen: list[tuple[bool, bool]] = []
+    member = membership(FakeClock(frozen=True))
+    member._on_revoked = lambda names: seen.append((member.owns("a1"), member.assigned("a1")))
+    member._assign(None, [TopicPartition("control", 0)])
+    member._revoke(None, [TopicPartition("control", 0)])
+    assert seen == [(False, True)]  # no get-rpt, but its last transaction may commit
+    assert not member.assigned("a1")
+
+
+def test_a_lost_account_may_not_even_commit_while_it_stops() -> None:
+    seen: list[tuple[bool, bool]] = []
+    member = membership(FakeClock(frozen=True))
+    member._on_revoked = lambda names: seen.append((member.owns("a1"), member.assigned("a1")))
+    member._assign(None, [TopicPartition("control", 0)])
+    member._lose(None, [TopicPartition("control", 0)])
+    assert seen == [(False, False)]  # the group gave it away already
