@@ -231,6 +231,8 @@ class AccountPipeline:
         if disposition == Disposition.ABORT_TRANSACTION:
             log.warning("account %s: %s; sending the spool entries again", self.name, error)
             failed = self._session.abort(str(error), self._call_deadline())
+            again = self._retry.next_delay()  # at once the first time, after a pause if repeated
+            self._retry_at = self.parts.clock() + again if self._retry.attempt > 1 else 0.0
             self._wake.set()
             if failed is None:
                 return self._checkpoint()

@@ -176,6 +176,7 @@ class Membership:
         if names:
             log.info("revoking accounts: %s", ", ".join(names))
             self._owned.difference_update(names)  # no get-rpt from now on
+            self._read_metadata()  # the generation their last commits are sent under
             self._on_revoked(names)  # they stop, committing what they have
             self._assigned.difference_update(names)
 

@@ -442,3 +442,21 @@ def test_a_progress_record_without_other_spools_floors_a_foreign_spool_at_zero(t
 
 def body_of(reports: list[dict]) -> bytes:
     return json.dumps({"result": 0, "desc": "ok", "rpts": reports}).encode()
+
+
+def test_aborts_in_a_row_back_off_instead_of_spinning(tmp_path) -> None:
+    """A transaction that aborts every time (a consumer group that has moved on, while the
+    account is being stopped): the first abort sends the entries again at once, the next ones
+    only after a backoff (1-10 ms here), never in a busy loop."""
+    rig = make_rig(tmp_path, ScriptedPlatform(batches(5)), commit_interval=0.0)
+    rig.kafka.fail("commit_transaction", *[kafka_error("abortable")] * 100_000)
+    rig.pipeline.start()
+    rig.wait_for(lambda: rig.kafka.calls.count("abort_transaction") >= 2)
+    first = rig.kafka.calls.count("abort_transaction")
+    time.sleep(0.5)
+    in_half_a_second = rig.kafka.calls.count("abort_transaction") - first
+    rig.kafka.faults["commit_transaction"].clear()
+    rig.wait_for(lambda: len(rig.msgids()) == 5)
+    rig.stop()
+    assert_exactly_once(rig, 5)
+    assert 0 < in_half_a_second < 300, in_half_a_second  # ~100 with the backoff
