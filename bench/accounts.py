@@ -503,6 +503,11 @@ class ProgressTail:
                 out[account] = min(committed_at, out.get(account, committed_at))
         return out
 
+    def committed_since(self, wall: float) -> set[str]:
+        """The accounts with a commit whose committed_at is after `wall`."""
+        with self._lock:
+            return {account for account, committed_at, _s in self.records if committed_at > wall}
+
     def last_seen(self) -> float | None:
         with self._lock:
             return max((seen for _a, _c, seen in self.records), default=None)

@@ -159,11 +159,13 @@ class FakeMember:
         self.owned = set(accounts)
         self.generation = group.generation
         self.settled: list[list[str]] = []
+        self.writers: list[str] = []  # the transactional.id each transaction's offsets named
 
     def assigned(self, account: str) -> bool:
         return account in self.owned
 
-    def offsets(self, accounts) -> list[TopicPartition]:
+    def offsets(self, accounts, writer: str) -> list[TopicPartition]:
+        self.writers.append(writer)
         return [TopicPartition("control", self.accounts.index(a), 0) for a in accounts]
 
     def metadata(self) -> tuple[str, int]:

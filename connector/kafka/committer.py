@@ -50,6 +50,7 @@ from connector.errors import (
     FencedError,
     KafkaUnreachableError,
     PublishError,
+    TransactionAbortedError,
 )
 from connector.kafka.batches import Batch, Handins, Send
 from connector.kafka.group_fence import GroupFence
@@ -80,17 +81,22 @@ class TransactionCommitter:
         rng: random.Random | None = None,
         fence: GroupFence | None = None,  # cluster mode
     ) -> None:
-        self.transactional_id, self._fence = transactional_id, fence
+        self._fence = fence
         self._kafka = kafka
         self._clock, self._linger, self._rng = clock, linger, rng or random.Random()
         self._window = kafka.commit_interval if window is None else window
         self.reachability = Reachability(kafka.unreachable_after, _log_reachability, clock)
         self._slot = ProducerSlot(
-            kafka, transactional_id, producer_factory, sender_factory, self.reachability, self._call
-        )
+            kafka, transactional_id, producer_factory, sender_factory, self.reachability,
+            self._call, renew=fence is not None,
+        )  # fmt: skip
         self.handins = Handins()
         self._txn_began: float | None = None
         self._thread = threading.Thread(target=self._run, name="txn-committer", daemon=True)
+
+    @property
+    def transactional_id(self) -> str:
+        return self._slot.transactional_id
 
     # --- what accounts call ---------------------------------------------------------------
     def connect(self, deadline: Deadline) -> None:
@@ -172,7 +178,7 @@ class TransactionCommitter:
         if self._fence is None:
             return
         try:
-            offsets, metadata = self._fence.offsets(accounts)
+            offsets, metadata = self._fence.offsets(accounts, self._slot.transactional_id)
 
             def send_offsets_to_transaction(timeout: float) -> None:
                 self._slot.producer.send_offsets_to_transaction(offsets, metadata, timeout)
@@ -212,6 +218,8 @@ class TransactionCommitter:
         self._txn_began = None
         if isinstance(error, FencedError):
             self._slot.fence(error)
+            if self._fence is not None:  # cluster mode: the batches go again, on a new producer
+                error = TransactionAbortedError(f"{error}; sent again on a new producer")
         elif error.disposition == Disposition.ABORT_TRANSACTION:
             try:
                 self._call(self._slot.producer.abort_transaction, self._deadline())

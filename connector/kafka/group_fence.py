@@ -32,8 +32,9 @@ class Group(Protocol):
     def assigned(self, account: str) -> bool:
         """Is `account` assigned to this instance now (not yet revoked)?"""
 
-    def offsets(self, accounts: Iterable[str]) -> list[TopicPartition]:
-        """The control-topic offsets a transaction of these accounts carries."""
+    def offsets(self, accounts: Iterable[str], writer: str) -> list[TopicPartition]:
+        """The control-topic offsets a transaction of these accounts carries; their metadata
+        names the `writer` (transactional.id) and the member, for a successor to fence."""
 
     def metadata(self) -> object:
         """The member's current group metadata (`consumer_group_metadata()`)."""
@@ -60,7 +61,7 @@ class GroupFence:
                 batch.finish(NotAssignedError(f"account {batch.account}: revoked by the group"))
         return kept
 
-    def offsets(self, accounts: set[str]) -> tuple[list[TopicPartition], object]:
+    def offsets(self, accounts: set[str], writer: str) -> tuple[list[TopicPartition], object]:
         """The offsets and group metadata to send with a transaction of `accounts`;
         TransactionAbortedError when one of them was revoked while it was open."""
         revoked = sorted(a for a in accounts if not self._group.assigned(a))
@@ -73,7 +74,7 @@ class GroupFence:
             metadata = self._group.metadata()
         except NotAssignedError as exc:
             raise TransactionAbortedError(f"(shared producer): {exc}") from exc
-        return self._group.offsets(sorted(accounts)), metadata
+        return self._group.offsets(sorted(accounts), writer), metadata
 
     def settle(self, account: str, deadline: Deadline) -> None:
         self._group.wait_stable([account], deadline)

@@ -12,8 +12,8 @@ fences instead (`connector.kafka.group_fence`): each transaction carries its acc
 control-topic offsets under the member's generation.
 
 The control topic carries no records: the group protocol, and with the shared producer the
-group's transactional offsets (always offset 0: only their generation and their being pending
-count), are the only things used.
+group's transactional offsets (always offset 0; what counts is their generation, their being
+pending, and their metadata naming the writer: `connector.kafka.takeover`), are all it carries.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connector.config.settings import Settings
-from connector.errors import ConfigError, KafkaUnreachableError, NotAssignedError, PublishError
+from connector.errors import ConfigError, NotAssignedError, PublishError
+from connector.kafka.takeover import Takeover, writer_metadata
 from connector.kafka.topics import client_config
 from connector.retry import Clock, Deadline
 
@@ -51,6 +52,7 @@ class Membership:
         *,
         consumer_factory: Callable[[dict], Consumer] = Consumer,
         clock: Clock = time.monotonic,
+        takeover: Takeover | None = None,
     ) -> None:
         self._settings = settings
         self._consumer_factory, self._clock = consumer_factory, clock
@@ -64,13 +66,14 @@ class Membership:
         self._on_assigned, self._on_revoked = on_assigned, on_revoked
         self._topic = settings.cluster.control_topic
         self._consumer: Consumer | None = None
-        self._reader: Consumer | None = None  # the group's committed offsets, never subscribed
+        self._takeover = takeover or Takeover(settings, consumer_factory=consumer_factory)
         self._metadata: object | None = None  # the member's group metadata, as of the last poll
+        self._member_id = ""  # ... and its member id
 
     def start(self) -> None:
         self._ensure_control_topic()
         self._consumer = self._consumer_factory(self._consumer_config())
-        self._reader = self._consumer_factory(self._reader_config())
+        self._takeover.open()
         self._consumer.subscribe(
             [self._topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lose
         )
@@ -98,8 +101,12 @@ class Membership:
         return account in self._assigned
 
     # --- the group fence of the shared producer (connector.kafka.group_fence.Group) --------
-    def offsets(self, accounts: Iterable[str]) -> list[TopicPartition]:
-        return [TopicPartition(self._topic, self._partition[name], 0) for name in accounts]
+    def offsets(self, accounts: Iterable[str], writer: str) -> list[TopicPartition]:
+        named = writer_metadata(writer, self._member_id)
+        return [
+            TopicPartition(self._topic, self._partition[name], 0, metadata=named)
+            for name in accounts
+        ]
 
     def metadata(self) -> object:
         """As the supervising thread last read it (after each poll, and in each rebalance):
@@ -111,33 +118,14 @@ class Membership:
         return metadata
 
     def wait_stable(self, accounts: Iterable[str], deadline: Deadline) -> None:
-        """Until no transaction holds offsets of `accounts` (librdkafka's OffsetFetch asks for
-        stable offsets, being read_committed, and waits while one is pending). Asked through a
-        consumer of its own: the member's `committed()`, called while its assignment is being
-        applied, never answered (nor timed out) in a test with librdkafka 2.16."""
+        """Before a new owner reads their progress: see `connector.kafka.takeover`."""
         partitions = [TopicPartition(self._topic, self._partition[name]) for name in accounts]
-        while True:
-            try:
-                reader = self._reader
-                if reader is None:
-                    raise NotAssignedError("cluster: not in the group (not started, or closed)")
-                answered = reader.committed(partitions, timeout=max(0.1, deadline.cap(5.0)))
-                if not any(tp.error for tp in answered):
-                    return
-                reason = next(tp.error for tp in answered if tp.error).str()
-            except KafkaException as exc:
-                reason = exc.args[0].str()
-            if deadline.expired:
-                raise KafkaUnreachableError(
-                    f"control topic {self._topic}: offsets of {len(partitions)} account(s) still "
-                    f"held by an open transaction (another instance's, ended by its commit, "
-                    f"its abort or transaction.timeout.ms): {reason}"
-                )
-            time.sleep(0.05)
+        self._takeover.settle(partitions, deadline)
 
     def _read_metadata(self) -> None:
         try:
             self._metadata = self._consumer.consumer_group_metadata()
+            self._member_id = self._consumer.memberid() or ""
         except KafkaException as exc:
             log.warning("control topic %s: no group metadata: %s", self._topic, exc)
             self._metadata = None
@@ -157,9 +145,7 @@ class Membership:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self._takeover.close()
 
     def _assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         names = [self._accounts[p.partition] for p in partitions]
@@ -206,12 +192,6 @@ class Membership:
                 "auto.offset.reset": "latest",
             }
         )
-
-    def _reader_config(self) -> dict:
-        return client_config(self._settings.kafka, "group") | {
-            "group.id": self._settings.cluster.group_id,
-            "enable.auto.commit": False,
-        }
 
     def _ensure_control_topic(self) -> None:
         admin = AdminClient(client_config(self._settings.kafka))

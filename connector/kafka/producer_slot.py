@@ -4,13 +4,16 @@ Made and initialized once (`init_transactions` fences older holders of the
 `transactional.id`); an init that timed out is resumed on the same producer, since librdkafka
 completes it in the background and a new producer would then be fenced by it; dropped (and
 purged) after a failure, a new one made on the next `connect`; fenced for good once a newer
-instance has taken the transactional.id.
+instance has taken the transactional.id. In cluster mode (`renew`) a fence is not the end: the
+group fences zombies, and a new owner fences the transactional.id of a member that left with a
+transaction open (to end it at once); this instance goes on under a new transactional.id.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 
 from confluent_kafka import KafkaException, Producer
@@ -40,6 +43,7 @@ class ProducerSlot:
         senders: SenderFactory,
         reachability: Reachability,
         call: Call,
+        renew: bool = False,  # cluster mode: a fence means a new transactional.id
     ) -> None:
         self._kafka, self._tid, self._factory, self._senders = (
             kafka,
@@ -47,7 +51,7 @@ class ProducerSlot:
             factory,
             senders,
         )
-        self._reachability, self._call = reachability, call
+        self._reachability, self._call, self._renew = reachability, call, renew
         self._connection_errors = RepeatSummary()  # one summary over successive producers
         self.events = self._new_events()
         self.producer: Producer | None = None
@@ -93,10 +97,19 @@ class ProducerSlot:
         if producer is not None:
             _purge(producer)
 
+    @property
+    def transactional_id(self) -> str:
+        return self._tid
+
     def fence(self, error: FencedError) -> None:
-        """A newer instance holds the transactional.id: no producer again."""
-        self._fenced = error
+        """Another producer took the transactional.id: no producer again; in cluster mode,
+        the next one under a new transactional.id."""
         self.drop()
+        if not self._renew:
+            self._fenced = error
+            return
+        self._tid = f"{self._tid.split('~')[0]}~{uuid.uuid4().hex[:8]}"
+        log.warning("shared producer: %s; going on as %s", error, self._tid)
 
     def flush(self, deadline: Deadline) -> None:
         """At close: deliver what is queued, then forget the producer."""

@@ -162,3 +162,19 @@ def test_without_group_metadata_the_transaction_aborts_and_the_producer_stays(ka
     committer.close(Deadline.after(5))
     assert isinstance(error, TransactionAbortedError) and "left it" in str(error)
     assert kafka.calls.count("abort_transaction") == 1 and len(kafka.producers) == 1
+
+
+def test_fenced_in_cluster_mode_it_goes_on_under_a_new_transactional_id(kafka, member) -> None:
+    """A successor fenced our transactional.id, taking us for a departed member: the open
+    transaction's batches go again, on a new producer with a transactional.id of its own."""
+    committer = committer_over(kafka, member)
+    assert outcome(hand_in(committer, "a1")[0]) is None
+    kafka.newer_instance("rpt-connector-member-test")
+    error = outcome(hand_in(committer, "a2")[0])
+    assert isinstance(error, TransactionAbortedError) and "new producer" in str(error)
+    assert outcome(hand_in(committer, "a2")[0]) is None
+    committer.close(Deadline.after(5))
+    first, *_, last = member.writers
+    assert first == "rpt-connector-member-test" and last.startswith("rpt-connector-member-test~")
+    assert [p.config["transactional.id"] for p in kafka.producers] == [first, last]
+    assert [r.value for r in kafka.visible("t")] == [b"a1", b"a2"]

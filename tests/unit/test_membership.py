@@ -3,15 +3,12 @@ until the group has had the chance to say who owns what now."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
 from connector.config.settings import settings_from_dict
-from connector.errors import KafkaUnreachableError, NotAssignedError
+from connector.errors import NotAssignedError
 from connector.kafka.membership import Membership
-from connector.retry import Deadline
 from tests.fakes import FakeClock
 
 
@@ -26,6 +23,9 @@ class QuietConsumer:
 
     def consumer_group_metadata(self) -> str:
         return "member-metadata"
+
+    def memberid(self) -> str:
+        return "member-7"
 
 
 def membership(clock: FakeClock) -> Membership:
@@ -96,9 +96,12 @@ class OffsetsConsumer(QuietConsumer):
         self.answers = []
 
 
-def test_the_offsets_of_a_transaction_name_each_accounts_control_partition() -> None:
+def test_the_offsets_of_a_transaction_name_each_accounts_partition_and_its_writer() -> None:
     member = membership(FakeClock(frozen=True))
-    assert [(tp.partition, tp.offset) for tp in member.offsets(["a2", "a1"])] == [(1, 0), (0, 0)]
+    member.poll(1.0)
+    offsets = member.offsets(["a2", "a1"], "rpt-connector-member-x")
+    assert [(tp.partition, tp.offset) for tp in offsets] == [(1, 0), (0, 0)]
+    assert {tp.metadata for tp in offsets} == {"rpt-connector-member-x member-7"}
     assert not member.assigned("a1")
     member._assign(None, [TopicPartition("control", 0)])
     assert member.assigned("a1") and not member.assigned("a2")
@@ -114,30 +117,6 @@ def test_group_metadata_is_read_by_the_polling_thread_and_none_once_it_left() ->
     member.close()
     with pytest.raises(NotAssignedError, match="not joined the group, or left it"):
         member.metadata()
-
-
-def test_settling_waits_while_a_transaction_holds_the_offsets() -> None:
-    timed_out = KafkaException(KafkaError(KafkaError._TIMED_OUT, "Local: Timed out"))
-    unstable = (
-        SimpleNamespace(  # a partition answered with an error (TopicPartition's is read-only)
-            partition=1, error=KafkaError(KafkaError.UNSTABLE_OFFSET_COMMIT, "Broker: unstable")
-        )
-    )
-    member = membership(FakeClock(frozen=True))
-    member._reader = OffsetsConsumer([timed_out, [unstable]])
-    member.wait_stable(["a2"], Deadline.after(30))  # the third answer is stable
-    assert member._reader.asked == [[1], [1], [1]]
-
-
-def test_settling_gives_up_at_the_deadline_naming_what_holds_it() -> None:
-    timed_out = KafkaException(KafkaError(KafkaError._TIMED_OUT, "Local: Timed out"))
-    member = membership(FakeClock(frozen=True))
-    member._reader = OffsetsConsumer([timed_out])
-    with pytest.raises(KafkaUnreachableError, match="held by an open transaction"):
-        member.wait_stable(["a1", "a2"], Deadline.after(0))
-    member._reader = None  # closed: it says so, whatever the deadline
-    with pytest.raises(NotAssignedError, match="not in the group"):
-        member.wait_stable(["a1"], Deadline.after(30))
 
 
 def test_a_revoked_account_may_commit_while_it_stops_and_never_after() -> None:
