@@ -160,6 +160,7 @@ def _run(instances, simulator, tail, topics, broker, names, session_timeout, cap
     return marks | {
         "accounts": n, "taken_over": len(theirs), "session_timeout_s": session_timeout,
         "target_s": session_timeout + SLACK_S, "survivor_exit": stopped,
+        "fenced_writers": instances[1 - doomed].output().count("cluster: fencing "),
         "reports": sum(truth.values()), "lost": len(lost),
         "lost_in_flight": sum(1 for m in truth if delivered[m] == 0 and m in excused),
         "duplicated": sum(1 for m, k in delivered.items() if k > 1),
@@ -176,7 +177,8 @@ def verdict(result: dict) -> str:
         f"the kill (target ≤ session_timeout + {SLACK_S:g} s = {result['target_s']:g} s: {met}); "
         f"owned {result['owned_s']:.1f} s, every one committed again "
         f"{_s(result['committed_s'])}; {result['reports']:,} reports, {result['lost']} lost, "
-        f"{result['duplicated']} duplicated ({result['lost_in_flight']} in flight at the kill)"
+        f"{result['duplicated']} duplicated ({result['lost_in_flight']} in flight at the kill); "
+        f"departed writers fenced: {result['fenced_writers']}"
     )
 
 
