@@ -315,3 +315,13 @@ def test_every_client_of_the_same_tls_settings_shares_one_tls_context() -> None:
     insecure = PlatformSettings(base_url="https://platform.test", verify_tls=False)
     assert _tls_context(insecure) is not one
     assert _tls_context(insecure).verify_mode == ssl.CERT_NONE
+
+
+def test_the_proxy_is_worked_out_again_when_its_variables_change(monkeypatch) -> None:
+    """Cached per URL and proxy variables (urllib walks the whole environment, once per
+    account's client otherwise), never past a change of them."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment_proxy("http://cached.example") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy:3128")
+    assert environment_proxy("http://cached.example") == "http://proxy:3128"
