@@ -326,7 +326,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", default="exactly_once,at_least_once")
     parser.add_argument("--latency-seconds", type=int, help="length of the 5,000/s scenario")
     parser.add_argument(
-        "--skip", default="", help="comma list of: floor,stages,serve,latency,accounts"
+        "--skip", default="", help="comma list of: floor,stages,serve,latency,accounts,takeover"
     )
     parser.add_argument("--no-markdown", action="store_true", help="leave BENCHMARKS.md alone")
     parser.add_argument(
@@ -419,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
             # The many-accounts configuration (README "Scaling out"): one shared producer.
             argv = ["--quick"] * args.quick + ["--shared-producer"]
             results["accounts"] = accounts.measure(broker, argv)["targets"]
+        if "takeover" not in skip:  # bench/takeover.py: cluster mode, one of two killed
+            import takeover
+
+            n = 100 if args.quick else 1000  # 500 taken over: the target
+            results["takeover"] = takeover.measure(broker, n, 10.0, 500, 400.0)
+            print(takeover.verdict(results["takeover"]), flush=True)
     finally:
         broker.stop()
     results["finished_load_average"] = os.getloadavg()
