@@ -181,7 +181,7 @@ def finish(connector: ConnectorProcess, simulator: SimulatorProcess) -> None:
 
 
 def test_a_full_spool_disk_then_freed_loses_and_duplicates_nothing(
-    kafka_bootstrap: str, tmp_path: Path, volume: Path
+    kafka_bootstrap: str, tmp_path: Path, volume: Path, producers: str
 ) -> None:
     topics = Topics.fresh()
     simulator, config = start(tmp_path, volume, kafka_bootstrap, topics)
@@ -193,7 +193,7 @@ def test_a_full_spool_disk_then_freed_loses_and_duplicates_nothing(
             assert ballast.free_bytes() < 64 * 1024
             during = handed_out_during(simulator, FAULT_SECONDS)
             assert connector.alive(), connector.output()
-        print(f"figures: full disk: {during} reports handed out while full")
+        print(f"figures: full disk ({producers}): {during} reports handed out while full")
         finish(connector, simulator)
     finally:
         stop_everything(connector, simulator)

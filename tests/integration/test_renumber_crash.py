@@ -76,11 +76,23 @@ def crash_while_renumbering(config: Path, log: Path, point: str, count: int) -> 
 
 
 @pytest.mark.parametrize(
-    "after_the_switch", [RENUMBER_AFTER_SWITCH, RENUMBER_BEFORE_CLEANUP, RENUMBER_AFTER_RELEASE]
+    ("after_the_switch", "producer"),
+    [
+        (RENUMBER_AFTER_SWITCH, "own"),
+        (RENUMBER_BEFORE_CLEANUP, "own"),
+        (RENUMBER_AFTER_RELEASE, "own"),
+        (RENUMBER_AFTER_SWITCH, "shared"),  # the shared producer's recovery: one step suffices
+    ],
 )
 def test_a_kill_at_each_renumber_step_loses_and_duplicates_nothing(
-    kafka_bootstrap: str, tmp_path: Path, after_the_switch: str
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    after_the_switch: str,
+    producer: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if producer == "shared":  # connector_env passes it on (as the `producers` fixture does)
+        monkeypatch.setenv("RPT_KAFKA__SHARED_PRODUCER", "true")
     topics = Topics.fresh()
     simulator = start_simulator(tmp_path, "--rate", "3000", "--rate-total", str(TOTAL))
     volume_a = tmp_path / "volume-a"
