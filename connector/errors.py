@@ -17,7 +17,7 @@
      │    └── SpoolWriteError     cannot write (disk full, read-only, EIO)         RETRY
      └── PublishError             Kafka refused a call; a new producer is needed   RESTART_PRODUCER
           ├── KafkaUnreachableError no broker answered in time                     RETRY
-          ├── NotAssignedError    cluster mode: the group is taking the account     RETRY
+          ├── NotAssignedError    cluster mode: the group took the account away     STOP_ACCOUNT
           ├── TransactionAbortedError the open transaction must abort; re-sent     ABORT_TRANSACTION
           ├── TransactionTimedOutError our own transaction outlived
           │                           transaction.timeout.ms (a "fence" we caused) RESTART_PRODUCER
@@ -175,10 +175,11 @@ class KafkaUnreachableError(PublishError):
 
 
 class NotAssignedError(PublishError):
-    """Cluster mode, shared producer: the group has revoked the account from this instance (its
-    pipeline is being stopped), so no transaction of ours may carry it any more."""
+    """Cluster mode, shared producer: the group has taken the account from this instance, so no
+    transaction of ours may carry it any more. Its pipeline stops at once, without committing:
+    retrying until its stop deadline held the spool folder's lock from the new owner."""
 
-    disposition = Disposition.RETRY
+    disposition = Disposition.STOP_ACCOUNT
 
 
 class FencedError(PublishError):

@@ -100,7 +100,8 @@ def test_a_revoked_accounts_batch_never_enters_a_transaction(kafka, member) -> N
     committer = committer_over(kafka, member)
     first, second, third = (outcome(b) for b in hand_in(committer, *ACCOUNTS))
     assert first is None and third is None
-    assert isinstance(second, NotAssignedError) and second.disposition == Disposition.RETRY
+    assert isinstance(second, NotAssignedError)
+    assert second.disposition == Disposition.STOP_ACCOUNT  # its pipeline ends, spool unlocked
     committer.close(Deadline.after(5))
     assert [r.value for r in kafka.visible("t")] == [b"a1", b"a3"]
     assert b"a2" not in [r.value for r in kafka.aborted]  # never produced at all
