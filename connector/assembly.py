@@ -92,7 +92,7 @@ class Shared:
         fence (standalone) or once their group offsets are settled (cluster mode)."""
         if self.committer is None:
             return
-        settle = self.group.wait_stable if self.group is not None else None
+        settle = self.committer.settle if self.group is not None else None
         self.progress = ProgressSnapshot(ProgressTopic(settings.kafka), set(names), settle=settle)
 
     def close(self, timeout: float) -> None:

@@ -171,7 +171,7 @@ class FakeMember:
     def metadata(self) -> tuple[str, int]:
         return (self.name, self.generation)
 
-    def wait_stable(self, accounts, deadline) -> None:
+    def wait_stable(self, accounts, deadline, writer: str) -> None:
         self.settled.append(list(accounts))
 
 

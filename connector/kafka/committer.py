@@ -104,11 +104,11 @@ class TransactionCommitter:
         cannot be had by `deadline` (or this instance is fenced)."""
         self._slot.connect(deadline, self.handins.closing)
 
-    def settle(self, account: str, deadline: Deadline) -> None:
-        """Cluster mode: before a new owner reads the account's progress, wait until no
-        transaction (its predecessor's) still holds the account's group offsets."""
+    def settle(self, accounts: list[str], deadline: Deadline) -> None:
+        """Cluster mode: before a new owner reads the accounts' progress, wait until no
+        transaction (their predecessors') still holds their group offsets."""
         if self._fence is not None:
-            self._fence.settle(account, deadline)
+            self._fence.settle(accounts, deadline, self._slot.transactional_id)
 
     def submit(
         self, account: str, sends: list[Send], on_done: Callable[[], None] | None = None

@@ -39,9 +39,10 @@ class Group(Protocol):
     def metadata(self) -> object:
         """The member's current group metadata (`consumer_group_metadata()`)."""
 
-    def wait_stable(self, accounts: Iterable[str], deadline: Deadline) -> None:
-        """Until no open transaction holds offsets of `accounts`; KafkaUnreachableError when
-        one still does at `deadline`."""
+    def wait_stable(self, accounts: Iterable[str], deadline: Deadline, writer: str) -> None:
+        """Until no open transaction holds offsets of `accounts` (fencing departed writers
+        other than `writer`, ours); KafkaUnreachableError when one still does at
+        `deadline`."""
 
 
 class GroupFence:
@@ -76,5 +77,6 @@ class GroupFence:
             raise TransactionAbortedError(f"(shared producer): {exc}") from exc
         return self._group.offsets(sorted(accounts), writer), metadata
 
-    def settle(self, account: str, deadline: Deadline) -> None:
-        self._group.wait_stable([account], deadline)
+    def settle(self, accounts: list[str], deadline: Deadline, writer: str) -> None:
+        """`writer`: this instance's transactional.id, which the takeover never fences."""
+        self._group.wait_stable(accounts, deadline, writer)

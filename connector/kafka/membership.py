@@ -117,10 +117,10 @@ class Membership:
             raise NotAssignedError("cluster: this instance has not joined the group, or left it")
         return metadata
 
-    def wait_stable(self, accounts: Iterable[str], deadline: Deadline) -> None:
+    def wait_stable(self, accounts: Iterable[str], deadline: Deadline, writer: str) -> None:
         """Before a new owner reads their progress: see `connector.kafka.takeover`."""
         partitions = [TopicPartition(self._topic, self._partition[name]) for name in accounts]
-        self._takeover.settle(partitions, deadline)
+        self._takeover.settle(partitions, deadline, writer)
 
     def _read_metadata(self) -> None:
         try:
@@ -131,10 +131,13 @@ class Membership:
             self._metadata = None
 
     def poll(self, timeout: float) -> None:
-        if self._clock() - self._last_poll >= self._session:
-            self._suspect_until = self._clock() + 2 * self._session  # the broker tells us first
+        began = self._clock()
+        if began - self._last_poll >= self._session:
+            self._suspect_until = began + 2 * self._session  # the broker tells us first
         message = self._consumer.poll(timeout)
-        self._last_poll = self._clock()
+        now = self._last_poll = self._clock()
+        if now - began >= self._session:  # paused inside the poll, where this thread waits:
+            self._suspect_until = now + 2 * self._session  # the gap above never shows it
         self._read_metadata()
         if message is not None and message.error() is not None:
             log.warning("control topic %s: %s", self._topic, message.error().str())

@@ -22,6 +22,7 @@ from connector.config.settings import KafkaSettings
 from connector.errors import ConnectorError, Disposition, FencedError
 from connector.kafka.native_produce import RecordQueue, SenderFactory
 from connector.kafka.publisher import ProducerEvents, Reachability
+from connector.kafka.takeover import lineage
 from connector.kafka.topics import producer_config
 from connector.observe.logs import RepeatSummary
 from connector.retry import Deadline
@@ -108,7 +109,7 @@ class ProducerSlot:
         if not self._renew:
             self._fenced = error
             return
-        self._tid = f"{self._tid.split('~')[0]}~{uuid.uuid4().hex[:8]}"
+        self._tid = f"{lineage(self._tid)}~{uuid.uuid4().hex[:8]}"
         log.warning("shared producer: %s; going on as %s", error, self._tid)
 
     def flush(self, deadline: Deadline) -> None:

@@ -43,6 +43,11 @@ def writer_metadata(transactional_id: str, member_id: str) -> str:
     return f"{transactional_id}{WRITER_SEPARATOR}{member_id}"
 
 
+def lineage(transactional_id: str) -> str:
+    """A transactional.id without the suffix a fenced instance goes on under (`~...`)."""
+    return transactional_id.split("~", 1)[0]
+
+
 def parse_writer(metadata: str | None) -> tuple[str, str] | None:
     """(transactional.id, member id) from an offset's metadata; None if it names none."""
     if not metadata or WRITER_SEPARATOR not in metadata:
@@ -78,20 +83,26 @@ class Takeover:
                 consumer.close()
         self._stable = self._as_is = None
 
-    def settle(self, partitions: list[TopicPartition], deadline: Deadline) -> None:
-        """Departed writers fenced, then no transaction holding these offsets; raises
+    def settle(self, partitions: list[TopicPartition], deadline: Deadline, own: str) -> None:
+        """Departed writers fenced (never `own`, this instance's transactional.id, whatever
+        member it wrote under), then no transaction holding these offsets; raises
         KafkaUnreachableError when one still does at `deadline`."""
         stable, as_is = self._stable, self._as_is
         if stable is None or as_is is None:
             raise NotAssignedError("cluster: not in the group (not started, or closed)")
         try:
-            self._fence_departed(as_is.committed(partitions, timeout=deadline.cap(10.0)), deadline)
+            found = as_is.committed(partitions, timeout=deadline.cap(10.0))
+            self._fence_departed(found, deadline, own)
         except (KafkaException, TimeoutError) as exc:  # the wait below still orders the reads
             log.warning("cluster: could not look for departed writers: %s", exc)
         self._wait_stable(stable, partitions, deadline)
 
-    def _fence_departed(self, committed: list[TopicPartition], deadline: Deadline) -> None:
+    def _fence_departed(
+        self, committed: list[TopicPartition], deadline: Deadline, own: str
+    ) -> None:
         writers = {w for w in (parse_writer(tp.metadata) for tp in committed) if w is not None}
+        # Ours under an earlier member id (the group dropped us and we rejoined): not departed.
+        writers = {(tid, m) for tid, m in writers if lineage(tid) != lineage(own)}
         if not writers:
             return
         members = self._members(deadline)

@@ -136,7 +136,7 @@ def test_an_account_revoked_while_its_transaction_is_open_aborts_it(kafka) -> No
 
 def test_a_new_owner_settles_an_account_before_it_reads_progress(kafka, member) -> None:
     committer = committer_over(kafka, member)
-    committer.settle("a2", Deadline.after(5))
+    committer.settle(["a2"], Deadline.after(5))
     committer.close(Deadline.after(5))
     assert member.settled == [["a2"]]
 

@@ -136,3 +136,17 @@ def test_a_lost_account_may_not_even_commit_while_it_stops() -> None:
     member._assign(None, [TopicPartition("control", 0)])
     member._lose(None, [TopicPartition("control", 0)])
     assert seen == [(False, False)]  # the group gave it away already
+
+
+def test_a_pause_inside_a_poll_suspends_ownership_too() -> None:
+    """The supervising thread spends its time inside the consumer's poll: a SIGSTOP lands there,
+    and once the poll returns no gap between polls shows it (a zombie get-rpt, seen once in a
+    fresh-clone run of test_paused_instance)."""
+    clock = FakeClock(frozen=True)
+    member = membership(clock)
+    member._assign(None, [TopicPartition("control", 0)])
+    member.poll(1.0)
+    member._consumer.during_poll = lambda: clock.advance(30.0)  # stopped for 3 x session
+    member.poll(1.0)
+    member._consumer.during_poll = lambda: None
+    assert not member.owns("a1")  # however soon after the poll a fetch thread asks

@@ -72,27 +72,39 @@ def offset(partition: int, metadata: str | None) -> TopicPartition:
 
 
 PARTITIONS = [TopicPartition("control", 0), TopicPartition("control", 1)]
+OWN = "tid-me~5e1f"  # this instance's transactional.id (it went on under a new one once)
 
 
 def test_the_writer_of_a_member_that_left_is_fenced_a_live_one_is_not() -> None:
     committed = [offset(0, writer_metadata("tid-dead", "m-dead")),
                  offset(1, writer_metadata("tid-live", "m-live"))]  # fmt: skip
     rig = Rig([committed], [], {"m-live", "m-me"})
-    rig.takeover.settle(PARTITIONS, Deadline.after(30))
+    rig.takeover.settle(PARTITIONS, Deadline.after(30), OWN)
     assert rig.fenced == ["tid-dead"]
     assert rig.consumers["read_committed"].asked == 1  # then the offsets were stable
 
 
+def test_its_own_writes_under_a_member_id_it_had_before_are_never_fenced() -> None:
+    """Dropped by the group (a pause), it rejoined under a new member id and got the account
+    back: the offsets name its transactional.id and its old member. Fencing that would fence
+    itself (seen once in a fresh-clone run of test_paused_instance)."""
+    committed = [offset(0, writer_metadata("tid-me", "m-me-before")),
+                 offset(1, writer_metadata("tid-me~5e1f", "m-me-before"))]  # fmt: skip
+    rig = Rig([committed], [], {"m-me-now"})
+    rig.takeover.settle(PARTITIONS, Deadline.after(30), OWN)
+    assert rig.fenced == []
+
+
 def test_accounts_never_committed_in_cluster_mode_fence_nothing() -> None:
     rig = Rig([[offset(0, None), offset(1, "")]], [], RuntimeError("not asked"))
-    rig.takeover.settle(PARTITIONS, Deadline.after(30))
+    rig.takeover.settle(PARTITIONS, Deadline.after(30), OWN)
     assert rig.fenced == []
 
 
 def test_when_the_group_cannot_be_described_it_still_waits_for_stable_offsets() -> None:
     committed = [offset(0, writer_metadata("tid-dead", "m-dead"))]
     rig = Rig([committed], [TIMED_OUT], KafkaException(KafkaError(KafkaError._TRANSPORT, "down")))
-    rig.takeover.settle(PARTITIONS, Deadline.after(30))
+    rig.takeover.settle(PARTITIONS, Deadline.after(30), OWN)
     assert rig.fenced == []  # not sure who is gone: nobody is fenced
     assert rig.consumers["read_committed"].asked == 2  # pending once, then stable
 
@@ -104,14 +116,14 @@ def test_settling_waits_while_a_transaction_holds_the_offsets() -> None:
         )
     )
     rig = Rig([[]], [TIMED_OUT, [unstable]], set())
-    rig.takeover.settle(PARTITIONS, Deadline.after(30))
+    rig.takeover.settle(PARTITIONS, Deadline.after(30), OWN)
     assert rig.consumers["read_committed"].asked == 3  # the third answer is stable
 
 
 def test_settling_gives_up_at_the_deadline_naming_what_holds_it() -> None:
     rig = Rig([[]], [TIMED_OUT], set())
     with pytest.raises(KafkaUnreachableError, match="held by an open transaction"):
-        rig.takeover.settle(PARTITIONS, Deadline.after(0))
+        rig.takeover.settle(PARTITIONS, Deadline.after(0), OWN)
 
 
 def test_closed_it_says_it_is_not_in_the_group() -> None:
@@ -119,7 +131,7 @@ def test_closed_it_says_it_is_not_in_the_group() -> None:
     rig.takeover.close()
     assert all(consumer.closed for consumer in rig.consumers.values())
     with pytest.raises(NotAssignedError, match="not in the group"):
-        rig.takeover.settle(PARTITIONS, Deadline.after(30))
+        rig.takeover.settle(PARTITIONS, Deadline.after(30), OWN)
 
 
 def test_offset_metadata_names_the_writer_or_nothing() -> None:
