@@ -51,7 +51,6 @@ class Shared:
     committer: TransactionCommitter | None = None
     publish_pool: TurnPool | None = None  # with the committer
     progress: ProgressSnapshot | None = None  # with the committer: the accounts taken last
-    group: Group | None = None  # cluster mode
 
     @classmethod
     def for_settings(cls, settings: Settings, group: Group | None = None) -> Shared:
@@ -66,7 +65,7 @@ class Shared:
             fence=GroupFence(group) if group is not None else None,
         )
         publish_pool = TurnPool(kafka.publish_threads, role="publish")
-        return cls(fetch_pool, Alarm(), committer, publish_pool, group=group)
+        return cls(fetch_pool, Alarm(), committer, publish_pool)
 
     def start(self, settings: Settings, stop: threading.Event) -> None:
         """With a shared producer: fence the instance's predecessor, waiting for Kafka as long
@@ -92,8 +91,8 @@ class Shared:
         fence (standalone) or once their group offsets are settled (cluster mode)."""
         if self.committer is None:
             return
-        settle = self.committer.settle if self.group is not None else None
-        self.progress = ProgressSnapshot(ProgressTopic(settings.kafka), set(names), settle=settle)
+        topic = ProgressTopic(settings.kafka)  # the committer settles in cluster mode only
+        self.progress = ProgressSnapshot(topic, set(names), settle=self.committer.settle)
 
     def close(self, timeout: float) -> None:
         """After the pipelines: their fetch tasks have retired (unless one is still in a call)

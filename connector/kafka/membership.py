@@ -90,7 +90,7 @@ class Membership:
         unresolved: the group may have given it to another instance meanwhile."""
         now = self._clock()
         if now - self._last_poll >= self._session:
-            self._suspect_until = now + 2 * self._session
+            self._suspect(now)
         return account in self._owned and now >= self._suspect_until
 
     def assigned(self, account: str) -> bool:
@@ -122,6 +122,10 @@ class Membership:
         partitions = [TopicPartition(self._topic, self._partition[name]) for name in accounts]
         self._takeover.settle(partitions, deadline, writer)
 
+    def _suspect(self, now: float) -> None:
+        """Ownership unproven until the group has had two session timeouts to say otherwise."""
+        self._suspect_until = now + 2 * self._session
+
     def _read_metadata(self) -> None:
         try:
             self._metadata = self._consumer.consumer_group_metadata()
@@ -133,11 +137,11 @@ class Membership:
     def poll(self, timeout: float) -> None:
         began = self._clock()
         if began - self._last_poll >= self._session:
-            self._suspect_until = began + 2 * self._session  # the broker tells us first
+            self._suspect(began)  # the broker tells us first
         message = self._consumer.poll(timeout)
         now = self._last_poll = self._clock()
         if now - began >= self._session:  # paused inside the poll, where this thread waits:
-            self._suspect_until = now + 2 * self._session  # the gap above never shows it
+            self._suspect(now)  # the gap above never shows it
         self._read_metadata()
         if message is not None and message.error() is not None:
             log.warning("control topic %s: %s", self._topic, message.error().str())

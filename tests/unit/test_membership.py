@@ -119,23 +119,21 @@ def test_group_metadata_is_read_by_the_polling_thread_and_none_once_it_left() ->
         member.metadata()
 
 
-def test_a_revoked_account_may_commit_while_it_stops_and_never_after() -> None:
+@pytest.mark.parametrize(
+    ("how", "during"),
+    [
+        ("_revoke", (False, True)),  # no get-rpt, but its last transaction may commit
+        ("_lose", (False, False)),  # the group gave it away already: not even that
+    ],
+)
+def test_a_revoked_account_may_commit_while_it_stops_a_lost_one_not(how, during) -> None:
     seen: list[tuple[bool, bool]] = []
     member = membership(FakeClock(frozen=True))
     member._on_revoked = lambda names: seen.append((member.owns("a1"), member.assigned("a1")))
     member._assign(None, [TopicPartition("control", 0)])
-    member._revoke(None, [TopicPartition("control", 0)])
-    assert seen == [(False, True)]  # no get-rpt, but its last transaction may commit
-    assert not member.assigned("a1")
-
-
-def test_a_lost_account_may_not_even_commit_while_it_stops() -> None:
-    seen: list[tuple[bool, bool]] = []
-    member = membership(FakeClock(frozen=True))
-    member._on_revoked = lambda names: seen.append((member.owns("a1"), member.assigned("a1")))
-    member._assign(None, [TopicPartition("control", 0)])
-    member._lose(None, [TopicPartition("control", 0)])
-    assert seen == [(False, False)]  # the group gave it away already
+    getattr(member, how)(None, [TopicPartition("control", 0)])
+    assert seen == [during]
+    assert not member.assigned("a1")  # and never after
 
 
 def test_a_pause_inside_a_poll_suspends_ownership_too() -> None:
